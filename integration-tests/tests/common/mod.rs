@@ -1,0 +1,209 @@
+//! Shared helpers for the end-to-end tests: the real stack's addresses, a unique name per test run,
+//! Debezium connectors that clean up after themselves, and `ripple` child processes.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const SOURCE_URL: &str = "postgres://postgres@127.0.0.1:15432/app";
+pub const REPLICA_URL: &str = "postgres://postgres@127.0.0.1:15433/replica";
+pub const BROKERS: &str = "127.0.0.1:19092";
+
+/// The repository root (the workspace).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Fails the test unless the stack's services answer. Tests never pass silently without them.
+pub fn require_stack() {
+    for (name, addr) in [
+        ("source PostgreSQL", "127.0.0.1:15432"),
+        ("replica PostgreSQL", "127.0.0.1:15433"),
+        ("Kafka", "127.0.0.1:19092"),
+        ("Kafka Connect", "127.0.0.1:18083"),
+    ] {
+        if TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).is_err() {
+            panic!("{name} is not listening on {addr}: start the stack with `scripts/stack up`");
+        }
+    }
+}
+
+/// The `ripple` binary under test: `$RIPPLE_BIN`, else the workspace's debug build.
+pub fn ripple_bin() -> PathBuf {
+    let path = std::env::var_os("RIPPLE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target").join("debug").join("ripple"));
+    assert!(path.exists(), "{} does not exist: build it with `cargo build --bin ripple` (scripts/test does)", path.display());
+    path
+}
+
+/// A name no other run of any test shares (lowercase, digits, underscores: valid for slots too).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Runs `ripple <args>` to completion.
+pub fn ripple(args: &[&str]) -> Output {
+    Command::new(ripple_bin()).args(args).output().expect("run ripple")
+}
+
+pub fn stack(args: &[&str]) -> Output {
+    let out = Command::new(repo().join("scripts").join("stack")).args(args).output().expect("run scripts/stack");
+    assert!(
+        out.status.success(),
+        "scripts/stack {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A Debezium connector for some tables, deleted (with its replication slot) when dropped.
+pub struct Connector {
+    pub name: String,
+    pub prefix: String,
+}
+
+impl Connector {
+    /// Registers a connector capturing `tables` (`public.x,public.y`) under topic prefix `prefix`.
+    pub fn start(name: &str, prefix: &str, tables: &str) -> Self {
+        stack(&["debezium", name, prefix, tables, "initial"]);
+        Connector { name: name.to_string(), prefix: prefix.to_string() }
+    }
+
+    pub fn topic(&self, table: &str) -> String {
+        format!("{}.public.{table}", self.prefix)
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts").join("stack")).args(["delete-connector", &self.name]).output();
+    }
+}
+
+/// Writes a ripple.toml for one topic into the replica, returns its path.
+pub fn write_config(dir: &Path, topics: &[String], group: &str, extra: &str) -> PathBuf {
+    let topics = topics.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{BROKERS}"
+group_id = "{group}"
+topics = [{topics}]
+
+[source]
+url = "{SOURCE_URL}"
+
+[sinks.replica]
+type = "postgres"
+url = "{REPLICA_URL}"
+
+[[routes]]
+topics = [{topics}]
+sinks = ["replica"]
+{extra}
+"#
+    );
+    let path = dir.join(format!("{group}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A temporary directory under the workspace's target dir, kept for post-mortems.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = repo().join("target").join("it").join(name);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A running `ripple run`, with its output going to a log file.
+pub struct RippleProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl RippleProcess {
+    pub fn start(config: &Path, extra_args: &[&str]) -> Self {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let log = config.with_extension(format!("run{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(ripple_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra_args)
+            .env("RIPPLE_LOG", "info")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start ripple run");
+        RippleProcess { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`KILL`, `TERM`) and waits for the process to exit.
+    pub fn signal(mut self, signal: &str) -> ExitStatus {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for ripple")
+    }
+
+    /// Waits for the process to exit on its own, at most `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll ripple") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ripple did not exit within {timeout:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("poll ripple").is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RippleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs a SQL query through psql and returns its trimmed output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().expect("run psql");
+    assert!(out.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}

@@ -1,0 +1,133 @@
+//! A decoded change event and the table schema it refers to.
+
+use crate::Value;
+use std::fmt;
+use std::sync::Arc;
+
+/// A table in the source, as `namespace.name` (for Postgres: schema and table).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl TableRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for TableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// The logical type of a column, as far as the change stream tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    Bool,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    /// Exact decimal; `scale` is `None` for a numeric without a declared scale.
+    Decimal { precision: Option<u32>, scale: Option<u32> },
+    Text,
+    Bytes,
+    Json,
+    Uuid,
+    Date,
+    /// Time of day without zone.
+    Time,
+    TimeTz,
+    /// Wall-clock timestamp without zone.
+    Timestamp,
+    TimestampTz,
+    Interval,
+    Array(Box<ColumnType>),
+    /// Anything else, by the name the stream gave it; carried as text.
+    Other(String),
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+    pub nullable: bool,
+    /// The column's type as the source database declares it (`VARCHAR(255)`, `NUMERIC`), when the
+    /// stream carries it. Lets a SQL sink create the same column instead of a close relative.
+    pub source_type: Option<String>,
+}
+
+/// A table's columns and primary key, shared by every event decoded with the same schema.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableSchema {
+    pub table: TableRef,
+    pub columns: Vec<Column>,
+    /// Positions in `columns` of the primary-key columns, in key order.
+    pub key: Vec<usize>,
+}
+
+impl TableSchema {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
+        self.key.iter().map(|&i| &self.columns[i])
+    }
+}
+
+/// What a change does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Insert, update or snapshot read: the row now holds `ChangeEvent::row`.
+    Upsert,
+    /// The row with this key no longer exists.
+    Delete,
+    /// Every row of the table is gone.
+    Truncate,
+}
+
+/// The position of a change in the source's commit order. Changes compare by commit first, then by
+/// their position inside the commit, so a later commit always wins even when its changes were
+/// written to the log before an earlier commit's (interleaved transactions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version {
+    /// The log position of the commit that precedes this change in commit order.
+    pub commit: u64,
+    /// The log position of the change itself.
+    pub change: u64,
+}
+
+/// Where an event came from in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One change to one row (or, for a truncate, to a whole table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub schema: Arc<TableSchema>,
+    pub op: Op,
+    /// The row after the change, one value per `schema.columns`; `None` for deletes and truncates.
+    pub row: Option<Vec<Value>>,
+    /// The primary key, one value per `schema.key`; empty for truncates.
+    pub key: Vec<Value>,
+    pub version: Version,
+    /// When the source committed the change, in milliseconds since the Unix epoch.
+    pub source_ts_ms: i64,
+    pub origin: Origin,
+}
+
+impl ChangeEvent {
+    pub fn table(&self) -> &TableRef {
+        &self.schema.table
+    }
+}

@@ -1,0 +1,68 @@
+//! The sink API: the types every sink receives (`ChangeEvent`, `Value`, `TableSchema`), the `Sink`
+//! trait it implements, and the errors it answers with. This crate depends on nothing else of Ripple's,
+//! so a store can be added in a crate of its own, in Ripple's tree or a user's.
+
+mod error;
+mod event;
+mod value;
+
+pub use error::{ConfigError, FailureKind, SinkError};
+pub use event::{ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Version};
+pub use value::Value;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A store that Ripple keeps in step with the source.
+///
+/// The contract:
+/// - **Order.** `apply` receives the events of one table in the order they were committed in the
+///   source, and the engine never calls `apply` for a table again before the previous call returned.
+///   Within a call a sink may reduce the batch (for example to the last event per key) as long as the
+///   store ends in the state that applying every event in order would give.
+/// - **At least once.** After a crash the engine re-delivers everything after the last committed Kafka
+///   offset, so a sink sees events it has already applied. Applying an event twice must leave the
+///   store as applying it once.
+/// - **Durability.** `Ok(())` means the whole batch is durable in the store: the engine commits the
+///   Kafka offsets right after, and never delivers those events again.
+/// - **Failure.** An error says whether trying again may help ([`FailureKind::Retriable`]: a
+///   connection drop, a timeout, a deadlock) or not ([`FailureKind::Permanent`]: a value the store
+///   rejects). The engine owns retries, backoff and dead-lettering; a sink never retries by itself.
+/// - **Backpressure.** The engine waits for `apply` to return before it gives the sink more work, so
+///   a slow store slows consumption rather than filling memory.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The name given to this sink in the configuration (`[sinks.<name>]`).
+    fn name(&self) -> &str;
+
+    /// Checks that the store is reachable and usable. Called at start-up and by health checks.
+    async fn ready(&self) -> Result<(), SinkError>;
+
+    /// Applies `events`, all of which belong to `table`, in order. See the trait's contract.
+    async fn apply(&self, table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError>;
+}
+
+/// Builds sinks of one kind from their configuration section. Registering a factory on the engine is
+/// the one line that makes a new sink kind usable from `ripple.toml` (`type = "<kind>"`).
+#[async_trait]
+pub trait SinkFactory: Send + Sync {
+    /// The value of `type` that selects this factory, e.g. `"postgres"`.
+    fn kind(&self) -> &'static str;
+
+    /// Builds the sink named `name` from its section, without the `type` key. `key_prefix` is the
+    /// section's path (e.g. `sinks.replica`) so errors can name the exact key to fix.
+    async fn build(
+        &self,
+        name: &str,
+        key_prefix: &str,
+        section: toml::Table,
+    ) -> Result<Arc<dyn Sink>, ConfigError>;
+}
+
+/// Deserializes a sink's section into its typed config, naming the offending key on error.
+pub fn parse_section<T: serde::de::DeserializeOwned>(
+    key_prefix: &str,
+    section: toml::Table,
+) -> Result<T, ConfigError> {
+    T::deserialize(toml::Value::Table(section)).map_err(|e| ConfigError::new(key_prefix, e.to_string()))
+}

@@ -1,0 +1,346 @@
+//! `ripple.toml`: the typed configuration and its start-up validation. Every error names the key to
+//! fix; secrets may come from the environment and are masked whenever the config is printed.
+
+use regex::Regex;
+use ripple_sink::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    /// The database Debezium captures. Only `verify` and `loadgen` connect to it.
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// `[sinks.<name>]` sections; each has a `type` and that sink kind's own keys.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topics to consume: exact names, or regular expressions starting with `^`.
+    pub topics: Vec<String>,
+    /// Where a new consumer group starts: `earliest` (default) or `latest`.
+    #[serde(default = "default_offset_reset")]
+    pub auto_offset_reset: String,
+    /// Extra librdkafka properties, passed through as they are.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `postgres://user@host:port/db`; a password is better given through `password_env`.
+    pub url: String,
+    /// Name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most events in one batch handed to the sinks.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How long to wait for a batch to fill before applying what there is.
+    #[serde(default = "default_batch_linger_ms")]
+    pub batch_linger_ms: u64,
+    /// Retries of a retriable sink failure before Ripple gives up and stops.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// First backoff delay; it doubles (with jitter) up to `retry_max_delay_ms`.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_delay_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_delay_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            batch_linger_ms: default_batch_linger_ms(),
+            max_retries: default_max_retries(),
+            retry_initial_delay_ms: default_retry_initial_ms(),
+            retry_max_delay_ms: default_retry_max_ms(),
+        }
+    }
+}
+
+/// Sends the events of matching topics to the named sinks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Exact topic names or regular expressions starting with `^`.
+    pub topics: Vec<String>,
+    pub sinks: Vec<String>,
+}
+
+fn default_group_id() -> String {
+    "ripple".into()
+}
+fn default_offset_reset() -> String {
+    "earliest".into()
+}
+fn default_batch_size() -> usize {
+    10_000
+}
+fn default_batch_linger_ms() -> u64 {
+    20
+}
+fn default_max_retries() -> usize {
+    10
+}
+fn default_retry_initial_ms() -> u64 {
+    100
+}
+fn default_retry_max_ms() -> u64 {
+    10_000
+}
+
+/// A topic name or pattern, as written in `kafka.topics` or `routes.topics`.
+#[derive(Debug, Clone)]
+pub enum TopicMatcher {
+    Exact(String),
+    Pattern(Regex),
+}
+
+impl TopicMatcher {
+    pub fn parse(key: &str, text: &str) -> Result<Self, ConfigError> {
+        if text.starts_with('^') {
+            Regex::new(text)
+                .map(TopicMatcher::Pattern)
+                .map_err(|e| ConfigError::new(key, format!("invalid regular expression {text:?}: {e}")))
+        } else if text.is_empty() {
+            Err(ConfigError::new(key, "a topic name cannot be empty"))
+        } else {
+            Ok(TopicMatcher::Exact(text.to_string()))
+        }
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            TopicMatcher::Exact(t) => t == topic,
+            TopicMatcher::Pattern(r) => r.is_match(topic),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("(file)", format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(toml_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: cross references, value ranges, patterns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::new("kafka.brokers", "must list at least one host:port"));
+        }
+        if self.kafka.topics.is_empty() {
+            return Err(ConfigError::new("kafka.topics", "must name at least one topic or ^pattern"));
+        }
+        for (i, t) in self.kafka.topics.iter().enumerate() {
+            TopicMatcher::parse(&format!("kafka.topics[{i}]"), t)?;
+        }
+        if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(ConfigError::new("kafka.auto_offset_reset", "must be \"earliest\" or \"latest\""));
+        }
+        if self.pipeline.batch_size == 0 {
+            return Err(ConfigError::new("pipeline.batch_size", "must be at least 1"));
+        }
+        if self.sinks.is_empty() {
+            return Err(ConfigError::new("sinks", "no sink is configured: add a [sinks.<name>] section with a `type`"));
+        }
+        for (name, section) in &self.sinks {
+            match section.get("type") {
+                Some(toml::Value::String(_)) => {}
+                Some(_) => return Err(ConfigError::new(format!("sinks.{name}.type"), "must be a string")),
+                None => {
+                    return Err(ConfigError::new(
+                        format!("sinks.{name}.type"),
+                        "is missing: say which kind of sink this is, e.g. type = \"postgres\"",
+                    ));
+                }
+            }
+        }
+        if self.routes.is_empty() {
+            return Err(ConfigError::new("routes", "no route is configured: add a [[routes]] with topics and sinks"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.topics.is_empty() {
+                return Err(ConfigError::new(format!("routes[{i}].topics"), "must name at least one topic"));
+            }
+            for (j, t) in route.topics.iter().enumerate() {
+                TopicMatcher::parse(&format!("routes[{i}].topics[{j}]"), t)?;
+            }
+            if route.sinks.is_empty() {
+                return Err(ConfigError::new(format!("routes[{i}].sinks"), "must name at least one sink"));
+            }
+            for (j, s) in route.sinks.iter().enumerate() {
+                if !self.sinks.contains_key(s) {
+                    let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
+                    return Err(ConfigError::new(
+                        format!("routes[{i}].sinks[{j}]"),
+                        format!("names sink {s:?}, which is not configured (configured: {})", known.join(", ")),
+                    ));
+                }
+            }
+        }
+        if let Some(source) = &self.source {
+            check_env("source.password_env", source.password_env.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// The config as TOML with every secret masked, for `ripple check-config` and logs.
+    pub fn to_masked_toml(&self) -> String {
+        let mut copy = self.clone();
+        if let Some(s) = copy.source.as_mut() {
+            s.url = mask_url(&s.url);
+        }
+        for (key, value) in copy.kafka.options.iter_mut() {
+            if key.contains("password") || key.contains("secret") {
+                *value = "****".into();
+            }
+        }
+        for section in copy.sinks.values_mut() {
+            for (key, value) in section.iter_mut() {
+                if let toml::Value::String(s) = value {
+                    if key == "url" || key.ends_with("_url") {
+                        *s = mask_url(s);
+                    } else if key.contains("password") || key.contains("secret") || key.contains("token") {
+                        if !key.ends_with("_env") {
+                            *s = "****".into();
+                        }
+                    }
+                }
+            }
+        }
+        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+/// Fails when `var` names an environment variable that is not set.
+pub fn check_env(key: &str, var: Option<&str>) -> Result<(), ConfigError> {
+    match var {
+        Some(v) if std::env::var_os(v).is_none() => {
+            Err(ConfigError::new(key, format!("names environment variable {v}, which is not set")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the password in a `scheme://user:password@host` URL with `****`.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else { return url.to_string() };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:****{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+fn toml_error(e: toml::de::Error) -> ConfigError {
+    // toml's message already carries the line, column and, for unknown fields, the accepted keys;
+    // the key path is what a user greps for, so it leads.
+    let message = e.message().to_string();
+    let key = unknown_field_key(&message).unwrap_or_else(|| "(file)".to_string());
+    let location = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
+    ConfigError::new(key, format!("{message}{location}"))
+}
+
+fn unknown_field_key(message: &str) -> Option<String> {
+    let start = message.find("unknown field `")? + "unknown field `".len();
+    let end = message[start..].find('`')? + start;
+    Some(message[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:19092"
+        topics = ["^ripple\\.public\\..*"]
+
+        [sinks.replica]
+        type = "postgres"
+        url = "postgres://postgres:hunter2@127.0.0.1:15433/replica"
+
+        [[routes]]
+        topics = ["^ripple\\.public\\..*"]
+        sinks = ["replica"]
+    "#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.kafka.group_id, "ripple");
+        assert_eq!(c.pipeline.batch_size, 10_000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("[kafka]", "[kafka]\nbrokerz = \"x\"");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "brokerz", "{err}");
+        assert!(err.to_string().contains("brokers"), "lists the expected keys: {err}");
+    }
+
+    #[test]
+    fn route_to_missing_sink_is_named() {
+        let text = GOOD.replace("sinks = [\"replica\"]", "sinks = [\"replika\"]");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "routes[0].sinks[0]");
+        assert!(err.message.contains("replika"));
+    }
+
+    #[test]
+    fn missing_sink_type_is_named() {
+        let text = GOOD.replace("type = \"postgres\"", "");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "sinks.replica.type");
+    }
+
+    #[test]
+    fn bad_pattern_is_named() {
+        let text = GOOD.replace("topics = [\"^ripple\\\\.public\\\\..*\"]\n        sinks", "topics = [\"^(\"]\n        sinks");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "routes[0].topics[0]", "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = Config::parse(GOOD).unwrap();
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres:****@127.0.0.1:15433"), "{shown}");
+    }
+}

@@ -1,0 +1,391 @@
+//! Decoding: a Kafka record from a Debezium topic becomes a [`ChangeEvent`], or a reason to skip it
+//! (tombstones, transaction markers, heartbeats), or a [`DecodeError`] saying why it is malformed.
+//! Schemas are parsed once per distinct schema text and cached; rows are decoded in one pass.
+
+mod schema;
+mod value;
+
+pub use schema::{ConnectSchema, FieldDecoder};
+pub use value::{UNAVAILABLE, decode_decimal, parse_zoned_timestamp};
+
+use ahash::AHashMap;
+use ripple_sink::{ChangeEvent, Column, Op, Origin, TableRef, TableSchema, Value, Version};
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use value::FieldSeed;
+
+/// Why a well-formed record carries no row change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A null value after a delete, which only exists for Kafka log compaction.
+    Tombstone,
+    /// A BEGIN/END record of Debezium's transaction topic.
+    TransactionMarker,
+    Heartbeat,
+    /// A logical decoding message (`op: m`).
+    Message,
+}
+
+/// What a record decodes to.
+#[derive(Debug)]
+pub enum Decoded {
+    Change(ChangeEvent),
+    Skip(Skip),
+}
+
+/// A record Ripple cannot turn into a change. It says what is wrong in words a person can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct DecodeError {
+    pub reason: String,
+}
+
+impl DecodeError {
+    fn new(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into() }
+    }
+}
+
+/// The record's key and value bytes, as read from Kafka.
+pub struct Record<'a> {
+    pub topic: &'a Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// What the decoder derived from one (key schema, value schema) pair.
+struct Envelope {
+    table: Arc<TableSchema>,
+    decoders: Vec<FieldDecoder>,
+    /// Field name -> column position; rows are JSON objects, so fields are matched by name.
+    positions: AHashMap<String, usize>,
+    key_decoders: Vec<FieldDecoder>,
+    key_positions: AHashMap<String, usize>,
+}
+
+enum Kind {
+    Envelope(Box<Envelope>),
+    Skip(Skip),
+}
+
+/// Decodes Debezium's JSON-with-schemas records. Holds the schema cache, so keep one per consumer.
+#[derive(Default)]
+pub struct Decoder {
+    cache: AHashMap<(u64, u64), Kind>,
+    hasher: ahash::RandomState,
+}
+
+#[derive(Deserialize)]
+struct Framed<'a> {
+    #[serde(borrow, default)]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Source<'a> {
+    #[serde(borrow, default)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    table: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+    #[serde(default)]
+    lsn: Option<i64>,
+    #[serde(borrow, default)]
+    sequence: Option<Cow<'a, str>>,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn decode(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
+        let Some(value) = record.value else { return Ok(Decoded::Skip(Skip::Tombstone)) };
+        let value: Framed = serde_json::from_slice(value).map_err(|e| {
+            DecodeError::new(format!("value is not JSON with schema and payload (JsonConverter, schemas.enable=true): {e}"))
+        })?;
+        let (Some(value_schema), Some(payload)) = (value.schema, value.payload) else {
+            return Err(DecodeError::new(
+                "value has no `schema` and `payload`: Ripple reads the JsonConverter format with schemas.enable=true",
+            ));
+        };
+        let key: Option<Framed> = match record.key {
+            Some(k) => Some(serde_json::from_slice(k).map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?),
+            None => None,
+        };
+        let key_schema = key.as_ref().and_then(|k| k.schema);
+        let cache_key = (self.hash(value_schema.get()), key_schema.map_or(0, |s| self.hash(s.get())));
+        if !self.cache.contains_key(&cache_key) {
+            let kind = analyse(value_schema, key_schema)?;
+            self.cache.insert(cache_key, kind);
+        }
+        match self.cache.get_mut(&cache_key) {
+            Some(Kind::Envelope(e)) => decode_change(e, record, payload, key.and_then(|k| k.payload)),
+            Some(Kind::Skip(s)) => Ok(Decoded::Skip(*s)),
+            None => unreachable!("inserted above"),
+        }
+    }
+
+    fn hash(&self, text: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        text.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Works out what a record with these schemas is and, for change envelopes, how to decode it.
+fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kind, DecodeError> {
+    let schema: ConnectSchema = serde_json::from_str(value_schema.get())
+        .map_err(|e| DecodeError::new(format!("value schema is not a Connect schema: {e}")))?;
+    match schema.name.as_deref() {
+        Some("io.debezium.connector.common.TransactionMetadataValue") => return Ok(Kind::Skip(Skip::TransactionMarker)),
+        Some(n) if n.ends_with(".Heartbeat") || n == "io.debezium.connector.common.Heartbeat" => {
+            return Ok(Kind::Skip(Skip::Heartbeat));
+        }
+        _ => {}
+    }
+    if schema.field("op").is_none() || schema.field("source").is_none() {
+        return Err(DecodeError::new(format!(
+            "value schema {:?} is not a Debezium change envelope (no `op` and `source` fields)",
+            schema.name.as_deref().unwrap_or("(unnamed)")
+        )));
+    }
+    let row = schema
+        .field("after")
+        .or_else(|| schema.field("before"))
+        .ok_or_else(|| DecodeError::new("change envelope schema has neither `before` nor `after`"))?;
+    let (columns, decoders): (Vec<Column>, Vec<FieldDecoder>) =
+        row.fields.iter().flatten().map(schema::column_for).unzip();
+    let positions = columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+
+    let mut key = Vec::new();
+    let mut key_decoders = Vec::new();
+    let mut key_positions = AHashMap::new();
+    if let Some(ks) = key_schema {
+        let ks: ConnectSchema = serde_json::from_str(ks.get())
+            .map_err(|e| DecodeError::new(format!("key schema is not a Connect schema: {e}")))?;
+        for (i, f) in ks.fields.iter().flatten().enumerate() {
+            let name = f.field.clone().unwrap_or_default();
+            let pos = columns.iter().position(|c| c.name == name).ok_or_else(|| {
+                DecodeError::new(format!("key field {name:?} is not a column of the row"))
+            })?;
+            key.push(pos);
+            key_decoders.push(schema::column_for(f).1);
+            key_positions.insert(name, i);
+        }
+    }
+    // The table name is filled from the first record's `source` block; see `decode_change`.
+    let table = Arc::new(TableSchema { table: TableRef::new("", ""), columns, key });
+    Ok(Kind::Envelope(Box::new(Envelope { table, decoders, positions, key_decoders, key_positions })))
+}
+
+fn decode_change(
+    envelope: &mut Envelope,
+    record: &Record<'_>,
+    payload: &RawValue,
+    key_payload: Option<&RawValue>,
+) -> Result<Decoded, DecodeError> {
+    let mut d = serde_json::Deserializer::from_str(payload.get());
+    let p = PayloadSeed { envelope }
+        .deserialize(&mut d)
+        .map_err(|e| DecodeError::new(format!("payload does not match its schema: {e}")))?;
+    let op = match p.op.as_deref() {
+        Some("c") | Some("u") | Some("r") => Op::Upsert,
+        Some("d") => Op::Delete,
+        Some("t") => Op::Truncate,
+        Some("m") => return Ok(Decoded::Skip(Skip::Message)),
+        Some(other) => return Err(DecodeError::new(format!("unknown op {other:?} (expected c, u, d, r, t or m)"))),
+        None => return Err(DecodeError::new("payload has no `op`")),
+    };
+    let source = p.source.ok_or_else(|| DecodeError::new("payload has no `source` block"))?;
+    let table = TableRef::new(
+        source.schema.as_deref().unwrap_or_default(),
+        source.table.as_deref().unwrap_or_default(),
+    );
+    if table.name.is_empty() {
+        return Err(DecodeError::new("`source.table` is missing or empty"));
+    }
+    if envelope.table.table != table {
+        // The first record with this schema names its table; events then share one Arc, which
+        // sinks use to cache their per-schema plans.
+        envelope.table = Arc::new(TableSchema { table, ..(*envelope.table).clone() });
+    }
+    let schema = envelope.table.clone();
+    let version = version_of(&source)?;
+    let origin = Origin { topic: record.topic.clone(), partition: record.partition, offset: record.offset };
+    let source_ts_ms = source.ts_ms.unwrap_or_default();
+
+    let (row, key) = match op {
+        Op::Truncate => (None, Vec::new()),
+        Op::Upsert => {
+            let row = p.after.ok_or_else(|| DecodeError::new("insert/update without `after`"))?;
+            let key = match key_payload {
+                Some(k) => decode_key(envelope, k)?,
+                None => schema.key.iter().map(|&i| row[i].clone()).collect(),
+            };
+            (Some(row), key)
+        }
+        Op::Delete => {
+            let key = match key_payload {
+                Some(k) => decode_key(envelope, k)?,
+                None => {
+                    let before = p.before.ok_or_else(|| DecodeError::new("delete without key or `before`"))?;
+                    schema.key.iter().map(|&i| before[i].clone()).collect()
+                }
+            };
+            (None, key)
+        }
+    };
+    if op != Op::Truncate && (schema.key.is_empty() || key.is_empty()) {
+        return Err(DecodeError::new(format!(
+            "table {} has no primary key in the stream (null record key): Ripple needs a key to apply changes in order",
+            schema.table
+        )));
+    }
+    if key.iter().any(|v| matches!(v, Value::Null | Value::Unavailable)) {
+        return Err(DecodeError::new("record key has a null or unavailable column"));
+    }
+    Ok(Decoded::Change(ChangeEvent { schema, op, row, key, version, source_ts_ms, origin }))
+}
+
+/// Debezium's `source.sequence` is `["<last commit LSN>","<this change's LSN>"]`: ordering by that
+/// pair follows commit order, which the raw LSN alone does not when transactions interleave.
+fn version_of(source: &Source<'_>) -> Result<Version, DecodeError> {
+    let lsn = source.lsn.unwrap_or_default().max(0) as u64;
+    let Some(seq) = source.sequence.as_deref() else {
+        return Ok(Version { commit: 0, change: lsn });
+    };
+    let parts: Vec<Option<String>> = serde_json::from_str(seq)
+        .map_err(|e| DecodeError::new(format!("`source.sequence` {seq:?} is not a JSON array of strings: {e}")))?;
+    let num = |i: usize| -> Result<Option<u64>, DecodeError> {
+        match parts.get(i).cloned().flatten() {
+            Some(s) => s
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| DecodeError::new(format!("`source.sequence` entry {s:?} is not a number"))),
+            None => Ok(None),
+        }
+    };
+    Ok(Version { commit: num(0)?.unwrap_or(0), change: num(1)?.unwrap_or(lsn) })
+}
+
+fn decode_key(envelope: &Envelope, key: &RawValue) -> Result<Vec<Value>, DecodeError> {
+    let mut d = serde_json::Deserializer::from_str(key.get());
+    RowSeed { decoders: &envelope.key_decoders, positions: &envelope.key_positions }
+        .deserialize(&mut d)
+        .map_err(|e| DecodeError::new(format!("key does not match its schema: {e}")))?
+        .ok_or_else(|| DecodeError::new("record key payload is null"))
+}
+
+struct Payload<'a> {
+    op: Option<Cow<'a, str>>,
+    before: Option<Vec<Value>>,
+    after: Option<Vec<Value>>,
+    source: Option<Source<'a>>,
+}
+
+struct PayloadSeed<'e> {
+    envelope: &'e Envelope,
+}
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+    type Value = Payload<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PayloadSeed<'_> {
+    type Value = Payload<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Debezium envelope object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut p = Payload { op: None, before: None, after: None, source: None };
+        let row = RowSeed { decoders: &self.envelope.decoders, positions: &self.envelope.positions };
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            match k.as_ref() {
+                "op" => p.op = map.next_value()?,
+                "after" => p.after = map.next_value_seed(row.clone())?,
+                "before" => p.before = map.next_value_seed(row.clone())?,
+                "source" => p.source = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// Decodes a row object into values in column order; `None` for a JSON null.
+#[derive(Clone)]
+struct RowSeed<'e> {
+    decoders: &'e [FieldDecoder],
+    positions: &'e AHashMap<String, usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Option<Vec<Value>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = Option<Vec<Value>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut row = vec![Value::Null; self.decoders.len()];
+        let mut seen = 0usize;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            match self.positions.get(k.as_ref()) {
+                Some(&i) => {
+                    row[i] = map.next_value_seed(FieldSeed(&self.decoders[i]))?;
+                    seen += 1;
+                }
+                None => {
+                    return Err(serde::de::Error::custom(format!("field {k:?} is not in the schema")));
+                }
+            }
+        }
+        if seen != self.decoders.len() {
+            return Err(serde::de::Error::custom(format!(
+                "row has {seen} of the schema's {} fields",
+                self.decoders.len()
+            )));
+        }
+        Ok(Some(row))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! Kafka Connect schemas (the `schema` half of a JSON-with-schemas message) and what Ripple derives
+//! from them once per distinct schema: the table's columns and how to decode each field.
+
+use ripple_sink::{Column, ColumnType};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// A Connect schema as the JsonConverter writes it.
+#[derive(Debug, Deserialize)]
+pub struct ConnectSchema {
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub optional: bool,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub fields: Option<Vec<ConnectSchema>>,
+    #[serde(default)]
+    pub items: Option<Box<ConnectSchema>>,
+    /// Set on struct fields: the field's name.
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+impl ConnectSchema {
+    pub fn field(&self, name: &str) -> Option<&ConnectSchema> {
+        self.fields.as_ref()?.iter().find(|f| f.field.as_deref() == Some(name))
+    }
+
+    fn param(&self, key: &str) -> Option<&str> {
+        self.parameters.as_ref()?.get(key).map(String::as_str)
+    }
+}
+
+/// How one field's JSON value becomes a [`ripple_sink::Value`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldDecoder {
+    Bool,
+    Int,
+    Float,
+    Text,
+    Json,
+    /// `org.apache.kafka.connect.data.Decimal`: base64 big-endian unscaled value.
+    Decimal { scale: u32 },
+    /// `io.debezium.data.VariableScaleDecimal`: `{scale, value}`.
+    VariableScaleDecimal,
+    /// A decimal that arrives as a JSON number or string (`decimal.handling.mode` double/string).
+    DecimalText,
+    Bytes,
+    /// `io.debezium.time.Date`: days since epoch.
+    Date,
+    /// Time of day in the given number of microseconds per unit (ms = 1000, µs = 1, ns = 1/1000).
+    Time(TimeUnit),
+    /// Timestamp without zone, epoch-based, in the given unit.
+    Timestamp(TimeUnit),
+    /// `io.debezium.time.ZonedTimestamp`: ISO-8601 string in UTC.
+    ZonedTimestamp,
+    /// `io.debezium.time.ZonedTime`: ISO time string with offset; kept as text.
+    ZonedTime,
+    /// `io.debezium.time.MicroDuration`: microseconds; kept as an integer.
+    MicroDuration,
+    Array(Box<FieldDecoder>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl TimeUnit {
+    pub fn to_micros(self, v: i64) -> i64 {
+        match self {
+            TimeUnit::Millis => v.saturating_mul(1000),
+            TimeUnit::Micros => v,
+            TimeUnit::Nanos => v.div_euclid(1000),
+        }
+    }
+}
+
+/// The column type and decoder for one field of a row struct.
+pub fn column_for(field: &ConnectSchema) -> (Column, FieldDecoder) {
+    let (ty, decoder) = type_of(field);
+    let column = Column {
+        name: field.field.clone().unwrap_or_default(),
+        ty,
+        nullable: field.optional,
+        source_type: source_type(field),
+    };
+    (column, decoder)
+}
+
+fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
+    match s.name.as_deref() {
+        Some("org.apache.kafka.connect.data.Decimal") => {
+            let scale = s.param("scale").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let precision = s.param("connect.decimal.precision").and_then(|v| v.parse().ok());
+            (ColumnType::Decimal { precision, scale: Some(scale) }, FieldDecoder::Decimal { scale })
+        }
+        Some("io.debezium.data.VariableScaleDecimal") => {
+            (ColumnType::Decimal { precision: None, scale: None }, FieldDecoder::VariableScaleDecimal)
+        }
+        Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => {
+            (ColumnType::Date, FieldDecoder::Date)
+        }
+        Some("io.debezium.time.Time") => (ColumnType::Time, FieldDecoder::Time(TimeUnit::Millis)),
+        Some("io.debezium.time.MicroTime") => (ColumnType::Time, FieldDecoder::Time(TimeUnit::Micros)),
+        Some("io.debezium.time.NanoTime") => (ColumnType::Time, FieldDecoder::Time(TimeUnit::Nanos)),
+        Some("io.debezium.time.ZonedTime") => (ColumnType::TimeTz, FieldDecoder::ZonedTime),
+        Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => {
+            (ColumnType::Timestamp, FieldDecoder::Timestamp(TimeUnit::Millis))
+        }
+        Some("io.debezium.time.MicroTimestamp") => {
+            (ColumnType::Timestamp, FieldDecoder::Timestamp(TimeUnit::Micros))
+        }
+        Some("io.debezium.time.NanoTimestamp") => {
+            (ColumnType::Timestamp, FieldDecoder::Timestamp(TimeUnit::Nanos))
+        }
+        Some("io.debezium.time.ZonedTimestamp") => (ColumnType::TimestampTz, FieldDecoder::ZonedTimestamp),
+        Some("io.debezium.time.MicroDuration") => (ColumnType::Interval, FieldDecoder::MicroDuration),
+        Some("io.debezium.data.Json") => (ColumnType::Json, FieldDecoder::Json),
+        Some("io.debezium.data.Uuid") => (ColumnType::Uuid, FieldDecoder::Text),
+        _ => match s.ty.as_str() {
+            "boolean" => (ColumnType::Bool, FieldDecoder::Bool),
+            "int8" | "int16" => (ColumnType::Int16, FieldDecoder::Int),
+            "int32" => (ColumnType::Int32, FieldDecoder::Int),
+            "int64" => (ColumnType::Int64, FieldDecoder::Int),
+            "float" => (ColumnType::Float32, FieldDecoder::Float),
+            "double" => (ColumnType::Float64, FieldDecoder::Float),
+            "bytes" => (ColumnType::Bytes, FieldDecoder::Bytes),
+            "array" => {
+                let (inner_ty, inner_dec) = match &s.items {
+                    Some(items) => type_of(items),
+                    None => (ColumnType::Text, FieldDecoder::Text),
+                };
+                (ColumnType::Array(Box::new(inner_ty)), FieldDecoder::Array(Box::new(inner_dec)))
+            }
+            "string" => (ColumnType::Text, FieldDecoder::Text),
+            other => (ColumnType::Other(other.to_string()), FieldDecoder::Text),
+        },
+    }
+}
+
+/// The source column type Debezium propagates with `column.propagate.source.type`, e.g.
+/// `VARCHAR(255)` or `NUMERIC`. Absent when the connector does not propagate types.
+fn source_type(s: &ConnectSchema) -> Option<String> {
+    let name = s.param("__debezium.source.column.type")?;
+    let length = s.param("__debezium.source.column.length");
+    let scale = s.param("__debezium.source.column.scale");
+    Some(match (length, scale) {
+        (Some(l), Some(sc)) => format!("{name}({l},{sc})"),
+        (Some(l), None) => format!("{name}({l})"),
+        _ => name.to_string(),
+    })
+}

@@ -1,0 +1,279 @@
+//! Field values: turns each JSON value of a Debezium row into a typed [`Value`] in one pass over the
+//! text, guided by the field's [`FieldDecoder`], without building an intermediate JSON tree.
+
+use super::schema::{FieldDecoder, TimeUnit};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use num_bigint::BigInt;
+use ripple_sink::Value;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Debezium's default `unavailable.value.placeholder`: an unchanged TOASTed column.
+pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+/// The same placeholder as bytes, base64-encoded, as it arrives in a bytea column.
+const UNAVAILABLE_BASE64: &str = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==";
+
+/// Decodes one field.
+pub struct FieldSeed<'a>(pub &'a FieldDecoder);
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a value for a {:?} field", self.0)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        match self.0 {
+            FieldDecoder::Bool => Ok(Value::Bool(v)),
+            other => Err(E::custom(format!("boolean where a {other:?} value was expected"))),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        let v = i64::try_from(v).map_err(|_| E::custom(format!("integer {v} out of range")))?;
+        self.visit_i64(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(match self.0 {
+            FieldDecoder::Int | FieldDecoder::MicroDuration => Value::Int(v),
+            FieldDecoder::Float => Value::Float(v as f64),
+            FieldDecoder::DecimalText => Value::Decimal(v.to_string()),
+            FieldDecoder::Date => Value::Date(
+                i32::try_from(v).map_err(|_| E::custom(format!("date {v} days out of range")))?,
+            ),
+            FieldDecoder::Time(unit) => Value::Time(unit.to_micros(v)),
+            FieldDecoder::Timestamp(unit) => Value::Timestamp(timestamp_micros(*unit, v)),
+            other => return Err(E::custom(format!("integer where a {other:?} value was expected"))),
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        match self.0 {
+            FieldDecoder::Float => Ok(Value::Float(v)),
+            FieldDecoder::DecimalText => Ok(Value::Decimal(v.to_string())),
+            other => Err(E::custom(format!("number {v} where a {other:?} value was expected"))),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.string(Cow::Borrowed(v))
+    }
+
+    // Escaped strings arrive owned; keeping the Cow lets us reuse that allocation.
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.string(Cow::Owned(v))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if *self.0 != FieldDecoder::VariableScaleDecimal {
+            return Err(de::Error::custom(format!("object where a {:?} value was expected", self.0)));
+        }
+        let mut scale: Option<u32> = None;
+        let mut value: Option<String> = None;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            match k.as_ref() {
+                "scale" => scale = Some(map.next_value()?),
+                "value" => value = map.next_value::<Option<String>>()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match (scale, value) {
+            (Some(scale), Some(value)) => decode_decimal(&value, scale).map_err(de::Error::custom),
+            // Debezium sends a null unscaled value for NaN and infinities it cannot express.
+            _ => Ok(Value::Null),
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let FieldDecoder::Array(inner) = self.0 else {
+            return Err(de::Error::custom(format!("array where a {:?} value was expected", self.0)));
+        };
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        while let Some(v) = seq.next_element_seed(FieldSeed(inner))? {
+            items.push(v);
+        }
+        if items.len() == 1 && items[0] == Value::Unavailable {
+            return Ok(Value::Unavailable);
+        }
+        Ok(Value::Array(items))
+    }
+}
+
+impl FieldSeed<'_> {
+    fn string<E: de::Error>(self, v: Cow<'_, str>) -> Result<Value, E> {
+        match self.0 {
+            FieldDecoder::Text | FieldDecoder::ZonedTime => {
+                if v == UNAVAILABLE {
+                    Ok(Value::Unavailable)
+                } else {
+                    Ok(Value::Text(v.into_owned()))
+                }
+            }
+            FieldDecoder::Json => {
+                if v == UNAVAILABLE {
+                    Ok(Value::Unavailable)
+                } else {
+                    Ok(Value::Json(v.into_owned()))
+                }
+            }
+            FieldDecoder::Decimal { scale } => decode_decimal(&v, *scale).map_err(E::custom),
+            FieldDecoder::DecimalText => Ok(Value::Decimal(v.into_owned())),
+            FieldDecoder::Bytes => {
+                if v == UNAVAILABLE_BASE64 {
+                    return Ok(Value::Unavailable);
+                }
+                BASE64
+                    .decode(v.as_bytes())
+                    .map(Value::Bytes)
+                    .map_err(|e| E::custom(format!("invalid base64 in a bytes field: {e}")))
+            }
+            FieldDecoder::ZonedTimestamp => parse_zoned_timestamp(&v).map(Value::TimestampTz).map_err(E::custom),
+            FieldDecoder::Float => match v.as_ref() {
+                "NaN" => Ok(Value::Float(f64::NAN)),
+                "Infinity" => Ok(Value::Float(f64::INFINITY)),
+                "-Infinity" => Ok(Value::Float(f64::NEG_INFINITY)),
+                _ => Err(E::custom(format!("string {v:?} where a number was expected"))),
+            },
+            other => Err(E::custom(format!("string where a {other:?} value was expected"))),
+        }
+    }
+}
+
+/// Debezium writes ±infinity timestamps as these sentinels (Long.MAX_VALUE / MIN_VALUE in µs/ms).
+fn timestamp_micros(unit: TimeUnit, v: i64) -> i64 {
+    if v == i64::MAX || v == i64::MIN {
+        return v;
+    }
+    unit.to_micros(v)
+}
+
+/// Turns a base64 big-endian two's-complement unscaled value and a scale into decimal text.
+pub fn decode_decimal(b64: &str, scale: u32) -> Result<Value, String> {
+    let bytes = BASE64.decode(b64).map_err(|e| format!("invalid base64 decimal {b64:?}: {e}"))?;
+    let unscaled = BigInt::from_signed_bytes_be(&bytes);
+    Ok(Value::Decimal(scale_digits(&unscaled.to_string(), scale)))
+}
+
+/// Places a decimal point `scale` digits from the right of an integer's text (`-1234`, 2 → `-12.34`).
+fn scale_digits(int_text: &str, scale: u32) -> String {
+    let scale = scale as usize;
+    if scale == 0 {
+        return int_text.to_string();
+    }
+    let (sign, digits) = match int_text.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", int_text),
+    };
+    let padded = if digits.len() <= scale {
+        format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+    } else {
+        digits.to_string()
+    };
+    let point = padded.len() - scale;
+    format!("{sign}{}.{}", &padded[..point], &padded[point..])
+}
+
+/// Parses `2025-03-14T09:26:53.589793Z` (0–9 fraction digits, `Z` or an offset) into UTC micros;
+/// `infinity` / `-infinity` become the `i64` extremes.
+pub fn parse_zoned_timestamp(v: &str) -> Result<i64, String> {
+    match v {
+        "infinity" => return Ok(i64::MAX),
+        "-infinity" => return Ok(i64::MIN),
+        _ => {}
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| format!("invalid zoned timestamp {v:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(dec: &FieldDecoder, json: &str) -> Result<Value, serde_json::Error> {
+        let mut d = serde_json::Deserializer::from_str(json);
+        FieldSeed(dec).deserialize(&mut d)
+    }
+
+    #[test]
+    fn fixed_scale_decimal() {
+        // 49.99 with scale 2 is the unscaled 4999 = 0x138F.
+        assert_eq!(decode(&FieldDecoder::Decimal { scale: 2 }, r#""E4c=""#).unwrap(), Value::Decimal("49.99".into()));
+        // -0.05: unscaled -5 = 0xFB.
+        assert_eq!(decode(&FieldDecoder::Decimal { scale: 2 }, r#""+w==""#).unwrap(), Value::Decimal("-0.05".into()));
+        assert_eq!(decode(&FieldDecoder::Decimal { scale: 0 }, r#""AA==""#).unwrap(), Value::Decimal("0".into()));
+    }
+
+    #[test]
+    fn variable_scale_decimal_keeps_its_scale() {
+        // 123.40 as scale 2, unscaled 12340 = 0x3034.
+        let v = decode(&FieldDecoder::VariableScaleDecimal, r#"{"scale":2,"value":"MDQ="}"#).unwrap();
+        assert_eq!(v, Value::Decimal("123.40".into()));
+        let v = decode(&FieldDecoder::VariableScaleDecimal, r#"{"value":"MDQ=","scale":4}"#).unwrap();
+        assert_eq!(v, Value::Decimal("1.2340".into()));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(
+            decode(&FieldDecoder::Timestamp(TimeUnit::Micros), "1741944413589793").unwrap(),
+            Value::Timestamp(1741944413589793)
+        );
+        assert_eq!(
+            decode(&FieldDecoder::Timestamp(TimeUnit::Millis), "1741944413589").unwrap(),
+            Value::Timestamp(1741944413589000)
+        );
+        assert_eq!(
+            decode(&FieldDecoder::ZonedTimestamp, r#""2025-03-14T09:26:53.589793Z""#).unwrap(),
+            Value::TimestampTz(1741944413589793)
+        );
+        assert_eq!(decode(&FieldDecoder::ZonedTimestamp, r#""infinity""#).unwrap(), Value::TimestampTz(i64::MAX));
+    }
+
+    #[test]
+    fn placeholders_become_unavailable() {
+        assert_eq!(decode(&FieldDecoder::Text, r#""__debezium_unavailable_value""#).unwrap(), Value::Unavailable);
+        assert_eq!(decode(&FieldDecoder::Bytes, &format!("\"{UNAVAILABLE_BASE64}\"")).unwrap(), Value::Unavailable);
+        let arr = FieldDecoder::Array(Box::new(FieldDecoder::Text));
+        assert_eq!(decode(&arr, r#"["__debezium_unavailable_value"]"#).unwrap(), Value::Unavailable);
+    }
+
+    #[test]
+    fn escaped_strings_are_kept() {
+        assert_eq!(decode(&FieldDecoder::Text, r#""a\"b\u00e9""#).unwrap(), Value::Text("a\"bé".into()));
+    }
+
+    #[test]
+    fn type_mismatch_is_an_error() {
+        assert!(decode(&FieldDecoder::Int, r#""x""#).is_err());
+        assert!(decode(&FieldDecoder::Decimal { scale: 2 }, r#""not base64!""#).is_err());
+    }
+
+    #[test]
+    fn scale_digits_pads() {
+        assert_eq!(scale_digits("5", 3), "0.005");
+        assert_eq!(scale_digits("-5", 3), "-0.005");
+        assert_eq!(scale_digits("12345", 2), "123.45");
+    }
+}

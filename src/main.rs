@@ -1,0 +1,93 @@
+//! The `ripple` command line: run the pipeline, verify stores against the source, generate load,
+//! check a config. This is the only place `anyhow` is used: below it, errors are typed.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ripple::config::Config;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ripple", version, about = "Keeps stores in step with PostgreSQL through Debezium and Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the configured topics and apply every change to the sinks.
+    Run {
+        #[arg(long, short, default_value = "ripple.toml", env = "RIPPLE_CONFIG")]
+        config: PathBuf,
+        /// Exit once every assigned partition is caught up and nothing new arrived for this many
+        /// milliseconds (for demos, tests and benchmarks).
+        #[arg(long)]
+        exit_when_idle_ms: Option<u64>,
+    },
+    /// Compare the source tables with each sink and report differences; exit code 0 only if equal.
+    Verify {
+        #[arg(long, short, default_value = "ripple.toml", env = "RIPPLE_CONFIG")]
+        config: PathBuf,
+        #[command(flatten)]
+        args: ripple::verify::VerifyArgs,
+    },
+    /// Write the seed workload (card transactions) into the source database.
+    Loadgen(ripple::loadgen::LoadgenArgs),
+    /// Validate a config and print it with defaults filled in and secrets masked.
+    CheckConfig {
+        #[arg(long, short, default_value = "ripple.toml", env = "RIPPLE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("invalid config {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RIPPLE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Run { config, exit_when_idle_ms } => {
+            let config = load(&config)?;
+            let engine = ripple::Engine::builder(config)
+                .exit_when_idle(exit_when_idle_ms.map(std::time::Duration::from_millis))
+                .build()
+                .await?;
+            let summary = engine.run(ripple::shutdown_signal()).await?;
+            println!("{summary}");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Verify { config, args } => {
+            let config = load(&config)?;
+            let report = ripple::verify::run(&config, &args).await?;
+            print!("{report}");
+            Ok(if report.all_equal() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+        }
+        Command::Loadgen(args) => {
+            let summary = ripple::loadgen::run(&args).await?;
+            println!("{summary}");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let config = load(&config)?;
+            print!("{}", config.to_masked_toml());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
