@@ -5,12 +5,12 @@
 pub mod config;
 pub mod decode;
 pub mod engine;
-//TMP pub mod loadgen;
+pub mod loadgen;
 pub mod pipeline;
 pub mod registry;
 pub mod route;
 pub mod source;
-//TMP pub mod verify;
+pub mod verify;
 
 pub use engine::{Engine, EngineBuilder, RunSummary};
 pub use ripple_sink as sink;

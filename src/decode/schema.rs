@@ -145,15 +145,39 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
     }
 }
 
-/// The source column type Debezium propagates with `column.propagate.source.type`, e.g.
-/// `VARCHAR(255)` or `NUMERIC`. Absent when the connector does not propagate types.
+/// The source column's declared type, as Debezium propagates it with `column.propagate.source.type`
+/// (`VARCHAR(255)`, `NUMERIC(10,2)`, `TEXT`). Debezium always sends a length and a scale; only the
+/// types whose declaration uses them keep them, and an unconstrained numeric (length 131089) stays
+/// `NUMERIC`. Absent when the connector does not propagate types.
 fn source_type(s: &ConnectSchema) -> Option<String> {
-    let name = s.param("__debezium.source.column.type")?;
-    let length = s.param("__debezium.source.column.length");
-    let scale = s.param("__debezium.source.column.scale");
-    Some(match (length, scale) {
-        (Some(l), Some(sc)) => format!("{name}({l},{sc})"),
-        (Some(l), None) => format!("{name}({l})"),
-        _ => name.to_string(),
+    let name = s.param("__debezium.source.column.type")?.to_string();
+    let length: Option<u32> = s.param("__debezium.source.column.length").and_then(|v| v.parse().ok());
+    let scale: Option<u32> = s.param("__debezium.source.column.scale").and_then(|v| v.parse().ok());
+    Some(match (name.to_ascii_uppercase().as_str(), length, scale) {
+        ("VARCHAR" | "BPCHAR" | "CHAR" | "BIT" | "VARBIT", Some(l), _) if l > 0 && l < 10_485_760 => format!("{name}({l})"),
+        ("NUMERIC" | "DECIMAL", Some(p), Some(sc)) if p > 0 && p <= 1000 => format!("{name}({p},{sc})"),
+        _ => name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(ty: &str, len: &str, scale: &str) -> ConnectSchema {
+        let json = format!(
+            r#"{{"type":"string","optional":true,"field":"c","parameters":{{"__debezium.source.column.type":"{ty}","__debezium.source.column.length":"{len}","__debezium.source.column.scale":"{scale}"}}}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn source_types_keep_only_meaningful_modifiers() {
+        assert_eq!(source_type(&field("VARCHAR", "255", "0")).as_deref(), Some("VARCHAR(255)"));
+        assert_eq!(source_type(&field("NUMERIC", "131089", "0")).as_deref(), Some("NUMERIC"));
+        assert_eq!(source_type(&field("NUMERIC", "10", "2")).as_deref(), Some("NUMERIC(10,2)"));
+        assert_eq!(source_type(&field("TEXT", "2147483647", "0")).as_deref(), Some("TEXT"));
+        assert_eq!(source_type(&field("TIMESTAMP", "29", "6")).as_deref(), Some("TIMESTAMP"));
+        assert_eq!(source_type(&field("VARCHAR", "2147483647", "0")).as_deref(), Some("VARCHAR"));
+    }
 }

@@ -8,6 +8,7 @@ mod plan;
 mod sql;
 
 pub use config::PostgresSinkConfig;
+pub use sql::ident;
 
 use async_trait::async_trait;
 use plan::{Plan, PlanCache};

@@ -40,7 +40,7 @@ impl PlanCache {
 pub struct Plan {
     target: String,
     pub truncate_sql: String,
-    /// The replica's type for each schema column, used as the cast target.
+    /// The replica's type for each schema column (schema-qualified, without modifier): the cast target.
     casts: Vec<String>,
     types: Vec<ColumnType>,
     names: Vec<String>,
@@ -89,7 +89,7 @@ impl Plan {
                         .execute(&mut **tx)
                         .await
                         .map_err(|e| classify(e, "add column"))?;
-                    t
+                    catalog_types(tx, &namespace, &name).await?.remove(&col.name).unwrap_or(t)
                 }
                 None => {
                     return Err(SinkError::permanent(format!(
@@ -205,8 +205,11 @@ async fn catalog_types(
     name: &str,
 ) -> Result<AHashMap<String, String>, SinkError> {
     let rows = sqlx::query(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+        // The cast target is the type without its modifier: an explicit cast to varchar(n) or
+        // char(n) truncates silently, while assigning to the column checks the length and fails.
+        "SELECT a.attname::text, format('%I.%I', tn.nspname, t.typname) \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace \
          WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
     )
     .bind(namespace)

@@ -1,0 +1,186 @@
+//! The postgres sink against a real PostgreSQL (the stack's replica, or `RIPPLE_TEST_REPLICA_URL`):
+//! table creation from the stream's schema, set-based upserts and deletes, truncates inside a
+//! batch, idempotent re-delivery, unchanged TOAST values, and identifiers that need quoting.
+
+use ripple_sink::{ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version};
+use ripple_sink_postgres::{PostgresSink, PostgresSinkConfig};
+use sqlx::Row;
+use std::sync::Arc;
+
+fn url() -> String {
+    std::env::var("RIPPLE_TEST_REPLICA_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15433/replica".into())
+}
+
+async fn sink(schema: &str) -> PostgresSink {
+    let config = PostgresSinkConfig {
+        kind: "postgres".into(),
+        url: url(),
+        password_env: None,
+        schema: Some(schema.into()),
+        create_tables: true,
+        max_connections: 2,
+    };
+    let sink = PostgresSink::new("replica", "sinks.replica", config).unwrap();
+    sink.ready().await.unwrap_or_else(|e| panic!("replica PostgreSQL at {} is not reachable ({e}): run scripts/stack up", url()));
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+        .execute(sink.pool())
+        .await
+        .unwrap();
+    sink
+}
+
+fn col(name: &str, ty: ColumnType, source_type: Option<&str>) -> Column {
+    Column { name: name.into(), ty, nullable: true, source_type: source_type.map(String::from) }
+}
+
+/// A table whose names need quoting: a reserved word, mixed case, a space and a quote.
+fn schema() -> Arc<TableSchema> {
+    schema_with_note(Some("VARCHAR(255)"))
+}
+
+fn schema_with_note(note_type: Option<&str>) -> Arc<TableSchema> {
+    Arc::new(TableSchema {
+        table: TableRef::new("public", "Order \"Lines\""),
+        columns: vec![
+            col("id", ColumnType::Int64, None),
+            col("timestamp", ColumnType::Timestamp, None),
+            col("Amount", ColumnType::Decimal { precision: None, scale: None }, Some("NUMERIC")),
+            col("note", ColumnType::Text, note_type),
+            col("info", ColumnType::Json, Some("JSONB")),
+        ],
+        key: vec![0],
+    })
+}
+
+fn upsert(s: &Arc<TableSchema>, offset: i64, id: i64, amount: &str, note: Value) -> ChangeEvent {
+    ChangeEvent {
+        schema: s.clone(),
+        op: Op::Upsert,
+        row: Some(vec![
+            Value::Int(id),
+            Value::Timestamp(1_741_944_413_589_793 + id),
+            Value::Decimal(amount.into()),
+            note,
+            Value::Json(format!(r#"{{"id": {id}, "tags": ["a", "é"]}}"#)),
+        ]),
+        key: vec![Value::Int(id)],
+        version: Version { commit: 1, change: offset as u64 },
+        source_ts_ms: 0,
+        origin: Origin { topic: Arc::from("t"), partition: 0, offset },
+    }
+}
+
+fn delete(s: &Arc<TableSchema>, offset: i64, id: i64) -> ChangeEvent {
+    ChangeEvent { op: Op::Delete, row: None, ..upsert(s, offset, id, "0", Value::Null) }
+}
+
+fn truncate(s: &Arc<TableSchema>, offset: i64) -> ChangeEvent {
+    ChangeEvent { op: Op::Truncate, row: None, key: vec![], ..upsert(s, offset, 0, "0", Value::Null) }
+}
+
+async fn rows(sink: &PostgresSink, schema: &str) -> Vec<(i64, String, String, Option<String>, String)> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id, \"timestamp\"::text, \"Amount\"::text, note, info::text FROM \"{schema}\".\"Order \"\"Lines\"\"\" ORDER BY id"
+    )))
+    .fetch_all(sink.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect()
+}
+
+#[tokio::test]
+async fn batches_apply_in_order_and_replay_changes_nothing() {
+    let ns = "sink_pg_it_order";
+    let sink = sink(ns).await;
+    let s = schema();
+    let table = s.table.clone();
+    let batch = vec![
+        upsert(&s, 0, 1, "10.50", Value::Text("one".into())),
+        upsert(&s, 1, 2, "20", Value::Text("two".into())),
+        upsert(&s, 2, 3, "30.000", Value::Null),
+        upsert(&s, 3, 1, "11.25", Value::Text("one again".into())),
+        delete(&s, 4, 2),
+    ];
+    sink.apply(&table, &batch).await.unwrap();
+    let first = rows(&sink, ns).await;
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].0, 1);
+    assert_eq!(first[0].1, "2025-03-14 09:26:53.589794");
+    assert_eq!(first[0].2, "11.25", "the last change per key wins");
+    assert_eq!(first[0].3.as_deref(), Some("one again"));
+    assert_eq!(first[0].4, r#"{"id": 1, "tags": ["a", "é"]}"#);
+    assert_eq!(first[1].2, "30.000", "numeric keeps its scale");
+    assert_eq!(first[1].3, None);
+
+    // At-least-once delivery: the same batch again leaves the same table.
+    sink.apply(&table, &batch).await.unwrap();
+    assert_eq!(rows(&sink, ns).await, first);
+
+    // The created column types follow the propagated source types.
+    let types: Vec<String> = sqlx::query(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 ORDER BY a.attnum",
+    )
+    .bind(format!("\"{ns}\".\"Order \"\"Lines\"\"\""))
+    .fetch_all(sink.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(types, ["bigint", "timestamp without time zone", "numeric", "character varying(255)", "jsonb"]);
+}
+
+#[tokio::test]
+async fn truncate_in_the_middle_of_a_batch() {
+    let ns = "sink_pg_it_truncate";
+    let sink = sink(ns).await;
+    let s = schema();
+    let batch = vec![
+        upsert(&s, 0, 1, "1", Value::Text("gone".into())),
+        upsert(&s, 1, 2, "2", Value::Text("gone too".into())),
+        truncate(&s, 2),
+        upsert(&s, 3, 3, "3", Value::Text("kept".into())),
+    ];
+    sink.apply(&s.table, &batch).await.unwrap();
+    let r = rows(&sink, ns).await;
+    assert_eq!(r.iter().map(|r| r.0).collect::<Vec<_>>(), [3]);
+}
+
+#[tokio::test]
+async fn unavailable_values_keep_what_the_replica_holds() {
+    let ns = "sink_pg_it_toast";
+    let sink = sink(ns).await;
+    let s = schema_with_note(Some("TEXT"));
+    let big = "x".repeat(20_000);
+    sink.apply(&s.table, &[upsert(&s, 0, 1, "1", Value::Text(big.clone()))]).await.unwrap();
+    // A later update that did not touch the large column: Debezium sends the placeholder.
+    sink.apply(&s.table, &[upsert(&s, 1, 1, "2", Value::Unavailable), upsert(&s, 2, 2, "3", Value::Text("b".into()))])
+        .await
+        .unwrap();
+    let r = rows(&sink, ns).await;
+    assert_eq!(r[0].2, "2", "the other columns are updated");
+    assert_eq!(r[0].3.as_deref(), Some(big.as_str()), "the unchanged value is kept");
+    assert_eq!(r[1].3.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn too_long_values_fail_instead_of_being_truncated() {
+    let ns = "sink_pg_it_too_long";
+    let sink = sink(ns).await;
+    let s = schema();
+    let err = sink.apply(&s.table, &[upsert(&s, 0, 1, "1", Value::Text("y".repeat(300)))]).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("too long"), "{err}");
+}
+
+#[tokio::test]
+async fn rejected_data_is_a_permanent_error() {
+    let ns = "sink_pg_it_reject";
+    let sink = sink(ns).await;
+    let s = schema();
+    let err = sink.apply(&s.table, &[upsert(&s, 0, 1, "not a number", Value::Null)]).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("numeric"), "{err}");
+}

@@ -1,0 +1,165 @@
+//! Deterministic fake data for the seed workload: the same seed and starting keys give the same
+//! sequence of inserts, updates and deletes.
+
+use super::Mix;
+use fake::Fake;
+use fake::faker::address::en::{CityName, CountryName};
+use fake::faker::company::en::CompanyName;
+use fake::faker::internet::en::{IPv4, Username};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// One row of the seed table, every value as the text PostgreSQL parses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction {
+    pub transaction_id: String,
+    pub user_id: String,
+    pub timestamp: String,
+    pub amount: String,
+    pub currency: String,
+    pub city: String,
+    pub country: String,
+    pub merchant_name: String,
+    pub payment_method: String,
+    pub ip_address: String,
+    pub voucher_code: String,
+    pub affiliate_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Insert(Transaction),
+    Update { id: String, amount: String },
+    Delete { id: String },
+    Truncate,
+}
+
+pub struct Generator {
+    rng: StdRng,
+    mix: Mix,
+    /// Keys of rows that exist, so updates and deletes always hit a row.
+    live: Vec<String>,
+}
+
+/// Timestamps are spread over 2024 from a fixed base, so runs are reproducible.
+const BASE_MICROS: i64 = 1_704_067_200_000_000;
+const YEAR_MICROS: i64 = 366 * 24 * 3600 * 1_000_000;
+
+impl Generator {
+    pub fn new(seed: u64, mix: Mix, live: Vec<String>) -> Self {
+        Self { rng: StdRng::seed_from_u64(seed), mix, live }
+    }
+
+    pub fn next_change(&mut self) -> Change {
+        let roll = self.rng.random_range(0..100u32);
+        if self.live.is_empty() || roll < self.mix.inserts {
+            let t = self.transaction();
+            self.live.push(t.transaction_id.clone());
+            Change::Insert(t)
+        } else if roll < self.mix.inserts + self.mix.updates {
+            let id = self.live[self.rng.random_range(0..self.live.len())].clone();
+            Change::Update { id, amount: self.amount() }
+        } else {
+            let i = self.rng.random_range(0..self.live.len());
+            Change::Delete { id: self.live.swap_remove(i) }
+        }
+    }
+
+    pub fn truncate(&mut self) -> Change {
+        self.live.clear();
+        Change::Truncate
+    }
+
+    fn uuid(&mut self) -> String {
+        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
+    }
+
+    /// Uniform in 10..1000 with two decimals, as the seed's `round(uniform(10, 1000), 2)`.
+    fn amount(&mut self) -> String {
+        let cents = self.rng.random_range(1_000..=100_000u32);
+        format!("{}.{:02}", cents / 100, cents % 100)
+    }
+
+    pub fn transaction(&mut self) -> Transaction {
+        let micros = BASE_MICROS + self.rng.random_range(0..YEAR_MICROS);
+        let timestamp = chrono::DateTime::from_timestamp_micros(micros)
+            .expect("in range")
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string();
+        let transaction_id = self.uuid();
+        let affiliate_id = self.uuid();
+        let amount = self.amount();
+        Transaction {
+            transaction_id,
+            user_id: Username().fake_with_rng(&mut self.rng),
+            timestamp,
+            amount,
+            currency: ["USD", "GBP"][self.rng.random_range(0..2)].to_string(),
+            city: CityName().fake_with_rng(&mut self.rng),
+            country: CountryName().fake_with_rng(&mut self.rng),
+            merchant_name: CompanyName().fake_with_rng(&mut self.rng),
+            payment_method: ["credit_card", "debit_card", "online_transfer"][self.rng.random_range(0..3)].to_string(),
+            ip_address: IPv4().fake_with_rng(&mut self.rng),
+            voucher_code: if self.rng.random_bool(0.1) { "DISCOUNT10".into() } else { String::new() },
+            affiliate_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIX: Mix = Mix { inserts: 60, updates: 30, deletes: 10 };
+
+    #[test]
+    fn same_seed_same_changes() {
+        let a: Vec<Change> = {
+            let mut g = Generator::new(7, MIX, vec![]);
+            (0..500).map(|_| g.next_change()).collect()
+        };
+        let mut g = Generator::new(7, MIX, vec![]);
+        let b: Vec<Change> = (0..500).map(|_| g.next_change()).collect();
+        assert_eq!(a, b);
+        let mut g = Generator::new(8, MIX, vec![]);
+        let c: Vec<Change> = (0..500).map(|_| g.next_change()).collect();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn values_have_the_seed_shapes() {
+        let mut g = Generator::new(1, MIX, vec![]);
+        for _ in 0..1000 {
+            let t = g.transaction();
+            let amount: f64 = t.amount.parse().unwrap();
+            assert!((10.0..=1000.0).contains(&amount), "{}", t.amount);
+            assert_eq!(t.amount.split('.').nth(1).unwrap().len(), 2, "{}", t.amount);
+            assert!(["USD", "GBP"].contains(&t.currency.as_str()));
+            assert!(["credit_card", "debit_card", "online_transfer"].contains(&t.payment_method.as_str()));
+            assert!(t.voucher_code.is_empty() || t.voucher_code == "DISCOUNT10");
+            assert_eq!(t.transaction_id.len(), 36);
+            assert!(t.ip_address.parse::<std::net::Ipv4Addr>().is_ok(), "{}", t.ip_address);
+            assert!(!t.user_id.is_empty() && !t.city.is_empty() && !t.merchant_name.is_empty());
+        }
+    }
+
+    #[test]
+    fn mix_is_respected_and_updates_hit_live_rows() {
+        let mut g = Generator::new(3, MIX, vec![]);
+        let changes: Vec<Change> = (0..10_000).map(|_| g.next_change()).collect();
+        let inserts = changes.iter().filter(|c| matches!(c, Change::Insert(_))).count();
+        let deletes = changes.iter().filter(|c| matches!(c, Change::Delete { .. })).count();
+        assert!((5_700..6_300).contains(&inserts), "{inserts}");
+        assert!((800..1_200).contains(&deletes), "{deletes}");
+        let mut live = std::collections::HashSet::new();
+        for c in &changes {
+            match c {
+                Change::Insert(t) => assert!(live.insert(t.transaction_id.clone())),
+                Change::Update { id, .. } => assert!(live.contains(id)),
+                Change::Delete { id } => assert!(live.remove(id)),
+                Change::Truncate => live.clear(),
+            }
+        }
+    }
+}
