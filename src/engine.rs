@@ -7,6 +7,7 @@ use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
 use crate::source::{KafkaSource, Partition, SourceError};
 use rdkafka::Message;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::consumer::CommitMode;
 use ripple_sink::{ConfigError, Sink, SinkError, SinkFactory};
 use std::collections::{BTreeMap, HashSet};
@@ -153,7 +154,17 @@ impl Engine {
             let deadline = tokio::time::Instant::now() + linger;
             let mut next = Some(first);
             while let Some(message) = next.take() {
-                let message = message.map_err(SourceError::from)?;
+                let message = match message {
+                    Ok(m) => m,
+                    // librdkafka reconnects and retries by itself; what it reports here (a topic
+                    // not created yet, a broker going away) passes unless it says it is fatal.
+                    Err(e) if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fatal) => {
+                        tracing::warn!(error = %e, "Kafka consumer reported a problem; carrying on");
+                        next = tokio::time::timeout_at(deadline, consumer.recv()).await.ok();
+                        continue;
+                    }
+                    Err(e) => return Err(SourceError::from(e).into()),
+                };
                 first_record.get_or_insert_with(Instant::now);
                 let topic = match topics.get(message.topic()) {
                     Some(t) => t.clone(),

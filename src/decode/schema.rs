@@ -95,6 +95,19 @@ pub fn column_for(field: &ConnectSchema) -> (Column, FieldDecoder) {
 }
 
 fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
+    // With decimal.handling.mode=string (or double) a numeric column arrives as a plain string or
+    // double; only the propagated source type tells it apart from text. String mode is the one that
+    // keeps a numeric's exact text: Debezium's VariableScaleDecimal drops trailing zeros (56.50 -> 56.5).
+    let source = s.param("__debezium.source.column.type").map(str::to_ascii_uppercase);
+    if matches!(source.as_deref(), Some("NUMERIC" | "DECIMAL" | "MONEY")) && matches!(s.ty.as_str(), "string" | "double") {
+        let length: Option<u32> = s.param("__debezium.source.column.length").and_then(|v| v.parse().ok());
+        let scale: Option<u32> = s.param("__debezium.source.column.scale").and_then(|v| v.parse().ok());
+        let (precision, scale) = match length {
+            Some(p) if p > 0 && p <= 1000 => (Some(p), scale),
+            _ => (None, None),
+        };
+        return (ColumnType::Decimal { precision, scale }, FieldDecoder::DecimalText);
+    }
     match s.name.as_deref() {
         Some("org.apache.kafka.connect.data.Decimal") => {
             let scale = s.param("scale").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -169,6 +182,16 @@ mod tests {
             r#"{{"type":"string","optional":true,"field":"c","parameters":{{"__debezium.source.column.type":"{ty}","__debezium.source.column.length":"{len}","__debezium.source.column.scale":"{scale}"}}}}"#
         );
         serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn string_mode_numerics_are_decimals() {
+        let (ty, dec) = type_of(&field("NUMERIC", "131089", "0"));
+        assert_eq!(ty, ColumnType::Decimal { precision: None, scale: None });
+        assert_eq!(dec, FieldDecoder::DecimalText);
+        let (ty, _) = type_of(&field("NUMERIC", "10", "2"));
+        assert_eq!(ty, ColumnType::Decimal { precision: Some(10), scale: Some(2) });
+        assert_eq!(type_of(&field("VARCHAR", "10", "0")).1, FieldDecoder::Text);
     }
 
     #[test]

@@ -41,6 +41,9 @@ impl KafkaSource {
             .set("topic.metadata.refresh.interval.ms", "5000")
             // Bounds what librdkafka buffers ahead of the sinks (its default is 64 MB per consumer).
             .set("queued.max.messages.kbytes", "32768")
+            // A crashed instance's partitions move to a live one after this long (librdkafka's
+            // default is 45 s); heartbeats go every 3 s, so 10 s tolerates a couple of lost ones.
+            .set("session.timeout.ms", "10000")
             .set("client.id", "ripple");
         for (k, v) in &config.options {
             cc.set(k, v);

@@ -63,8 +63,7 @@ impl PostgresSink {
                 if !tail.is_empty() {
                     self.apply_segment(tx, tail).await?;
                 }
-                let plan = self.plan(tx, e).await?;
-                sqlx::query(sqlx::AssertSqlSafe(plan.truncate_sql.as_str())).execute(&mut **tx).await.map_err(|err| sql::classify(err, "truncate"))?;
+                self.truncate(tx, e).await?;
                 start = i + 1;
             }
         }
@@ -78,6 +77,24 @@ impl PostgresSink {
         for group in plan::reduce(events) {
             let plan = self.plan(tx, group.first_event()).await?;
             plan.execute(tx, &group).await?;
+        }
+        Ok(())
+    }
+
+    /// Truncate records carry no key schema, so they get no plan: the table is emptied if it exists.
+    async fn truncate(&self, tx: &mut Transaction<'_, Postgres>, event: &ChangeEvent) -> Result<(), SinkError> {
+        let table = event.table();
+        let target = sql::qualified(self.config.schema.as_deref().unwrap_or(&table.namespace), &table.name);
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&target)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| sql::classify(e, "look up table"))?;
+        if exists {
+            sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {target}")))
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| sql::classify(e, "truncate"))?;
         }
         Ok(())
     }

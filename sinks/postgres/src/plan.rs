@@ -39,7 +39,6 @@ impl PlanCache {
 /// What one table of one schema version needs to be written.
 pub struct Plan {
     target: String,
-    pub truncate_sql: String,
     /// The replica's type for each schema column (schema-qualified, without modifier): the cast target.
     casts: Vec<String>,
     types: Vec<ColumnType>,
@@ -101,7 +100,6 @@ impl Plan {
             casts.push(cast);
         }
         Ok(Plan {
-            truncate_sql: format!("TRUNCATE {target}"),
             target,
             casts,
             types: schema.columns.iter().map(|c| c.ty.clone()).collect(),
@@ -438,7 +436,6 @@ mod tests {
         let s = schema();
         let plan = Plan {
             target: "\"public\".\"t\"".into(),
-            truncate_sql: String::new(),
             casts: vec!["integer".into(), "text".into()],
             types: s.columns.iter().map(|c| c.ty.clone()).collect(),
             names: vec!["id".into(), "note".into()],
