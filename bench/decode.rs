@@ -15,7 +15,13 @@ fn main() {
     let started = Instant::now();
     let mut changes = 0;
     for offset in 0..n {
-        let record = Record { topic: &topic, partition: 0, offset, key: Some(KEY.as_bytes()), value: Some(VALUE.as_bytes()) };
+        let record = Record {
+            topic: &topic,
+            partition: 0,
+            offset,
+            key: Some(KEY.as_bytes()),
+            value: Some(VALUE.as_bytes()),
+        };
         if let Ok(Decoded::Change(_)) = decoder.decode(&record) {
             changes += 1;
         }
@@ -26,6 +32,8 @@ fn main() {
         "decode: {n} records of {} bytes in {secs:.2} s = {:.0} records/s on one core ({} cores on this machine)",
         KEY.len() + VALUE.len(),
         n as f64 / secs,
-        std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(1)
     );
 }

@@ -123,9 +123,9 @@ pub enum TopicMatcher {
 impl TopicMatcher {
     pub fn parse(key: &str, text: &str) -> Result<Self, ConfigError> {
         if text.starts_with('^') {
-            Regex::new(text)
-                .map(TopicMatcher::Pattern)
-                .map_err(|e| ConfigError::new(key, format!("invalid regular expression {text:?}: {e}")))
+            Regex::new(text).map(TopicMatcher::Pattern).map_err(|e| {
+                ConfigError::new(key, format!("invalid regular expression {text:?}: {e}"))
+            })
         } else if text.is_empty() {
             Err(ConfigError::new(key, "a topic name cannot be empty"))
         } else {
@@ -144,14 +144,17 @@ impl TopicMatcher {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("(file)", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("(file)", format!("cannot read {}: {e}", path.display()))
+        })?;
         Self::parse(&text)
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(toml_error)?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(file)", e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(toml_error)?;
         config.validate()?;
         Ok(config)
     }
@@ -159,27 +162,47 @@ impl Config {
     /// Checks what serde cannot: cross references, value ranges, patterns.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.kafka.brokers.trim().is_empty() {
-            return Err(ConfigError::new("kafka.brokers", "must list at least one host:port"));
+            return Err(ConfigError::new(
+                "kafka.brokers",
+                "must list at least one host:port",
+            ));
         }
         if self.kafka.topics.is_empty() {
-            return Err(ConfigError::new("kafka.topics", "must name at least one topic or ^pattern"));
+            return Err(ConfigError::new(
+                "kafka.topics",
+                "must name at least one topic or ^pattern",
+            ));
         }
         for (i, t) in self.kafka.topics.iter().enumerate() {
             TopicMatcher::parse(&format!("kafka.topics[{i}]"), t)?;
         }
         if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
-            return Err(ConfigError::new("kafka.auto_offset_reset", "must be \"earliest\" or \"latest\""));
+            return Err(ConfigError::new(
+                "kafka.auto_offset_reset",
+                "must be \"earliest\" or \"latest\"",
+            ));
         }
         if self.pipeline.batch_size == 0 {
-            return Err(ConfigError::new("pipeline.batch_size", "must be at least 1"));
+            return Err(ConfigError::new(
+                "pipeline.batch_size",
+                "must be at least 1",
+            ));
         }
         if self.sinks.is_empty() {
-            return Err(ConfigError::new("sinks", "no sink is configured: add a [sinks.<name>] section with a `type`"));
+            return Err(ConfigError::new(
+                "sinks",
+                "no sink is configured: add a [sinks.<name>] section with a `type`",
+            ));
         }
         for (name, section) in &self.sinks {
             match section.get("type") {
                 Some(toml::Value::String(_)) => {}
-                Some(_) => return Err(ConfigError::new(format!("sinks.{name}.type"), "must be a string")),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        format!("sinks.{name}.type"),
+                        "must be a string",
+                    ));
+                }
                 None => {
                     return Err(ConfigError::new(
                         format!("sinks.{name}.type"),
@@ -189,24 +212,36 @@ impl Config {
             }
         }
         if self.routes.is_empty() {
-            return Err(ConfigError::new("routes", "no route is configured: add a [[routes]] with topics and sinks"));
+            return Err(ConfigError::new(
+                "routes",
+                "no route is configured: add a [[routes]] with topics and sinks",
+            ));
         }
         for (i, route) in self.routes.iter().enumerate() {
             if route.topics.is_empty() {
-                return Err(ConfigError::new(format!("routes[{i}].topics"), "must name at least one topic"));
+                return Err(ConfigError::new(
+                    format!("routes[{i}].topics"),
+                    "must name at least one topic",
+                ));
             }
             for (j, t) in route.topics.iter().enumerate() {
                 TopicMatcher::parse(&format!("routes[{i}].topics[{j}]"), t)?;
             }
             if route.sinks.is_empty() {
-                return Err(ConfigError::new(format!("routes[{i}].sinks"), "must name at least one sink"));
+                return Err(ConfigError::new(
+                    format!("routes[{i}].sinks"),
+                    "must name at least one sink",
+                ));
             }
             for (j, s) in route.sinks.iter().enumerate() {
                 if !self.sinks.contains_key(s) {
                     let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
                     return Err(ConfigError::new(
                         format!("routes[{i}].sinks[{j}]"),
-                        format!("names sink {s:?}, which is not configured (configured: {})", known.join(", ")),
+                        format!(
+                            "names sink {s:?}, which is not configured (configured: {})",
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -233,7 +268,10 @@ impl Config {
                 if let toml::Value::String(s) = value {
                     if key == "url" || key.ends_with("_url") {
                         *s = mask_url(s);
-                    } else if key.contains("password") || key.contains("secret") || key.contains("token") {
+                    } else if key.contains("password")
+                        || key.contains("secret")
+                        || key.contains("token")
+                    {
                         if !key.ends_with("_env") {
                             *s = "****".into();
                         }
@@ -248,31 +286,47 @@ impl Config {
 /// Fails when `var` names an environment variable that is not set.
 pub fn check_env(key: &str, var: Option<&str>) -> Result<(), ConfigError> {
     match var {
-        Some(v) if std::env::var_os(v).is_none() => {
-            Err(ConfigError::new(key, format!("names environment variable {v}, which is not set")))
-        }
+        Some(v) if std::env::var_os(v).is_none() => Err(ConfigError::new(
+            key,
+            format!("names environment variable {v}, which is not set"),
+        )),
         _ => Ok(()),
     }
 }
 
 /// Replaces the password in a `scheme://user:password@host` URL with `****`.
 pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else { return url.to_string() };
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
     match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:****{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..]),
+        Some(colon) => format!(
+            "{}{}:****{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
         None => url.to_string(),
     }
 }
 
-fn toml_error(e: toml::de::Error) -> ConfigError {
-    // toml's message already carries the line, column and, for unknown fields, the accepted keys;
-    // the key path is what a user greps for, so it leads.
-    let message = e.message().to_string();
-    let key = unknown_field_key(&message).unwrap_or_else(|| "(file)".to_string());
-    let location = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
-    ConfigError::new(key, format!("{message}{location}"))
+fn toml_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let mut message = inner.message().to_string();
+    let key = if path == "." {
+        unknown_field_key(&message).unwrap_or_else(|| "(file)".into())
+    } else {
+        path
+    };
+    if message.contains("invalid type: map") && key.contains("options") {
+        message.push_str(" (librdkafka property names contain dots: quote them, e.g. \"fetch.wait.max.ms\" = \"10\")");
+    }
+    ConfigError::new(key, message)
 }
 
 fn unknown_field_key(message: &str) -> Option<String> {
@@ -310,8 +364,24 @@ mod tests {
     fn unknown_key_is_named() {
         let text = GOOD.replace("[kafka]", "[kafka]\nbrokerz = \"x\"");
         let err = Config::parse(&text).unwrap_err();
-        assert_eq!(err.key, "brokerz", "{err}");
-        assert!(err.to_string().contains("brokers"), "lists the expected keys: {err}");
+        assert_eq!(err.key, "kafka.brokerz", "{err}");
+        assert!(
+            err.to_string().contains("brokers"),
+            "lists the expected keys: {err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_full_key() {
+        let text = GOOD.replace("[kafka]", "[pipeline]\nbatch_size = \"many\"\n[kafka]");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "pipeline.batch_size", "{err}");
+        let text = GOOD.replace(
+            "[kafka]",
+            "[kafka.options]\nfetch.wait.max.ms = \"10\"\n[kafka]",
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.message.contains("quote them"), "{err}");
     }
 
     #[test]
@@ -331,7 +401,10 @@ mod tests {
 
     #[test]
     fn bad_pattern_is_named() {
-        let text = GOOD.replace("topics = [\"^ripple\\\\.public\\\\..*\"]\n        sinks", "topics = [\"^(\"]\n        sinks");
+        let text = GOOD.replace(
+            "topics = [\"^ripple\\\\.public\\\\..*\"]\n        sinks",
+            "topics = [\"^(\"]\n        sinks",
+        );
         let err = Config::parse(&text).unwrap_err();
         assert_eq!(err.key, "routes[0].topics[0]", "{err}");
     }

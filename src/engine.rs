@@ -7,8 +7,8 @@ use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
 use crate::source::{KafkaSource, Partition, SourceError};
 use rdkafka::Message;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::consumer::CommitMode;
+use rdkafka::error::RDKafkaErrorCode;
 use ripple_sink::{ConfigError, Sink, SinkError, SinkFactory};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -59,22 +59,43 @@ impl EngineBuilder {
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         for (name, section) in &self.config.sinks {
             let key = format!("sinks.{name}");
-            let kind = section.get("type").and_then(|v| v.as_str()).unwrap_or_default();
-            let factory = self.factories.iter().find(|f| f.kind() == kind).ok_or_else(|| {
-                let known: Vec<&str> = self.factories.iter().map(|f| f.kind()).collect();
-                ConfigError::new(format!("{key}.type"), format!("unknown sink type {kind:?} (known: {})", known.join(", ")))
-            })?;
+            let kind = section
+                .get("type")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let factory = self
+                .factories
+                .iter()
+                .find(|f| f.kind() == kind)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = self.factories.iter().map(|f| f.kind()).collect();
+                    ConfigError::new(
+                        format!("{key}.type"),
+                        format!("unknown sink type {kind:?} (known: {})", known.join(", ")),
+                    )
+                })?;
             sinks.push(factory.build(name, &key, section.clone()).await?);
         }
         sinks.extend(self.extra_sinks);
         for sink in &sinks {
-            sink.ready().await.map_err(|error| EngineError::SinkNotReady { name: sink.name().to_string(), error })?;
+            sink.ready()
+                .await
+                .map_err(|error| EngineError::SinkNotReady {
+                    name: sink.name().to_string(),
+                    error,
+                })?;
         }
         let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         let router = Router::new(&self.config, &names)?;
         let source = KafkaSource::connect(&self.config.kafka).await?;
         let applier = Applier::new(sinks, &self.config.pipeline);
-        Ok(Engine { config: self.config, source, router, applier, exit_when_idle: self.exit_when_idle })
+        Ok(Engine {
+            config: self.config,
+            source,
+            router,
+            applier,
+            exit_when_idle: self.exit_when_idle,
+        })
     }
 }
 
@@ -115,7 +136,12 @@ impl fmt::Display for RunSummary {
 impl Engine {
     pub fn builder(config: Config) -> EngineBuilder {
         let factories = crate::registry::builtin();
-        EngineBuilder { config, factories, extra_sinks: Vec::new(), exit_when_idle: None }
+        EngineBuilder {
+            config,
+            factories,
+            extra_sinks: Vec::new(),
+            exit_when_idle: None,
+        }
     }
 
     pub fn sinks(&self) -> &[Arc<dyn Sink>] {
@@ -124,7 +150,10 @@ impl Engine {
 
     /// Runs until `shutdown` resolves (finishing the batch in hand first), an unrecoverable error,
     /// or, with `exit_when_idle`, until caught up.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunSummary, EngineError> {
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, EngineError> {
         let started = Instant::now();
         let mut first_record: Option<Instant> = None;
         let mut last_apply = started;
@@ -160,7 +189,9 @@ impl Engine {
                     // not created yet, a broker going away) passes unless it says it is fatal.
                     Err(e) if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fatal) => {
                         tracing::warn!(error = %e, "Kafka consumer reported a problem; carrying on");
-                        next = tokio::time::timeout_at(deadline, consumer.recv()).await.ok();
+                        next = tokio::time::timeout_at(deadline, consumer.recv())
+                            .await
+                            .ok();
                         continue;
                     }
                     Err(e) => return Err(SourceError::from(e).into()),
@@ -206,17 +237,29 @@ impl Engine {
                 if batch.events + batch.skipped >= batch_size {
                     break;
                 }
-                next = tokio::time::timeout_at(deadline, consumer.recv()).await.ok();
+                next = tokio::time::timeout_at(deadline, consumer.recv())
+                    .await
+                    .ok();
             }
             if !batch.is_empty() {
+                let collected = Instant::now();
                 self.applier.apply(&batch).await?;
+                tracing::debug!(
+                    events = batch.events,
+                    apply_ms = collected.elapsed().as_millis() as u64,
+                    "applied"
+                );
                 self.source.commit(&batch.offsets, CommitMode::Async)?;
                 applied.extend(batch.offsets.iter().map(|(p, o)| (p.clone(), *o)));
                 summary.events += batch.events as u64;
                 summary.skipped += batch.skipped as u64;
                 summary.batches += 1;
                 last_apply = Instant::now();
-                tracing::debug!(events = batch.events, skipped = batch.skipped, "batch applied");
+                tracing::debug!(
+                    events = batch.events,
+                    skipped = batch.skipped,
+                    "batch applied"
+                );
             }
             if let Some(e) = failure {
                 return Err(e.into());
@@ -225,7 +268,9 @@ impl Engine {
         // Asynchronous commits may still be in flight: repeat the newest offsets synchronously.
         self.source.commit(&applied, CommitMode::Sync)?;
         summary.elapsed = started.elapsed();
-        summary.busy = first_record.map(|f| last_apply.saturating_duration_since(f)).unwrap_or_default();
+        summary.busy = first_record
+            .map(|f| last_apply.saturating_duration_since(f))
+            .unwrap_or_default();
         Ok(summary)
     }
 }

@@ -7,7 +7,11 @@ use ripple::config::Config;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ripple", version, about = "Keeps stores in step with PostgreSQL through Debezium and Kafka")]
+#[command(
+    name = "ripple",
+    version,
+    about = "Keeps stores in step with PostgreSQL through Debezium and Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,8 @@ fn load(path: &PathBuf) -> anyhow::Result<Config> {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RIPPLE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("RIPPLE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -63,7 +68,10 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Run { config, exit_when_idle_ms } => {
+        Command::Run {
+            config,
+            exit_when_idle_ms,
+        } => {
             let config = load(&config)?;
             let engine = ripple::Engine::builder(config)
                 .exit_when_idle(exit_when_idle_ms.map(std::time::Duration::from_millis))
@@ -77,7 +85,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let config = load(&config)?;
             let report = ripple::verify::run(&config, &args).await?;
             print!("{report}");
-            Ok(if report.all_equal() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+            Ok(if report.all_equal() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
         }
         Command::Loadgen(args) => {
             let summary = ripple::loadgen::run(&args).await?;

@@ -29,15 +29,20 @@ impl Router {
                 .iter()
                 .enumerate()
                 .map(|(j, s)| {
-                    sink_names
-                        .iter()
-                        .position(|n| n == s)
-                        .ok_or_else(|| ConfigError::new(format!("routes[{i}].sinks[{j}]"), format!("unknown sink {s:?}")))
+                    sink_names.iter().position(|n| n == s).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("routes[{i}].sinks[{j}]"),
+                            format!("unknown sink {s:?}"),
+                        )
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             routes.push((matchers, sinks));
         }
-        Ok(Self { routes, cache: AHashMap::new() })
+        Ok(Self {
+            routes,
+            cache: AHashMap::new(),
+        })
     }
 
     /// The sinks that own `topic`'s events, each once, in route order. Empty when no route matches.

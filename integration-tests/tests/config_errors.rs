@@ -9,9 +9,24 @@ fn run_with(name: &str, text: &str) -> String {
     let dir = temp_dir("config_errors");
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
-    let out = ripple(&["run", "--config", path.to_str().unwrap(), "--exit-when-idle-ms", "1000"]);
-    assert!(!out.status.success(), "ripple accepted a bad config ({name}): {}", text_of(&out));
-    assert_eq!(out.status.code(), Some(2), "config errors exit with 2: {}", text_of(&out));
+    let out = ripple(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--exit-when-idle-ms",
+        "1000",
+    ]);
+    assert!(
+        !out.status.success(),
+        "ripple accepted a bad config ({name}): {}",
+        text_of(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "config errors exit with 2: {}",
+        text_of(&out)
+    );
     text_of(&out)
 }
 
@@ -42,14 +57,20 @@ fn unknown_key_is_named() {
     let text = good(BROKERS, REPLICA_URL).replace("[kafka]", "[kafka]\nbatch = 5");
     let err = run_with("unknown_key", &text);
     assert!(err.contains("`batch`"), "{err}");
-    assert!(err.contains("expected one of"), "says what is accepted: {err}");
+    assert!(
+        err.contains("expected one of"),
+        "says what is accepted: {err}"
+    );
 }
 
 #[test]
 fn route_to_a_missing_sink_is_named() {
     let text = good(BROKERS, REPLICA_URL).replace("sinks = [\"replica\"]", "sinks = [\"search\"]");
     let err = run_with("missing_sink", &text);
-    assert!(err.contains("routes[0].sinks[0]") && err.contains("\"search\""), "{err}");
+    assert!(
+        err.contains("routes[0].sinks[0]") && err.contains("\"search\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,18 +84,30 @@ fn no_sink_at_all_is_named() {
 fn unknown_sink_type_is_named() {
     let text = good(BROKERS, REPLICA_URL).replace("type = \"postgres\"", "type = \"postgress\"");
     let err = run_with("unknown_type", &text);
-    assert!(err.contains("sinks.replica.type") && err.contains("postgress"), "{err}");
+    assert!(
+        err.contains("sinks.replica.type") && err.contains("postgress"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unreachable_broker_names_the_address() {
     require_stack();
     let err = run_with("unreachable_broker", &good("127.0.0.1:1", REPLICA_URL));
-    assert!(err.contains("kafka.brokers") && err.contains("127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("kafka.brokers") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unreachable_sink_names_the_sink() {
-    let err = run_with("unreachable_sink", &good(BROKERS, "postgres://postgres@127.0.0.1:1/replica"));
-    assert!(err.contains("sinks.replica") && err.contains("not reachable"), "{err}");
+    let err = run_with(
+        "unreachable_sink",
+        &good(BROKERS, "postgres://postgres@127.0.0.1:1/replica"),
+    );
+    assert!(
+        err.contains("sinks.replica") && err.contains("not reachable"),
+        "{err}"
+    );
 }

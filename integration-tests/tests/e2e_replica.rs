@@ -15,8 +15,14 @@ fn seed_workload_replicates_exactly_across_a_crash() {
     let table = unique("e2e_txn");
     let dir = temp_dir(&table);
 
-    let setup = ripple(&["loadgen", "--url", SOURCE_URL, "--table", &table, "--drop", "--setup", "--count", "0"]);
-    assert!(setup.status.success(), "loadgen setup failed: {}", text(&setup));
+    let setup = ripple(&[
+        "loadgen", "--url", SOURCE_URL, "--table", &table, "--drop", "--setup", "--count", "0",
+    ]);
+    assert!(
+        setup.status.success(),
+        "loadgen setup failed: {}",
+        text(&setup)
+    );
     let connector = Connector::start(&table.replace('_', "-"), &table, &format!("public.{table}"));
     let topic = connector.topic(&table);
     let config = write_config(&dir, &[topic.clone()], &table, "");
@@ -25,16 +31,28 @@ fn seed_workload_replicates_exactly_across_a_crash() {
 
     // Load in the background, paced so the crash below lands mid-stream.
     let load = std::process::Command::new(ripple_bin())
-        .args(["loadgen", "--url", SOURCE_URL, "--table", &table, "--count", CHANGES, "--rate", "4000"])
+        .args([
+            "loadgen", "--url", SOURCE_URL, "--table", &table, "--count", CHANGES, "--rate", "4000",
+        ])
         .args(["--truncate-after", "12000", "--seed", "7"])
         .output();
     let handle = std::thread::spawn(move || load);
 
     // Crash Ripple once the replica has started to fill, while the load is still running.
-    wait_until(Duration::from_secs(90), "the replica to receive rows", || {
-        psql(REPLICA_URL, &format!("SELECT to_regclass('public.{table}') IS NOT NULL")) == "t"
-            && psql(REPLICA_URL, &format!("SELECT count(*) > 500 FROM public.{table}")) == "t"
-    });
+    wait_until(
+        Duration::from_secs(90),
+        "the replica to receive rows",
+        || {
+            psql(
+                REPLICA_URL,
+                &format!("SELECT to_regclass('public.{table}') IS NOT NULL"),
+            ) == "t"
+                && psql(
+                    REPLICA_URL,
+                    &format!("SELECT count(*) > 500 FROM public.{table}"),
+                ) == "t"
+        },
+    );
     let status = first.signal("KILL");
     assert!(!status.success(), "SIGKILL must not look like a clean exit");
     let second = RippleProcess::start(&config, &[]);
@@ -42,28 +60,52 @@ fn seed_workload_replicates_exactly_across_a_crash() {
     let load = handle.join().expect("loadgen thread").expect("run loadgen");
     assert!(load.status.success(), "loadgen failed: {}", text(&load));
     let load_text = text(&load);
-    assert!(load_text.contains("truncates 1") || load_text.contains("1 truncate"), "loadgen summary: {load_text}");
+    assert!(
+        load_text.contains("truncates 1") || load_text.contains("1 truncate"),
+        "loadgen summary: {load_text}"
+    );
 
     // Debezium and Ripple catch up shortly after the load ends; verify decides when they have.
     let mut last = String::new();
-    wait_until(Duration::from_secs(180), "verify to report the replica equal to the source", || {
-        let out = ripple(&["verify", "--config", config.to_str().unwrap(), "--table", &format!("public.{table}")]);
-        last = text(&out);
-        out.status.success()
-    });
+    wait_until(
+        Duration::from_secs(180),
+        "verify to report the replica equal to the source",
+        || {
+            let out = ripple(&[
+                "verify",
+                "--config",
+                config.to_str().unwrap(),
+                "--table",
+                &format!("public.{table}"),
+            ]);
+            last = text(&out);
+            out.status.success()
+        },
+    );
     println!("{last}");
 
     // The replica holds real rows of every shape the seed writes, not an empty table equal to an
     // empty source.
-    let rows: i64 = psql(REPLICA_URL, &format!("SELECT count(*) FROM public.{table}")).parse().unwrap();
-    assert!(rows > 1000, "replica has {rows} rows");
-    let updated: i64 = psql(REPLICA_URL, &format!("SELECT count(*) FROM public.{table} WHERE change_info ? 'amount'"))
+    let rows: i64 = psql(REPLICA_URL, &format!("SELECT count(*) FROM public.{table}"))
         .parse()
         .unwrap();
-    assert!(updated > 0, "no updated rows with audit JSON in the replica");
+    assert!(rows > 1000, "replica has {rows} rows");
+    let updated: i64 = psql(
+        REPLICA_URL,
+        &format!("SELECT count(*) FROM public.{table} WHERE change_info ? 'amount'"),
+    )
+    .parse()
+    .unwrap();
+    assert!(
+        updated > 0,
+        "no updated rows with audit JSON in the replica"
+    );
 
     let status = second.signal("TERM");
-    assert!(status.success(), "ripple did not shut down cleanly on SIGTERM");
+    assert!(
+        status.success(),
+        "ripple did not shut down cleanly on SIGTERM"
+    );
     drop(connector);
     psql(SOURCE_URL, &format!("DROP TABLE IF EXISTS public.{table}"));
     psql(REPLICA_URL, &format!("DROP TABLE IF EXISTS public.{table}"));

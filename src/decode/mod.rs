@@ -47,7 +47,9 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into() }
+        Self {
+            reason: reason.into(),
+        }
     }
 }
 
@@ -110,7 +112,9 @@ impl Decoder {
     }
 
     pub fn decode(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
-        let Some(value) = record.value else { return Ok(Decoded::Skip(Skip::Tombstone)) };
+        let Some(value) = record.value else {
+            return Ok(Decoded::Skip(Skip::Tombstone));
+        };
         let value: Framed = serde_json::from_slice(value).map_err(|e| {
             DecodeError::new(format!("value is not JSON with schema and payload (JsonConverter, schemas.enable=true): {e}"))
         })?;
@@ -120,17 +124,25 @@ impl Decoder {
             ));
         };
         let key: Option<Framed> = match record.key {
-            Some(k) => Some(serde_json::from_slice(k).map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?),
+            Some(k) => Some(
+                serde_json::from_slice(k)
+                    .map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?,
+            ),
             None => None,
         };
         let key_schema = key.as_ref().and_then(|k| k.schema);
-        let cache_key = (self.hash(value_schema.get()), key_schema.map_or(0, |s| self.hash(s.get())));
+        let cache_key = (
+            self.hash(value_schema.get()),
+            key_schema.map_or(0, |s| self.hash(s.get())),
+        );
         if !self.cache.contains_key(&cache_key) {
             let kind = analyse(value_schema, key_schema)?;
             self.cache.insert(cache_key, kind);
         }
         match self.cache.get_mut(&cache_key) {
-            Some(Kind::Envelope(e)) => decode_change(e, record, payload, key.and_then(|k| k.payload)),
+            Some(Kind::Envelope(e)) => {
+                decode_change(e, record, payload, key.and_then(|k| k.payload))
+            }
             Some(Kind::Skip(s)) => Ok(Decoded::Skip(*s)),
             None => unreachable!("inserted above"),
         }
@@ -148,7 +160,9 @@ fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kin
     let schema: ConnectSchema = serde_json::from_str(value_schema.get())
         .map_err(|e| DecodeError::new(format!("value schema is not a Connect schema: {e}")))?;
     match schema.name.as_deref() {
-        Some("io.debezium.connector.common.TransactionMetadataValue") => return Ok(Kind::Skip(Skip::TransactionMarker)),
+        Some("io.debezium.connector.common.TransactionMetadataValue") => {
+            return Ok(Kind::Skip(Skip::TransactionMarker));
+        }
         Some(n) if n.ends_with(".Heartbeat") || n == "io.debezium.connector.common.Heartbeat" => {
             return Ok(Kind::Skip(Skip::Heartbeat));
         }
@@ -163,10 +177,16 @@ fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kin
     let row = schema
         .field("after")
         .or_else(|| schema.field("before"))
-        .ok_or_else(|| DecodeError::new("change envelope schema has neither `before` nor `after`"))?;
+        .ok_or_else(|| {
+            DecodeError::new("change envelope schema has neither `before` nor `after`")
+        })?;
     let (columns, decoders): (Vec<Column>, Vec<FieldDecoder>) =
         row.fields.iter().flatten().map(schema::column_for).unzip();
-    let positions = columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+    let positions = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), i))
+        .collect();
 
     let mut key = Vec::new();
     let mut key_decoders = Vec::new();
@@ -185,8 +205,18 @@ fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kin
         }
     }
     // The table name is filled from the first record's `source` block; see `decode_change`.
-    let table = Arc::new(TableSchema { table: TableRef::new("", ""), columns, key });
-    Ok(Kind::Envelope(Box::new(Envelope { table, decoders, positions, key_decoders, key_positions })))
+    let table = Arc::new(TableSchema {
+        table: TableRef::new("", ""),
+        columns,
+        key,
+    });
+    Ok(Kind::Envelope(Box::new(Envelope {
+        table,
+        decoders,
+        positions,
+        key_decoders,
+        key_positions,
+    })))
 }
 
 fn decode_change(
@@ -204,10 +234,16 @@ fn decode_change(
         Some("d") => Op::Delete,
         Some("t") => Op::Truncate,
         Some("m") => return Ok(Decoded::Skip(Skip::Message)),
-        Some(other) => return Err(DecodeError::new(format!("unknown op {other:?} (expected c, u, d, r, t or m)"))),
+        Some(other) => {
+            return Err(DecodeError::new(format!(
+                "unknown op {other:?} (expected c, u, d, r, t or m)"
+            )));
+        }
         None => return Err(DecodeError::new("payload has no `op`")),
     };
-    let source = p.source.ok_or_else(|| DecodeError::new("payload has no `source` block"))?;
+    let source = p
+        .source
+        .ok_or_else(|| DecodeError::new("payload has no `source` block"))?;
     let table = TableRef::new(
         source.schema.as_deref().unwrap_or_default(),
         source.table.as_deref().unwrap_or_default(),
@@ -218,17 +254,26 @@ fn decode_change(
     if envelope.table.table != table {
         // The first record with this schema names its table; events then share one Arc, which
         // sinks use to cache their per-schema plans.
-        envelope.table = Arc::new(TableSchema { table, ..(*envelope.table).clone() });
+        envelope.table = Arc::new(TableSchema {
+            table,
+            ..(*envelope.table).clone()
+        });
     }
     let schema = envelope.table.clone();
     let version = version_of(&source)?;
-    let origin = Origin { topic: record.topic.clone(), partition: record.partition, offset: record.offset };
+    let origin = Origin {
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+    };
     let source_ts_ms = source.ts_ms.unwrap_or_default();
 
     let (row, key) = match op {
         Op::Truncate => (None, Vec::new()),
         Op::Upsert => {
-            let row = p.after.ok_or_else(|| DecodeError::new("insert/update without `after`"))?;
+            let row = p
+                .after
+                .ok_or_else(|| DecodeError::new("insert/update without `after`"))?;
             let key = match key_payload {
                 Some(k) => decode_key(envelope, k)?,
                 None => schema.key.iter().map(|&i| row[i].clone()).collect(),
@@ -239,7 +284,9 @@ fn decode_change(
             let key = match key_payload {
                 Some(k) => decode_key(envelope, k)?,
                 None => {
-                    let before = p.before.ok_or_else(|| DecodeError::new("delete without key or `before`"))?;
+                    let before = p
+                        .before
+                        .ok_or_else(|| DecodeError::new("delete without key or `before`"))?;
                     schema.key.iter().map(|&i| before[i].clone()).collect()
                 }
             };
@@ -252,10 +299,23 @@ fn decode_change(
             schema.table
         )));
     }
-    if key.iter().any(|v| matches!(v, Value::Null | Value::Unavailable)) {
-        return Err(DecodeError::new("record key has a null or unavailable column"));
+    if key
+        .iter()
+        .any(|v| matches!(v, Value::Null | Value::Unavailable))
+    {
+        return Err(DecodeError::new(
+            "record key has a null or unavailable column",
+        ));
     }
-    Ok(Decoded::Change(ChangeEvent { schema, op, row, key, version, source_ts_ms, origin }))
+    Ok(Decoded::Change(ChangeEvent {
+        schema,
+        op,
+        row,
+        key,
+        version,
+        source_ts_ms,
+        origin,
+    }))
 }
 
 /// Debezium's `source.sequence` is `["<last commit LSN>","<this change's LSN>"]`: ordering by that
@@ -263,28 +323,39 @@ fn decode_change(
 fn version_of(source: &Source<'_>) -> Result<Version, DecodeError> {
     let lsn = source.lsn.unwrap_or_default().max(0) as u64;
     let Some(seq) = source.sequence.as_deref() else {
-        return Ok(Version { commit: 0, change: lsn });
+        return Ok(Version {
+            commit: 0,
+            change: lsn,
+        });
     };
-    let parts: Vec<Option<String>> = serde_json::from_str(seq)
-        .map_err(|e| DecodeError::new(format!("`source.sequence` {seq:?} is not a JSON array of strings: {e}")))?;
+    let parts: Vec<Option<String>> = serde_json::from_str(seq).map_err(|e| {
+        DecodeError::new(format!(
+            "`source.sequence` {seq:?} is not a JSON array of strings: {e}"
+        ))
+    })?;
     let num = |i: usize| -> Result<Option<u64>, DecodeError> {
         match parts.get(i).cloned().flatten() {
-            Some(s) => s
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| DecodeError::new(format!("`source.sequence` entry {s:?} is not a number"))),
+            Some(s) => s.parse::<u64>().map(Some).map_err(|_| {
+                DecodeError::new(format!("`source.sequence` entry {s:?} is not a number"))
+            }),
             None => Ok(None),
         }
     };
-    Ok(Version { commit: num(0)?.unwrap_or(0), change: num(1)?.unwrap_or(lsn) })
+    Ok(Version {
+        commit: num(0)?.unwrap_or(0),
+        change: num(1)?.unwrap_or(lsn),
+    })
 }
 
 fn decode_key(envelope: &Envelope, key: &RawValue) -> Result<Vec<Value>, DecodeError> {
     let mut d = serde_json::Deserializer::from_str(key.get());
-    RowSeed { decoders: &envelope.key_decoders, positions: &envelope.key_positions }
-        .deserialize(&mut d)
-        .map_err(|e| DecodeError::new(format!("key does not match its schema: {e}")))?
-        .ok_or_else(|| DecodeError::new("record key payload is null"))
+    RowSeed {
+        decoders: &envelope.key_decoders,
+        positions: &envelope.key_positions,
+    }
+    .deserialize(&mut d)
+    .map_err(|e| DecodeError::new(format!("key does not match its schema: {e}")))?
+    .ok_or_else(|| DecodeError::new("record key payload is null"))
 }
 
 struct Payload<'a> {
@@ -313,8 +384,16 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut p = Payload { op: None, before: None, after: None, source: None };
-        let row = RowSeed { decoders: &self.envelope.decoders, positions: &self.envelope.positions };
+        let mut p = Payload {
+            op: None,
+            before: None,
+            after: None,
+            source: None,
+        };
+        let row = RowSeed {
+            decoders: &self.envelope.decoders,
+            positions: &self.envelope.positions,
+        };
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
             match k.as_ref() {
                 "op" => p.op = map.next_value()?,
@@ -373,7 +452,9 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                     seen += 1;
                 }
                 None => {
-                    return Err(serde::de::Error::custom(format!("field {k:?} is not in the schema")));
+                    return Err(serde::de::Error::custom(format!(
+                        "field {k:?} is not in the schema"
+                    )));
                 }
             }
         }

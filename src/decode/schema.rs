@@ -27,7 +27,10 @@ pub struct ConnectSchema {
 
 impl ConnectSchema {
     pub fn field(&self, name: &str) -> Option<&ConnectSchema> {
-        self.fields.as_ref()?.iter().find(|f| f.field.as_deref() == Some(name))
+        self.fields
+            .as_ref()?
+            .iter()
+            .find(|f| f.field.as_deref() == Some(name))
     }
 
     fn param(&self, key: &str) -> Option<&str> {
@@ -44,7 +47,9 @@ pub enum FieldDecoder {
     Text,
     Json,
     /// `org.apache.kafka.connect.data.Decimal`: base64 big-endian unscaled value.
-    Decimal { scale: u32 },
+    Decimal {
+        scale: u32,
+    },
     /// `io.debezium.data.VariableScaleDecimal`: `{scale, value}`.
     VariableScaleDecimal,
     /// A decimal that arrives as a JSON number or string (`decimal.handling.mode` double/string).
@@ -98,43 +103,77 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
     // With decimal.handling.mode=string (or double) a numeric column arrives as a plain string or
     // double; only the propagated source type tells it apart from text. String mode is the one that
     // keeps a numeric's exact text: Debezium's VariableScaleDecimal drops trailing zeros (56.50 -> 56.5).
-    let source = s.param("__debezium.source.column.type").map(str::to_ascii_uppercase);
-    if matches!(source.as_deref(), Some("NUMERIC" | "DECIMAL" | "MONEY")) && matches!(s.ty.as_str(), "string" | "double") {
-        let length: Option<u32> = s.param("__debezium.source.column.length").and_then(|v| v.parse().ok());
-        let scale: Option<u32> = s.param("__debezium.source.column.scale").and_then(|v| v.parse().ok());
+    let source = s
+        .param("__debezium.source.column.type")
+        .map(str::to_ascii_uppercase);
+    if matches!(source.as_deref(), Some("NUMERIC" | "DECIMAL" | "MONEY"))
+        && matches!(s.ty.as_str(), "string" | "double")
+    {
+        let length: Option<u32> = s
+            .param("__debezium.source.column.length")
+            .and_then(|v| v.parse().ok());
+        let scale: Option<u32> = s
+            .param("__debezium.source.column.scale")
+            .and_then(|v| v.parse().ok());
         let (precision, scale) = match length {
             Some(p) if p > 0 && p <= 1000 => (Some(p), scale),
             _ => (None, None),
         };
-        return (ColumnType::Decimal { precision, scale }, FieldDecoder::DecimalText);
+        return (
+            ColumnType::Decimal { precision, scale },
+            FieldDecoder::DecimalText,
+        );
     }
     match s.name.as_deref() {
         Some("org.apache.kafka.connect.data.Decimal") => {
             let scale = s.param("scale").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let precision = s.param("connect.decimal.precision").and_then(|v| v.parse().ok());
-            (ColumnType::Decimal { precision, scale: Some(scale) }, FieldDecoder::Decimal { scale })
+            let precision = s
+                .param("connect.decimal.precision")
+                .and_then(|v| v.parse().ok());
+            (
+                ColumnType::Decimal {
+                    precision,
+                    scale: Some(scale),
+                },
+                FieldDecoder::Decimal { scale },
+            )
         }
-        Some("io.debezium.data.VariableScaleDecimal") => {
-            (ColumnType::Decimal { precision: None, scale: None }, FieldDecoder::VariableScaleDecimal)
-        }
+        Some("io.debezium.data.VariableScaleDecimal") => (
+            ColumnType::Decimal {
+                precision: None,
+                scale: None,
+            },
+            FieldDecoder::VariableScaleDecimal,
+        ),
         Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => {
             (ColumnType::Date, FieldDecoder::Date)
         }
         Some("io.debezium.time.Time") => (ColumnType::Time, FieldDecoder::Time(TimeUnit::Millis)),
-        Some("io.debezium.time.MicroTime") => (ColumnType::Time, FieldDecoder::Time(TimeUnit::Micros)),
-        Some("io.debezium.time.NanoTime") => (ColumnType::Time, FieldDecoder::Time(TimeUnit::Nanos)),
+        Some("io.debezium.time.MicroTime") => {
+            (ColumnType::Time, FieldDecoder::Time(TimeUnit::Micros))
+        }
+        Some("io.debezium.time.NanoTime") => {
+            (ColumnType::Time, FieldDecoder::Time(TimeUnit::Nanos))
+        }
         Some("io.debezium.time.ZonedTime") => (ColumnType::TimeTz, FieldDecoder::ZonedTime),
-        Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => {
-            (ColumnType::Timestamp, FieldDecoder::Timestamp(TimeUnit::Millis))
+        Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => (
+            ColumnType::Timestamp,
+            FieldDecoder::Timestamp(TimeUnit::Millis),
+        ),
+        Some("io.debezium.time.MicroTimestamp") => (
+            ColumnType::Timestamp,
+            FieldDecoder::Timestamp(TimeUnit::Micros),
+        ),
+        Some("io.debezium.time.NanoTimestamp") => (
+            ColumnType::Timestamp,
+            FieldDecoder::Timestamp(TimeUnit::Nanos),
+        ),
+        Some("io.debezium.time.ZonedTimestamp") => {
+            (ColumnType::TimestampTz, FieldDecoder::ZonedTimestamp)
         }
-        Some("io.debezium.time.MicroTimestamp") => {
-            (ColumnType::Timestamp, FieldDecoder::Timestamp(TimeUnit::Micros))
+        Some("io.debezium.time.MicroDuration") => {
+            (ColumnType::Interval, FieldDecoder::MicroDuration)
         }
-        Some("io.debezium.time.NanoTimestamp") => {
-            (ColumnType::Timestamp, FieldDecoder::Timestamp(TimeUnit::Nanos))
-        }
-        Some("io.debezium.time.ZonedTimestamp") => (ColumnType::TimestampTz, FieldDecoder::ZonedTimestamp),
-        Some("io.debezium.time.MicroDuration") => (ColumnType::Interval, FieldDecoder::MicroDuration),
         Some("io.debezium.data.Json") => (ColumnType::Json, FieldDecoder::Json),
         Some("io.debezium.data.Uuid") => (ColumnType::Uuid, FieldDecoder::Text),
         _ => match s.ty.as_str() {
@@ -150,7 +189,10 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
                     Some(items) => type_of(items),
                     None => (ColumnType::Text, FieldDecoder::Text),
                 };
-                (ColumnType::Array(Box::new(inner_ty)), FieldDecoder::Array(Box::new(inner_dec)))
+                (
+                    ColumnType::Array(Box::new(inner_ty)),
+                    FieldDecoder::Array(Box::new(inner_dec)),
+                )
             }
             "string" => (ColumnType::Text, FieldDecoder::Text),
             other => (ColumnType::Other(other.to_string()), FieldDecoder::Text),
@@ -164,11 +206,21 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
 /// `NUMERIC`. Absent when the connector does not propagate types.
 fn source_type(s: &ConnectSchema) -> Option<String> {
     let name = s.param("__debezium.source.column.type")?.to_string();
-    let length: Option<u32> = s.param("__debezium.source.column.length").and_then(|v| v.parse().ok());
-    let scale: Option<u32> = s.param("__debezium.source.column.scale").and_then(|v| v.parse().ok());
+    let length: Option<u32> = s
+        .param("__debezium.source.column.length")
+        .and_then(|v| v.parse().ok());
+    let scale: Option<u32> = s
+        .param("__debezium.source.column.scale")
+        .and_then(|v| v.parse().ok());
     Some(match (name.to_ascii_uppercase().as_str(), length, scale) {
-        ("VARCHAR" | "BPCHAR" | "CHAR" | "BIT" | "VARBIT", Some(l), _) if l > 0 && l < 10_485_760 => format!("{name}({l})"),
-        ("NUMERIC" | "DECIMAL", Some(p), Some(sc)) if p > 0 && p <= 1000 => format!("{name}({p},{sc})"),
+        ("VARCHAR" | "BPCHAR" | "CHAR" | "BIT" | "VARBIT", Some(l), _)
+            if l > 0 && l < 10_485_760 =>
+        {
+            format!("{name}({l})")
+        }
+        ("NUMERIC" | "DECIMAL", Some(p), Some(sc)) if p > 0 && p <= 1000 => {
+            format!("{name}({p},{sc})")
+        }
         _ => name,
     })
 }
@@ -187,20 +239,50 @@ mod tests {
     #[test]
     fn string_mode_numerics_are_decimals() {
         let (ty, dec) = type_of(&field("NUMERIC", "131089", "0"));
-        assert_eq!(ty, ColumnType::Decimal { precision: None, scale: None });
+        assert_eq!(
+            ty,
+            ColumnType::Decimal {
+                precision: None,
+                scale: None
+            }
+        );
         assert_eq!(dec, FieldDecoder::DecimalText);
         let (ty, _) = type_of(&field("NUMERIC", "10", "2"));
-        assert_eq!(ty, ColumnType::Decimal { precision: Some(10), scale: Some(2) });
+        assert_eq!(
+            ty,
+            ColumnType::Decimal {
+                precision: Some(10),
+                scale: Some(2)
+            }
+        );
         assert_eq!(type_of(&field("VARCHAR", "10", "0")).1, FieldDecoder::Text);
     }
 
     #[test]
     fn source_types_keep_only_meaningful_modifiers() {
-        assert_eq!(source_type(&field("VARCHAR", "255", "0")).as_deref(), Some("VARCHAR(255)"));
-        assert_eq!(source_type(&field("NUMERIC", "131089", "0")).as_deref(), Some("NUMERIC"));
-        assert_eq!(source_type(&field("NUMERIC", "10", "2")).as_deref(), Some("NUMERIC(10,2)"));
-        assert_eq!(source_type(&field("TEXT", "2147483647", "0")).as_deref(), Some("TEXT"));
-        assert_eq!(source_type(&field("TIMESTAMP", "29", "6")).as_deref(), Some("TIMESTAMP"));
-        assert_eq!(source_type(&field("VARCHAR", "2147483647", "0")).as_deref(), Some("VARCHAR"));
+        assert_eq!(
+            source_type(&field("VARCHAR", "255", "0")).as_deref(),
+            Some("VARCHAR(255)")
+        );
+        assert_eq!(
+            source_type(&field("NUMERIC", "131089", "0")).as_deref(),
+            Some("NUMERIC")
+        );
+        assert_eq!(
+            source_type(&field("NUMERIC", "10", "2")).as_deref(),
+            Some("NUMERIC(10,2)")
+        );
+        assert_eq!(
+            source_type(&field("TEXT", "2147483647", "0")).as_deref(),
+            Some("TEXT")
+        );
+        assert_eq!(
+            source_type(&field("TIMESTAMP", "29", "6")).as_deref(),
+            Some("TIMESTAMP")
+        );
+        assert_eq!(
+            source_type(&field("VARCHAR", "2147483647", "0")).as_deref(),
+            Some("VARCHAR")
+        );
     }
 }

@@ -7,14 +7,23 @@ fn topic() -> Arc<str> {
 }
 
 fn record<'a>(topic: &'a Arc<str>, key: Option<&'a str>, value: Option<&'a str>) -> Record<'a> {
-    Record { topic, partition: 0, offset: 7, key: key.map(str::as_bytes), value: value.map(str::as_bytes) }
+    Record {
+        topic,
+        partition: 0,
+        offset: 7,
+        key: key.map(str::as_bytes),
+        value: value.map(str::as_bytes),
+    }
 }
 
 #[test]
 fn tombstone_is_skipped() {
     let t = topic();
     let mut d = Decoder::new();
-    assert!(matches!(d.decode(&record(&t, Some("{}"), None)).unwrap(), Decoded::Skip(Skip::Tombstone)));
+    assert!(matches!(
+        d.decode(&record(&t, Some("{}"), None)).unwrap(),
+        Decoded::Skip(Skip::Tombstone)
+    ));
 }
 
 #[test]
@@ -44,8 +53,17 @@ fn seed_table_update_decodes_every_column() {
     let e = change(&mut d, &t, KEY, VALUE);
     assert_eq!(e.op, Op::Upsert);
     assert_eq!(e.table(), &TableRef::new("public", "transactions"));
-    assert_eq!(e.key, vec![Value::Text("6f1c2a4e-0c2b-4d9e-9a57-1b2c3d4e5f60".into())]);
-    assert_eq!(e.version, Version { commit: 26543000, change: 26543432 });
+    assert_eq!(
+        e.key,
+        vec![Value::Text("6f1c2a4e-0c2b-4d9e-9a57-1b2c3d4e5f60".into())]
+    );
+    assert_eq!(
+        e.version,
+        Version {
+            commit: 26543000,
+            change: 26543432
+        }
+    );
     assert_eq!(e.source_ts_ms, 1741944415000);
     assert_eq!(e.origin.offset, 7);
     let row = e.row.as_ref().unwrap();
@@ -54,10 +72,18 @@ fn seed_table_update_decodes_every_column() {
     assert_eq!(col("amount"), &Value::Decimal("123.40".into()));
     assert_eq!(col("city"), &Value::Text("Lake \"Anna\"".into()));
     assert_eq!(col("voucher_code"), &Value::Text(String::new()));
-    assert!(matches!(col("change_info"), Value::Json(j) if j.starts_with("{\"amount\": {\"new\": 123.40")));
+    assert!(
+        matches!(col("change_info"), Value::Json(j) if j.starts_with("{\"amount\": {\"new\": 123.40"))
+    );
     assert_eq!(e.schema.key, vec![0]);
     let amount = &e.schema.columns[e.schema.column_index("amount").unwrap()];
-    assert_eq!(amount.ty, ripple_sink::ColumnType::Decimal { precision: None, scale: None });
+    assert_eq!(
+        amount.ty,
+        ripple_sink::ColumnType::Decimal {
+            precision: None,
+            scale: None
+        }
+    );
 }
 
 #[test]
@@ -66,7 +92,10 @@ fn one_schema_arc_per_distinct_schema() {
     let mut d = Decoder::new();
     let a = change(&mut d, &t, KEY, VALUE);
     let b = change(&mut d, &t, KEY, VALUE);
-    assert!(Arc::ptr_eq(&a.schema, &b.schema), "sinks cache plans by schema identity");
+    assert!(
+        Arc::ptr_eq(&a.schema, &b.schema),
+        "sinks cache plans by schema identity"
+    );
 }
 
 #[test]
@@ -81,12 +110,18 @@ fn delete_and_truncate() {
     let e = change(&mut d, &t, KEY, &del.to_string());
     assert_eq!(e.op, Op::Delete);
     assert!(e.row.is_none());
-    assert_eq!(e.key, vec![Value::Text("6f1c2a4e-0c2b-4d9e-9a57-1b2c3d4e5f60".into())]);
+    assert_eq!(
+        e.key,
+        vec![Value::Text("6f1c2a4e-0c2b-4d9e-9a57-1b2c3d4e5f60".into())]
+    );
 
     let mut trunc = v.clone();
     trunc["payload"]["after"] = serde_json::Value::Null;
     trunc["payload"]["op"] = "t".into();
-    match d.decode(&record(&t, None, Some(&trunc.to_string()))).unwrap() {
+    match d
+        .decode(&record(&t, None, Some(&trunc.to_string())))
+        .unwrap()
+    {
         Decoded::Change(e) => {
             assert_eq!(e.op, Op::Truncate);
             assert!(e.key.is_empty());
@@ -103,17 +138,23 @@ fn malformed_payloads_name_the_problem() {
     let v: serde_json::Value = serde_json::from_str(VALUE).unwrap();
     let mut bad_op = v.clone();
     bad_op["payload"]["op"] = "x".into();
-    let err = d.decode(&record(&t, Some(KEY), Some(&bad_op.to_string()))).unwrap_err();
+    let err = d
+        .decode(&record(&t, Some(KEY), Some(&bad_op.to_string())))
+        .unwrap_err();
     assert!(err.reason.contains("unknown op \"x\""), "{err}");
 
     let mut bad_type = v.clone();
     bad_type["payload"]["after"]["timestamp"] = "yesterday".into();
-    let err = d.decode(&record(&t, Some(KEY), Some(&bad_type.to_string()))).unwrap_err();
+    let err = d
+        .decode(&record(&t, Some(KEY), Some(&bad_type.to_string())))
+        .unwrap_err();
     assert!(err.reason.contains("does not match its schema"), "{err}");
 
     let mut extra = v.clone();
     extra["payload"]["after"]["surprise"] = 1.into();
-    let err = d.decode(&record(&t, Some(KEY), Some(&extra.to_string()))).unwrap_err();
+    let err = d
+        .decode(&record(&t, Some(KEY), Some(&extra.to_string())))
+        .unwrap_err();
     assert!(err.reason.contains("surprise"), "{err}");
 }
 
@@ -122,5 +163,8 @@ fn transaction_markers_are_skipped() {
     let t: Arc<str> = Arc::from("ripple.transaction");
     let mut d = Decoder::new();
     let value = r#"{"schema":{"type":"struct","name":"io.debezium.connector.common.TransactionMetadataValue","optional":false,"fields":[{"field":"status","type":"string","optional":false}]},"payload":{"status":"BEGIN"}}"#;
-    assert!(matches!(d.decode(&record(&t, None, Some(value))).unwrap(), Decoded::Skip(Skip::TransactionMarker)));
+    assert!(matches!(
+        d.decode(&record(&t, None, Some(value))).unwrap(),
+        Decoded::Skip(Skip::TransactionMarker)
+    ));
 }

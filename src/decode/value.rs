@@ -43,7 +43,9 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
         match self.0 {
             FieldDecoder::Bool => Ok(Value::Bool(v)),
-            other => Err(E::custom(format!("boolean where a {other:?} value was expected"))),
+            other => Err(E::custom(format!(
+                "boolean where a {other:?} value was expected"
+            ))),
         }
     }
 
@@ -62,7 +64,11 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
             ),
             FieldDecoder::Time(unit) => Value::Time(unit.to_micros(v)),
             FieldDecoder::Timestamp(unit) => Value::Timestamp(timestamp_micros(*unit, v)),
-            other => return Err(E::custom(format!("integer where a {other:?} value was expected"))),
+            other => {
+                return Err(E::custom(format!(
+                    "integer where a {other:?} value was expected"
+                )));
+            }
         })
     }
 
@@ -70,7 +76,9 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
         match self.0 {
             FieldDecoder::Float => Ok(Value::Float(v)),
             FieldDecoder::DecimalText => Ok(Value::Decimal(v.to_string())),
-            other => Err(E::custom(format!("number {v} where a {other:?} value was expected"))),
+            other => Err(E::custom(format!(
+                "number {v} where a {other:?} value was expected"
+            ))),
         }
     }
 
@@ -85,7 +93,10 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         if *self.0 != FieldDecoder::VariableScaleDecimal {
-            return Err(de::Error::custom(format!("object where a {:?} value was expected", self.0)));
+            return Err(de::Error::custom(format!(
+                "object where a {:?} value was expected",
+                self.0
+            )));
         }
         let mut scale: Option<u32> = None;
         let mut value: Option<String> = None;
@@ -107,7 +118,10 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let FieldDecoder::Array(inner) = self.0 else {
-            return Err(de::Error::custom(format!("array where a {:?} value was expected", self.0)));
+            return Err(de::Error::custom(format!(
+                "array where a {:?} value was expected",
+                self.0
+            )));
         };
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
         while let Some(v) = seq.next_element_seed(FieldSeed(inner))? {
@@ -148,14 +162,20 @@ impl FieldSeed<'_> {
                     .map(Value::Bytes)
                     .map_err(|e| E::custom(format!("invalid base64 in a bytes field: {e}")))
             }
-            FieldDecoder::ZonedTimestamp => parse_zoned_timestamp(&v).map(Value::TimestampTz).map_err(E::custom),
+            FieldDecoder::ZonedTimestamp => parse_zoned_timestamp(&v)
+                .map(Value::TimestampTz)
+                .map_err(E::custom),
             FieldDecoder::Float => match v.as_ref() {
                 "NaN" => Ok(Value::Float(f64::NAN)),
                 "Infinity" => Ok(Value::Float(f64::INFINITY)),
                 "-Infinity" => Ok(Value::Float(f64::NEG_INFINITY)),
-                _ => Err(E::custom(format!("string {v:?} where a number was expected"))),
+                _ => Err(E::custom(format!(
+                    "string {v:?} where a number was expected"
+                ))),
             },
-            other => Err(E::custom(format!("string where a {other:?} value was expected"))),
+            other => Err(E::custom(format!(
+                "string where a {other:?} value was expected"
+            ))),
         }
     }
 }
@@ -170,7 +190,9 @@ fn timestamp_micros(unit: TimeUnit, v: i64) -> i64 {
 
 /// Turns a base64 big-endian two's-complement unscaled value and a scale into decimal text.
 pub fn decode_decimal(b64: &str, scale: u32) -> Result<Value, String> {
-    let bytes = BASE64.decode(b64).map_err(|e| format!("invalid base64 decimal {b64:?}: {e}"))?;
+    let bytes = BASE64
+        .decode(b64)
+        .map_err(|e| format!("invalid base64 decimal {b64:?}: {e}"))?;
     let unscaled = BigInt::from_signed_bytes_be(&bytes);
     Ok(Value::Decimal(scale_digits(&unscaled.to_string(), scale)))
 }
@@ -219,25 +241,46 @@ mod tests {
     #[test]
     fn fixed_scale_decimal() {
         // 49.99 with scale 2 is the unscaled 4999 = 0x138F.
-        assert_eq!(decode(&FieldDecoder::Decimal { scale: 2 }, r#""E4c=""#).unwrap(), Value::Decimal("49.99".into()));
+        assert_eq!(
+            decode(&FieldDecoder::Decimal { scale: 2 }, r#""E4c=""#).unwrap(),
+            Value::Decimal("49.99".into())
+        );
         // -0.05: unscaled -5 = 0xFB.
-        assert_eq!(decode(&FieldDecoder::Decimal { scale: 2 }, r#""+w==""#).unwrap(), Value::Decimal("-0.05".into()));
-        assert_eq!(decode(&FieldDecoder::Decimal { scale: 0 }, r#""AA==""#).unwrap(), Value::Decimal("0".into()));
+        assert_eq!(
+            decode(&FieldDecoder::Decimal { scale: 2 }, r#""+w==""#).unwrap(),
+            Value::Decimal("-0.05".into())
+        );
+        assert_eq!(
+            decode(&FieldDecoder::Decimal { scale: 0 }, r#""AA==""#).unwrap(),
+            Value::Decimal("0".into())
+        );
     }
 
     #[test]
     fn variable_scale_decimal_keeps_its_scale() {
         // 123.40 as scale 2, unscaled 12340 = 0x3034.
-        let v = decode(&FieldDecoder::VariableScaleDecimal, r#"{"scale":2,"value":"MDQ="}"#).unwrap();
+        let v = decode(
+            &FieldDecoder::VariableScaleDecimal,
+            r#"{"scale":2,"value":"MDQ="}"#,
+        )
+        .unwrap();
         assert_eq!(v, Value::Decimal("123.40".into()));
-        let v = decode(&FieldDecoder::VariableScaleDecimal, r#"{"value":"MDQ=","scale":4}"#).unwrap();
+        let v = decode(
+            &FieldDecoder::VariableScaleDecimal,
+            r#"{"value":"MDQ=","scale":4}"#,
+        )
+        .unwrap();
         assert_eq!(v, Value::Decimal("1.2340".into()));
     }
 
     #[test]
     fn timestamps() {
         assert_eq!(
-            decode(&FieldDecoder::Timestamp(TimeUnit::Micros), "1741944413589793").unwrap(),
+            decode(
+                &FieldDecoder::Timestamp(TimeUnit::Micros),
+                "1741944413589793"
+            )
+            .unwrap(),
             Value::Timestamp(1741944413589793)
         );
         assert_eq!(
@@ -245,23 +288,42 @@ mod tests {
             Value::Timestamp(1741944413589000)
         );
         assert_eq!(
-            decode(&FieldDecoder::ZonedTimestamp, r#""2025-03-14T09:26:53.589793Z""#).unwrap(),
+            decode(
+                &FieldDecoder::ZonedTimestamp,
+                r#""2025-03-14T09:26:53.589793Z""#
+            )
+            .unwrap(),
             Value::TimestampTz(1741944413589793)
         );
-        assert_eq!(decode(&FieldDecoder::ZonedTimestamp, r#""infinity""#).unwrap(), Value::TimestampTz(i64::MAX));
+        assert_eq!(
+            decode(&FieldDecoder::ZonedTimestamp, r#""infinity""#).unwrap(),
+            Value::TimestampTz(i64::MAX)
+        );
     }
 
     #[test]
     fn placeholders_become_unavailable() {
-        assert_eq!(decode(&FieldDecoder::Text, r#""__debezium_unavailable_value""#).unwrap(), Value::Unavailable);
-        assert_eq!(decode(&FieldDecoder::Bytes, &format!("\"{UNAVAILABLE_BASE64}\"")).unwrap(), Value::Unavailable);
+        assert_eq!(
+            decode(&FieldDecoder::Text, r#""__debezium_unavailable_value""#).unwrap(),
+            Value::Unavailable
+        );
+        assert_eq!(
+            decode(&FieldDecoder::Bytes, &format!("\"{UNAVAILABLE_BASE64}\"")).unwrap(),
+            Value::Unavailable
+        );
         let arr = FieldDecoder::Array(Box::new(FieldDecoder::Text));
-        assert_eq!(decode(&arr, r#"["__debezium_unavailable_value"]"#).unwrap(), Value::Unavailable);
+        assert_eq!(
+            decode(&arr, r#"["__debezium_unavailable_value"]"#).unwrap(),
+            Value::Unavailable
+        );
     }
 
     #[test]
     fn escaped_strings_are_kept() {
-        assert_eq!(decode(&FieldDecoder::Text, r#""a\"b\u00e9""#).unwrap(), Value::Text("a\"bé".into()));
+        assert_eq!(
+            decode(&FieldDecoder::Text, r#""a\"b\u00e9""#).unwrap(),
+            Value::Text("a\"bé".into())
+        );
     }
 
     #[test]

@@ -47,7 +47,11 @@ const YEAR_MICROS: i64 = 366 * 24 * 3600 * 1_000_000;
 
 impl Generator {
     pub fn new(seed: u64, mix: Mix, live: Vec<String>) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed), mix, live }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            mix,
+            live,
+        }
     }
 
     pub fn next_change(&mut self) -> Change {
@@ -58,10 +62,15 @@ impl Generator {
             Change::Insert(t)
         } else if roll < self.mix.inserts + self.mix.updates {
             let id = self.live[self.rng.random_range(0..self.live.len())].clone();
-            Change::Update { id, amount: self.amount() }
+            Change::Update {
+                id,
+                amount: self.amount(),
+            }
         } else {
             let i = self.rng.random_range(0..self.live.len());
-            Change::Delete { id: self.live.swap_remove(i) }
+            Change::Delete {
+                id: self.live.swap_remove(i),
+            }
         }
     }
 
@@ -71,7 +80,9 @@ impl Generator {
     }
 
     fn uuid(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
+        uuid::Builder::from_random_bytes(self.rng.random())
+            .into_uuid()
+            .to_string()
     }
 
     /// Uniform in 10..1000 with two decimals, as the seed's `round(uniform(10, 1000), 2)`.
@@ -99,9 +110,15 @@ impl Generator {
             city: CityName().fake_with_rng(&mut self.rng),
             country: CountryName().fake_with_rng(&mut self.rng),
             merchant_name: CompanyName().fake_with_rng(&mut self.rng),
-            payment_method: ["credit_card", "debit_card", "online_transfer"][self.rng.random_range(0..3)].to_string(),
+            payment_method: ["credit_card", "debit_card", "online_transfer"]
+                [self.rng.random_range(0..3)]
+            .to_string(),
             ip_address: IPv4().fake_with_rng(&mut self.rng),
-            voucher_code: if self.rng.random_bool(0.1) { "DISCOUNT10".into() } else { String::new() },
+            voucher_code: if self.rng.random_bool(0.1) {
+                "DISCOUNT10".into()
+            } else {
+                String::new()
+            },
             affiliate_id,
         }
     }
@@ -111,7 +128,11 @@ impl Generator {
 mod tests {
     use super::*;
 
-    const MIX: Mix = Mix { inserts: 60, updates: 30, deletes: 10 };
+    const MIX: Mix = Mix {
+        inserts: 60,
+        updates: 30,
+        deletes: 10,
+    };
 
     #[test]
     fn same_seed_same_changes() {
@@ -136,10 +157,17 @@ mod tests {
             assert!((10.0..=1000.0).contains(&amount), "{}", t.amount);
             assert_eq!(t.amount.split('.').nth(1).unwrap().len(), 2, "{}", t.amount);
             assert!(["USD", "GBP"].contains(&t.currency.as_str()));
-            assert!(["credit_card", "debit_card", "online_transfer"].contains(&t.payment_method.as_str()));
+            assert!(
+                ["credit_card", "debit_card", "online_transfer"]
+                    .contains(&t.payment_method.as_str())
+            );
             assert!(t.voucher_code.is_empty() || t.voucher_code == "DISCOUNT10");
             assert_eq!(t.transaction_id.len(), 36);
-            assert!(t.ip_address.parse::<std::net::Ipv4Addr>().is_ok(), "{}", t.ip_address);
+            assert!(
+                t.ip_address.parse::<std::net::Ipv4Addr>().is_ok(),
+                "{}",
+                t.ip_address
+            );
             assert!(!t.user_id.is_empty() && !t.city.is_empty() && !t.merchant_name.is_empty());
         }
     }
@@ -148,8 +176,14 @@ mod tests {
     fn mix_is_respected_and_updates_hit_live_rows() {
         let mut g = Generator::new(3, MIX, vec![]);
         let changes: Vec<Change> = (0..10_000).map(|_| g.next_change()).collect();
-        let inserts = changes.iter().filter(|c| matches!(c, Change::Insert(_))).count();
-        let deletes = changes.iter().filter(|c| matches!(c, Change::Delete { .. })).count();
+        let inserts = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Insert(_)))
+            .count();
+        let deletes = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Delete { .. }))
+            .count();
         assert!((5_700..6_300).contains(&inserts), "{inserts}");
         assert!((800..1_200).contains(&deletes), "{deletes}");
         let mut live = std::collections::HashSet::new();

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadgenArgs {
     /// The source PostgreSQL.
-    #[arg(long, env = "RIPPLE_SOURCE_URL", default_value = "postgres://postgres@127.0.0.1:15432/app")]
+    #[arg(
+        long,
+        env = "RIPPLE_SOURCE_URL",
+        default_value = "postgres://postgres@127.0.0.1:15432/app"
+    )]
     pub url: String,
     /// Table name, in schema `public`.
     #[arg(long, default_value = "transactions")]
@@ -57,10 +61,18 @@ pub struct Mix {
 pub fn parse_mix(text: &str) -> Result<Mix, String> {
     let parts: Vec<u32> = text
         .split(',')
-        .map(|p| p.trim().parse::<u32>().map_err(|_| format!("{p:?} is not a whole number")))
+        .map(|p| {
+            p.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{p:?} is not a whole number"))
+        })
         .collect::<Result<_, _>>()?;
     match parts.as_slice() {
-        [i, u, d] if i + u + d == 100 => Ok(Mix { inserts: *i, updates: *u, deletes: *d }),
+        [i, u, d] if i + u + d == 100 => Ok(Mix {
+            inserts: *i,
+            updates: *u,
+            deletes: *d,
+        }),
         [_, _, _] => Err("the three percentages must add up to 100".into()),
         _ => Err("expected three percentages: inserts,updates,deletes (e.g. 60,30,10)".into()),
     }
@@ -162,10 +174,18 @@ pub async fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
         .max_connections(1)
         .connect(&args.url)
         .await
-        .map_err(|source| LoadgenError::Connect { url: mask_url(&args.url), source })?;
+        .map_err(|source| LoadgenError::Connect {
+            url: mask_url(&args.url),
+            source,
+        })?;
     let t = crate::verify::quote_ident(&args.table);
     if args.drop {
-        exec(&pool, &format!("DROP TABLE IF EXISTS public.{t}"), "drop table").await?;
+        exec(
+            &pool,
+            &format!("DROP TABLE IF EXISTS public.{t}"),
+            "drop table",
+        )
+        .await?;
     }
     if args.setup {
         for stmt in create_table_sql(&args.table) {
@@ -196,7 +216,11 @@ pub async fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
         let size = args.batch.min(args.count - written);
         let mut changes = Vec::with_capacity(size as usize);
         for _ in 0..size {
-            if !truncated && args.truncate_after.is_some_and(|n| written + changes.len() as u64 >= n) {
+            if !truncated
+                && args
+                    .truncate_after
+                    .is_some_and(|n| written + changes.len() as u64 >= n)
+            {
                 truncated = true;
                 changes.push(generator.truncate());
             } else {
@@ -221,13 +245,21 @@ pub async fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
 }
 
 async fn exec(pool: &PgPool, stmt: &str, doing: &str) -> Result<(), LoadgenError> {
-    sqlx::raw_sql(AssertSqlSafe(stmt.to_string())).execute(pool).await.map_err(sql(doing))?;
+    sqlx::raw_sql(AssertSqlSafe(stmt.to_string()))
+        .execute(pool)
+        .await
+        .map_err(sql(doing))?;
     Ok(())
 }
 
 /// Writes one source transaction: consecutive inserts go in one multi-row statement, updates and
 /// deletes one statement each, so the source sees them in the generated order.
-async fn write_batch(pool: &PgPool, t: &str, changes: &[Change], summary: &mut LoadgenSummary) -> Result<(), LoadgenError> {
+async fn write_batch(
+    pool: &PgPool,
+    t: &str,
+    changes: &[Change],
+    summary: &mut LoadgenSummary,
+) -> Result<(), LoadgenError> {
     let mut tx = pool.begin().await.map_err(sql("begin"))?;
     let mut i = 0;
     while i < changes.len() {
@@ -246,24 +278,31 @@ async fn write_batch(pool: &PgPool, t: &str, changes: &[Change], summary: &mut L
                 continue;
             }
             Change::Update { id, amount } => {
-                sqlx::query(AssertSqlSafe(format!("UPDATE public.{t} SET amount = $2::numeric WHERE transaction_id = $1")))
-                    .bind(id)
-                    .bind(amount)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("update"))?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE public.{t} SET amount = $2::numeric WHERE transaction_id = $1"
+                )))
+                .bind(id)
+                .bind(amount)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("update"))?;
                 summary.updates += 1;
             }
             Change::Delete { id } => {
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM public.{t} WHERE transaction_id = $1")))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("delete"))?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM public.{t} WHERE transaction_id = $1"
+                )))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("delete"))?;
                 summary.deletes += 1;
             }
             Change::Truncate => {
-                sqlx::query(AssertSqlSafe(format!("TRUNCATE public.{t}"))).execute(&mut *tx).await.map_err(sql("truncate"))?;
+                sqlx::query(AssertSqlSafe(format!("TRUNCATE public.{t}")))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql("truncate"))?;
                 summary.truncates += 1;
             }
         }
@@ -278,7 +317,11 @@ async fn insert_rows(
     t: &str,
     rows: &[&Transaction],
 ) -> Result<(), LoadgenError> {
-    let col = |f: fn(&Transaction) -> &str| rows.iter().map(|r| f(r).to_string()).collect::<Vec<String>>();
+    let col = |f: fn(&Transaction) -> &str| {
+        rows.iter()
+            .map(|r| f(r).to_string())
+            .collect::<Vec<String>>()
+    };
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO public.{t} (transaction_id, user_id, \"timestamp\", amount, currency, city, country, merchant_name, \
          payment_method, ip_address, voucher_code, affiliate_id) \
@@ -310,7 +353,14 @@ mod tests {
 
     #[test]
     fn mix_parses_and_checks_the_sum() {
-        assert_eq!(parse_mix("60,30,10").unwrap(), Mix { inserts: 60, updates: 30, deletes: 10 });
+        assert_eq!(
+            parse_mix("60,30,10").unwrap(),
+            Mix {
+                inserts: 60,
+                updates: 30,
+                deletes: 10
+            }
+        );
         assert!(parse_mix("60,30,20").unwrap_err().contains("100"));
         assert!(parse_mix("a,b,c").is_err());
         assert!(parse_mix("100").is_err());
@@ -319,8 +369,16 @@ mod tests {
     #[test]
     fn ddl_quotes_the_table_and_the_timestamp_column() {
         let ddl = create_table_sql("Weird \"name\"");
-        assert!(ddl[0].contains("public.\"Weird \"\"name\"\"\""), "{}", ddl[0]);
+        assert!(
+            ddl[0].contains("public.\"Weird \"\"name\"\"\""),
+            "{}",
+            ddl[0]
+        );
         assert!(ddl[0].contains("\"timestamp\" timestamp"));
-        assert!(ddl[0].contains("amount decimal,"), "the seed's unscaled decimal: {}", ddl[0]);
+        assert!(
+            ddl[0].contains("amount decimal,"),
+            "the seed's unscaled decimal: {}",
+            ddl[0]
+        );
     }
 }

@@ -14,9 +14,18 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("sink {sink:?} failed to apply changes to {table}: {error}")]
-    Sink { sink: String, table: TableRef, error: SinkError },
+    Sink {
+        sink: String,
+        table: TableRef,
+        error: SinkError,
+    },
     #[error("cannot decode record at {topic}[{partition}]@{offset}: {reason}")]
-    Decode { topic: String, partition: i32, offset: i64, reason: String },
+    Decode {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
 }
 
 /// Events of one table from one topic, in offset order, and the sinks that own them.
@@ -40,7 +49,10 @@ pub struct Batch {
 impl Batch {
     /// Records that the record at `offset` is part of this batch, whatever became of it.
     pub fn mark(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
-        let slot = self.offsets.entry((topic.clone(), partition)).or_insert(offset);
+        let slot = self
+            .offsets
+            .entry((topic.clone(), partition))
+            .or_insert(offset);
         *slot = (*slot).max(offset);
     }
 

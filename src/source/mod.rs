@@ -40,7 +40,10 @@ impl KafkaSource {
             // Pattern subscriptions pick up new tables' topics within seconds rather than minutes.
             .set("topic.metadata.refresh.interval.ms", "5000")
             // Bounds what librdkafka buffers ahead of the sinks (its default is 64 MB per consumer).
-            .set("queued.max.messages.kbytes", "32768")
+            .set("queued.max.messages.kbytes", "16384")
+            // librdkafka waits this long before refilling a full prefetch queue (default 1 s), which
+            // left the pipeline idle most of the time; refill as soon as the sinks drain it.
+            .set("fetch.queue.backoff.ms", "10")
             // A crashed instance's partitions move to a live one after this long (librdkafka's
             // default is 45 s); heartbeats go every 3 s, so 10 s tolerates a couple of lost ones.
             .set("session.timeout.ms", "10000")
@@ -48,7 +51,9 @@ impl KafkaSource {
         for (k, v) in &config.options {
             cc.set(k, v);
         }
-        let consumer: StreamConsumer = cc.create().map_err(|e| SourceError::Config(e.to_string()))?;
+        let consumer: StreamConsumer = cc
+            .create()
+            .map_err(|e| SourceError::Config(e.to_string()))?;
         let consumer = Arc::new(consumer);
 
         let probe = consumer.clone();
@@ -56,12 +61,18 @@ impl KafkaSource {
         tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(10)))
             .await
             .expect("metadata probe task")
-            .map_err(|e| SourceError::Unreachable { brokers, reason: e.to_string() })?;
+            .map_err(|e| SourceError::Unreachable {
+                brokers,
+                reason: e.to_string(),
+            })?;
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .map_err(|e| SourceError::Subscribe { topics: config.topics.clone(), reason: e.to_string() })?;
+            .map_err(|e| SourceError::Subscribe {
+                topics: config.topics.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Self { consumer })
     }
 
@@ -70,7 +81,11 @@ impl KafkaSource {
     }
 
     /// Commits, for each partition, the offset after the last applied record.
-    pub fn commit(&self, applied: &BTreeMap<Partition, i64>, mode: CommitMode) -> Result<(), SourceError> {
+    pub fn commit(
+        &self,
+        applied: &BTreeMap<Partition, i64>,
+        mode: CommitMode,
+    ) -> Result<(), SourceError> {
         if applied.is_empty() {
             return Ok(());
         }
@@ -94,8 +109,15 @@ impl KafkaSource {
             let positions = consumer.position()?;
             let committed = consumer.committed(Duration::from_secs(5))?;
             for elem in assignment.elements() {
-                let (low, high) = consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(5))?;
-                let pos = |list: &TopicPartitionList| match list.find_partition(elem.topic(), elem.partition()).map(|p| p.offset()) {
+                let (low, high) = consumer.fetch_watermarks(
+                    elem.topic(),
+                    elem.partition(),
+                    Duration::from_secs(5),
+                )?;
+                let pos = |list: &TopicPartitionList| match list
+                    .find_partition(elem.topic(), elem.partition())
+                    .map(|p| p.offset())
+                {
                     Some(Offset::Offset(o)) => Some(o),
                     _ => None,
                 };

@@ -33,7 +33,11 @@ pub enum VerifyError {
     #[error("config key `{key}`: {message}")]
     Config { key: String, message: String },
     #[error("cannot connect to {what} at {url}: {source}")]
-    Connect { what: String, url: String, source: sqlx::Error },
+    Connect {
+        what: String,
+        url: String,
+        source: sqlx::Error,
+    },
     #[error("{what}: {source}")]
     Query { what: String, source: sqlx::Error },
     #[error("--table {0:?} is not schema.table")]
@@ -88,20 +92,42 @@ impl VerifyReport {
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.json {
-            return writeln!(f, "{}", serde_json::to_string_pretty(self).map_err(|_| fmt::Error)?);
+            return writeln!(
+                f,
+                "{}",
+                serde_json::to_string_pretty(self).map_err(|_| fmt::Error)?
+            );
         }
         if self.tables.is_empty() {
-            return writeln!(f, "verify: no table to compare (none in both the source and the sinks)");
+            return writeln!(
+                f,
+                "verify: no table to compare (none in both the source and the sinks)"
+            );
         }
         for t in &self.tables {
             let verdict = if t.equal() { "EQUAL" } else { "DIFFERENT" };
-            writeln!(f, "{verdict}  {} -> {} {}  ({:.1} s)", t.table, t.sink, t.target, t.elapsed_ms as f64 / 1000.0)?;
+            writeln!(
+                f,
+                "{verdict}  {} -> {} {}  ({:.1} s)",
+                t.table,
+                t.sink,
+                t.target,
+                t.elapsed_ms as f64 / 1000.0
+            )?;
             if t.missing_table {
-                writeln!(f, "    the sink has no table {}: all {} source rows are missing", t.target, t.source_rows)?;
+                writeln!(
+                    f,
+                    "    the sink has no table {}: all {} source rows are missing",
+                    t.target, t.source_rows
+                )?;
                 continue;
             }
             if !t.missing_columns.is_empty() {
-                writeln!(f, "    the sink's table lacks columns: {}", t.missing_columns.join(", "))?;
+                writeln!(
+                    f,
+                    "    the sink's table lacks columns: {}",
+                    t.missing_columns.join(", ")
+                )?;
                 continue;
             }
             writeln!(
@@ -109,28 +135,45 @@ impl fmt::Display for VerifyReport {
                 "    source {} rows, sink {} rows: matching {}, missing {}, extra {}, different {}",
                 t.source_rows, t.sink_rows, t.matching, t.missing, t.extra, t.different
             )?;
-            for (label, keys) in
-                [("missing", &t.sample_missing), ("extra", &t.sample_extra), ("different", &t.sample_different)]
-            {
+            for (label, keys) in [
+                ("missing", &t.sample_missing),
+                ("extra", &t.sample_extra),
+                ("different", &t.sample_different),
+            ] {
                 if !keys.is_empty() {
                     writeln!(f, "    {label}, e.g.: {}", keys.join("; "))?;
                 }
             }
         }
         let equal = self.tables.iter().filter(|t| t.equal()).count();
-        writeln!(f, "verify: {equal} of {} table comparisons equal", self.tables.len())
+        writeln!(
+            f,
+            "verify: {equal} of {} table comparisons equal",
+            self.tables.len()
+        )
     }
 }
 
 pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, VerifyError> {
     let source = config.source.as_ref().ok_or(VerifyError::NoSource)?;
-    let source_db = postgres::Database::connect("the source", &source.url, source.password_env.as_deref(), "source").await?;
+    let source_db = postgres::Database::connect(
+        "the source",
+        &source.url,
+        source.password_env.as_deref(),
+        "source",
+    )
+    .await?;
     let mut tables = Vec::new();
     for t in &args.tables {
-        let (schema, name) = t.split_once('.').ok_or_else(|| VerifyError::TableName(t.clone()))?;
+        let (schema, name) = t
+            .split_once('.')
+            .ok_or_else(|| VerifyError::TableName(t.clone()))?;
         tables.push((schema.to_string(), name.to_string()));
     }
-    let mut report = VerifyReport { tables: Vec::new(), json: args.json };
+    let mut report = VerifyReport {
+        tables: Vec::new(),
+        json: args.json,
+    };
     let mut sinks = 0;
     for (name, section) in &config.sinks {
         if section.get("type").and_then(|v| v.as_str()) != Some("postgres") {
@@ -139,17 +182,40 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         sinks += 1;
         let key = format!("sinks.{name}");
         let text = |k: &str| section.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let url = text("url").ok_or_else(|| VerifyError::Config { key: format!("{key}.url"), message: "is missing".into() })?;
-        let replica = postgres::Database::connect(&format!("sink {name:?}"), &url, text("password_env").as_deref(), &key).await?;
+        let url = text("url").ok_or_else(|| VerifyError::Config {
+            key: format!("{key}.url"),
+            message: "is missing".into(),
+        })?;
+        let replica = postgres::Database::connect(
+            &format!("sink {name:?}"),
+            &url,
+            text("password_env").as_deref(),
+            &key,
+        )
+        .await?;
         let target_schema = text("schema");
-        let candidates = if tables.is_empty() { source_db.tables().await? } else { tables.clone() };
+        let candidates = if tables.is_empty() {
+            source_db.tables().await?
+        } else {
+            tables.clone()
+        };
         for (schema, table) in candidates {
-            let target = (target_schema.clone().unwrap_or_else(|| schema.clone()), table.clone());
+            let target = (
+                target_schema.clone().unwrap_or_else(|| schema.clone()),
+                table.clone(),
+            );
             if args.tables.is_empty() && !replica.has_table(&target).await? {
                 continue;
             }
             let started = std::time::Instant::now();
-            let mut r = postgres::compare(&source_db, &replica, (&schema, &table), (&target.0, &target.1), args.samples).await?;
+            let mut r = postgres::compare(
+                &source_db,
+                &replica,
+                (&schema, &table),
+                (&target.0, &target.1),
+                args.samples,
+            )
+            .await?;
             r.sink = name.clone();
             r.elapsed_ms = started.elapsed().as_millis() as u64;
             report.tables.push(r);

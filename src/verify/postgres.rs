@@ -18,9 +18,16 @@ fn query_error(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> VerifyErr
 }
 
 impl Database {
-    pub async fn connect(what: &str, url: &str, password_env: Option<&str>, key: &str) -> Result<Self, VerifyError> {
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| VerifyError::Config { key: format!("{key}.url"), message: format!("is not a postgres:// URL: {e}") })?;
+    pub async fn connect(
+        what: &str,
+        url: &str,
+        password_env: Option<&str>,
+        key: &str,
+    ) -> Result<Self, VerifyError> {
+        let mut options = PgConnectOptions::from_str(url).map_err(|e| VerifyError::Config {
+            key: format!("{key}.url"),
+            message: format!("is not a postgres:// URL: {e}"),
+        })?;
         if let Some(var) = password_env {
             let password = std::env::var(var).map_err(|_| VerifyError::Config {
                 key: format!("{key}.password_env"),
@@ -32,7 +39,11 @@ impl Database {
             .max_connections(2)
             .connect_with(options.application_name("ripple-verify"))
             .await
-            .map_err(|source| VerifyError::Connect { what: what.into(), url: masked(url), source })?;
+            .map_err(|source| VerifyError::Connect {
+                what: what.into(),
+                url: masked(url),
+                source,
+            })?;
         Ok(Self { pool })
     }
 
@@ -79,14 +90,22 @@ impl Database {
         .bind(table)
         .fetch_all(&self.pool)
         .await
-        .map_err(query_error(format!("read the primary key of {schema}.{table}")))
+        .map_err(query_error(format!(
+            "read the primary key of {schema}.{table}"
+        )))
     }
 
     /// Rows as (key texts, md5 of the compared columns' texts), ordered by the key texts under the
     /// "C" collation: byte order, the same on both sides and the same as Rust's `String` order.
     fn rows_sql(schema: &str, table: &str, key: &[String], columns: &[String]) -> String {
-        let keys: Vec<String> = key.iter().map(|k| format!("{}::text", quote_ident(k))).collect();
-        let values: Vec<String> = columns.iter().map(|c| format!("{}::text", quote_ident(c))).collect();
+        let keys: Vec<String> = key
+            .iter()
+            .map(|k| format!("{}::text", quote_ident(k)))
+            .collect();
+        let values: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(c)))
+            .collect();
         let order: Vec<String> = keys.iter().map(|k| format!("{k} COLLATE \"C\"")).collect();
         format!(
             "SELECT ARRAY[{}], md5(ROW({})::text) FROM {}.{} ORDER BY {}",
@@ -113,8 +132,12 @@ pub async fn compare(
         target: format!("{target_schema}.{target_table}"),
         ..Default::default()
     };
-    let columns: Vec<String> =
-        source.columns(schema, table).await?.into_iter().filter(|c| !c.starts_with("_ripple")).collect();
+    let columns: Vec<String> = source
+        .columns(schema, table)
+        .await?
+        .into_iter()
+        .filter(|c| !c.starts_with("_ripple"))
+        .collect();
     let key = source.primary_key(schema, table).await?;
     if columns.is_empty() || key.is_empty() {
         return Err(VerifyError::Query {
@@ -129,7 +152,11 @@ pub async fn compare(
         report.missing = report.source_rows;
         return Ok(report);
     }
-    report.missing_columns = columns.iter().filter(|c| !sink_columns.contains(c)).cloned().collect();
+    report.missing_columns = columns
+        .iter()
+        .filter(|c| !sink_columns.contains(c))
+        .cloned()
+        .collect();
     if !report.missing_columns.is_empty() {
         return Ok(report);
     }
@@ -206,7 +233,12 @@ mod tests {
 
     #[test]
     fn rows_sql_quotes_and_orders_by_text_in_c_collation() {
-        let sql = Database::rows_sql("public", "Odd \"t\"", &["id".into()], &["id".into(), "timestamp".into()]);
+        let sql = Database::rows_sql(
+            "public",
+            "Odd \"t\"",
+            &["id".into()],
+            &["id".into(), "timestamp".into()],
+        );
         assert_eq!(
             sql,
             "SELECT ARRAY[\"id\"::text], md5(ROW(\"id\"::text, \"timestamp\"::text)::text) FROM \"public\".\"Odd \"\"t\"\"\" \

@@ -15,7 +15,10 @@ pub const BROKERS: &str = "127.0.0.1:19092";
 
 /// The repository root (the workspace).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Fails the test unless the stack's services answer. Tests never pass silently without them.
@@ -37,23 +40,36 @@ pub fn ripple_bin() -> PathBuf {
     let path = std::env::var_os("RIPPLE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target").join("debug").join("ripple"));
-    assert!(path.exists(), "{} does not exist: build it with `cargo build --bin ripple` (scripts/test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} does not exist: build it with `cargo build --bin ripple` (scripts/test does)",
+        path.display()
+    );
     path
 }
 
 /// A name no other run of any test shares (lowercase, digits, underscores: valid for slots too).
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
 
 /// Runs `ripple <args>` to completion.
 pub fn ripple(args: &[&str]) -> Output {
-    Command::new(ripple_bin()).args(args).output().expect("run ripple")
+    Command::new(ripple_bin())
+        .args(args)
+        .output()
+        .expect("run ripple")
 }
 
 pub fn stack(args: &[&str]) -> Output {
-    let out = Command::new(repo().join("scripts").join("stack")).args(args).output().expect("run scripts/stack");
+    let out = Command::new(repo().join("scripts").join("stack"))
+        .args(args)
+        .output()
+        .expect("run scripts/stack");
     assert!(
         out.status.success(),
         "scripts/stack {args:?} failed:\n{}\n{}",
@@ -73,7 +89,10 @@ impl Connector {
     /// Registers a connector capturing `tables` (`public.x,public.y`) under topic prefix `prefix`.
     pub fn start(name: &str, prefix: &str, tables: &str) -> Self {
         stack(&["debezium", name, prefix, tables, "initial"]);
-        Connector { name: name.to_string(), prefix: prefix.to_string() }
+        Connector {
+            name: name.to_string(),
+            prefix: prefix.to_string(),
+        }
     }
 
     pub fn topic(&self, table: &str) -> String {
@@ -83,13 +102,19 @@ impl Connector {
 
 impl Drop for Connector {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts").join("stack")).args(["delete-connector", &self.name]).output();
+        let _ = Command::new(repo().join("scripts").join("stack"))
+            .args(["delete-connector", &self.name])
+            .output();
     }
 }
 
 /// Writes a ripple.toml for one topic into the replica, returns its path.
 pub fn write_config(dir: &Path, topics: &[String], group: &str, extra: &str) -> PathBuf {
-    let topics = topics.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ");
+    let topics = topics
+        .iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let text = format!(
         r#"
 [kafka]
@@ -153,7 +178,10 @@ impl RippleProcess {
 
     /// Sends a signal (`KILL`, `TERM`) and waits for the process to exit.
     pub fn signal(mut self, signal: &str) -> ExitStatus {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait for ripple")
     }
 
@@ -166,7 +194,10 @@ impl RippleProcess {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("ripple did not exit within {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "ripple did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -192,18 +223,32 @@ impl Drop for RippleProcess {
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
 /// Runs a SQL query through psql and returns its trimmed output.
 pub fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql").args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().expect("run psql");
-    assert!(out.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("psql")
+        .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

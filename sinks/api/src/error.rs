@@ -27,11 +27,21 @@ pub struct SinkError {
 
 impl SinkError {
     pub fn retriable(message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Retriable, message: message.into(), event_index: None, source: None }
+        Self {
+            kind: FailureKind::Retriable,
+            message: message.into(),
+            event_index: None,
+            source: None,
+        }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Permanent, message: message.into(), event_index: None, source: None }
+        Self {
+            kind: FailureKind::Permanent,
+            message: message.into(),
+            event_index: None,
+            source: None,
+        }
     }
 
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -58,7 +68,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 

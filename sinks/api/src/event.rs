@@ -13,7 +13,10 @@ pub struct TableRef {
 
 impl TableRef {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -33,7 +36,10 @@ pub enum ColumnType {
     Float32,
     Float64,
     /// Exact decimal; `scale` is `None` for a numeric without a declared scale.
-    Decimal { precision: Option<u32>, scale: Option<u32> },
+    Decimal {
+        precision: Option<u32>,
+        scale: Option<u32>,
+    },
     Text,
     Bytes,
     Json,

@@ -64,5 +64,6 @@ pub fn parse_section<T: serde::de::DeserializeOwned>(
     key_prefix: &str,
     section: toml::Table,
 ) -> Result<T, ConfigError> {
-    T::deserialize(toml::Value::Table(section)).map_err(|e| ConfigError::new(key_prefix, e.to_string()))
+    T::deserialize(toml::Value::Table(section))
+        .map_err(|e| ConfigError::new(key_prefix, e.to_string()))
 }

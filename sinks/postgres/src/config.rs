@@ -35,16 +35,26 @@ fn default_connections() -> u32 {
 
 impl PostgresSinkConfig {
     pub fn connect_options(&self, key_prefix: &str) -> Result<PgConnectOptions, ConfigError> {
-        let mut options = PgConnectOptions::from_str(&self.url)
-            .map_err(|e| ConfigError::new(format!("{key_prefix}.url"), format!("is not a postgres:// URL: {e}")))?;
+        let mut options = PgConnectOptions::from_str(&self.url).map_err(|e| {
+            ConfigError::new(
+                format!("{key_prefix}.url"),
+                format!("is not a postgres:// URL: {e}"),
+            )
+        })?;
         if let Some(var) = &self.password_env {
             let password = std::env::var(var).map_err(|_| {
-                ConfigError::new(format!("{key_prefix}.password_env"), format!("names environment variable {var}, which is not set"))
+                ConfigError::new(
+                    format!("{key_prefix}.password_env"),
+                    format!("names environment variable {var}, which is not set"),
+                )
             })?;
             options = options.password(&password);
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::new(format!("{key_prefix}.max_connections"), "must be at least 1"));
+            return Err(ConfigError::new(
+                format!("{key_prefix}.max_connections"),
+                "must be at least 1",
+            ));
         }
         Ok(options.application_name("ripple"))
     }

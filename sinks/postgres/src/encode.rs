@@ -8,7 +8,11 @@ use std::fmt::Write;
 /// The text form of `v` for a column of type `ty`; `None` is SQL NULL.
 pub fn to_text(v: &Value, ty: &ColumnType) -> Option<String> {
     let mut out = String::new();
-    if write_value(&mut out, v, ty) { Some(out) } else { None }
+    if write_value(&mut out, v, ty) {
+        Some(out)
+    } else {
+        None
+    }
 }
 
 /// Writes `v`; returns false for NULL (and for `Unavailable`, which callers filter out before).
@@ -108,7 +112,13 @@ fn write_value(out: &mut String, v: &Value, ty: &ColumnType) -> bool {
 fn write_date(out: &mut String, d: NaiveDate) {
     use chrono::Datelike;
     if d.year() <= 0 {
-        let _ = write!(out, "{:04}-{:02}-{:02} BC", 1 - d.year(), d.month(), d.day());
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02} BC",
+            1 - d.year(),
+            d.month(),
+            d.day()
+        );
     } else {
         let _ = write!(out, "{}", d.format("%Y-%m-%d"));
     }
@@ -120,16 +130,28 @@ mod tests {
 
     #[test]
     fn scalars() {
-        assert_eq!(to_text(&Value::Decimal("123.40".into()), &ColumnType::Text).unwrap(), "123.40");
+        assert_eq!(
+            to_text(&Value::Decimal("123.40".into()), &ColumnType::Text).unwrap(),
+            "123.40"
+        );
         assert_eq!(to_text(&Value::Bool(true), &ColumnType::Bool).unwrap(), "t");
-        assert_eq!(to_text(&Value::Bytes(vec![0, 255]), &ColumnType::Bytes).unwrap(), "\\x00ff");
-        assert_eq!(to_text(&Value::Float(0.1), &ColumnType::Float64).unwrap(), "0.1");
+        assert_eq!(
+            to_text(&Value::Bytes(vec![0, 255]), &ColumnType::Bytes).unwrap(),
+            "\\x00ff"
+        );
+        assert_eq!(
+            to_text(&Value::Float(0.1), &ColumnType::Float64).unwrap(),
+            "0.1"
+        );
         assert_eq!(to_text(&Value::Null, &ColumnType::Text), None);
     }
 
     #[test]
     fn temporals() {
-        assert_eq!(to_text(&Value::Date(0), &ColumnType::Date).unwrap(), "1970-01-01");
+        assert_eq!(
+            to_text(&Value::Date(0), &ColumnType::Date).unwrap(),
+            "1970-01-01"
+        );
         assert_eq!(
             to_text(&Value::Timestamp(1741944413589793), &ColumnType::Timestamp).unwrap(),
             "2025-03-14 09:26:53.589793"
@@ -138,13 +160,26 @@ mod tests {
             to_text(&Value::TimestampTz(-1), &ColumnType::TimestampTz).unwrap(),
             "1969-12-31 23:59:59.999999+00"
         );
-        assert_eq!(to_text(&Value::Timestamp(i64::MAX), &ColumnType::Timestamp).unwrap(), "infinity");
-        assert_eq!(to_text(&Value::Time(3_600_000_001), &ColumnType::Time).unwrap(), "01:00:00.000001");
+        assert_eq!(
+            to_text(&Value::Timestamp(i64::MAX), &ColumnType::Timestamp).unwrap(),
+            "infinity"
+        );
+        assert_eq!(
+            to_text(&Value::Time(3_600_000_001), &ColumnType::Time).unwrap(),
+            "01:00:00.000001"
+        );
     }
 
     #[test]
     fn arrays_are_quoted() {
-        let v = Value::Array(vec![Value::Text("a\"b".into()), Value::Null, Value::Text("c,d".into())]);
-        assert_eq!(to_text(&v, &ColumnType::Array(Box::new(ColumnType::Text))).unwrap(), r#"{"a\"b",NULL,"c,d"}"#);
+        let v = Value::Array(vec![
+            Value::Text("a\"b".into()),
+            Value::Null,
+            Value::Text("c,d".into()),
+        ]);
+        assert_eq!(
+            to_text(&v, &ColumnType::Array(Box::new(ColumnType::Text))).unwrap(),
+            r#"{"a\"b",NULL,"c,d"}"#
+        );
     }
 }

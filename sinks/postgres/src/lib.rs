@@ -26,7 +26,12 @@ impl SinkFactory for PostgresFactory {
         "postgres"
     }
 
-    async fn build(&self, name: &str, key_prefix: &str, section: toml::Table) -> Result<Arc<dyn Sink>, ConfigError> {
+    async fn build(
+        &self,
+        name: &str,
+        key_prefix: &str,
+        section: toml::Table,
+    ) -> Result<Arc<dyn Sink>, ConfigError> {
         let config: PostgresSinkConfig = ripple_sink::parse_section(key_prefix, section)?;
         Ok(Arc::new(PostgresSink::new(name, key_prefix, config)?))
     }
@@ -41,20 +46,34 @@ pub struct PostgresSink {
 }
 
 impl PostgresSink {
-    pub fn new(name: &str, key_prefix: &str, config: PostgresSinkConfig) -> Result<Self, ConfigError> {
+    pub fn new(
+        name: &str,
+        key_prefix: &str,
+        config: PostgresSinkConfig,
+    ) -> Result<Self, ConfigError> {
         let options = config.connect_options(key_prefix)?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_lazy_with(options.clone());
-        Ok(Self { name: name.to_string(), pool, options, config, plans: PlanCache::default() })
+        Ok(Self {
+            name: name.to_string(),
+            pool,
+            options,
+            config,
+            plans: PlanCache::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    async fn apply_in(&self, tx: &mut Transaction<'_, Postgres>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+    async fn apply_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[ChangeEvent],
+    ) -> Result<(), SinkError> {
         // A truncate splits the batch: what came before it is wiped, what comes after it stays.
         let mut start = 0;
         for (i, e) in events.iter().enumerate() {
@@ -73,7 +92,11 @@ impl PostgresSink {
         Ok(())
     }
 
-    async fn apply_segment(&self, tx: &mut Transaction<'_, Postgres>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+    async fn apply_segment(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[ChangeEvent],
+    ) -> Result<(), SinkError> {
         for group in plan::reduce(events) {
             let plan = self.plan(tx, group.first_event()).await?;
             plan.execute(tx, &group).await?;
@@ -82,9 +105,16 @@ impl PostgresSink {
     }
 
     /// Truncate records carry no key schema, so they get no plan: the table is emptied if it exists.
-    async fn truncate(&self, tx: &mut Transaction<'_, Postgres>, event: &ChangeEvent) -> Result<(), SinkError> {
+    async fn truncate(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &ChangeEvent,
+    ) -> Result<(), SinkError> {
         let table = event.table();
-        let target = sql::qualified(self.config.schema.as_deref().unwrap_or(&table.namespace), &table.name);
+        let target = sql::qualified(
+            self.config.schema.as_deref().unwrap_or(&table.namespace),
+            &table.name,
+        );
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(&target)
             .fetch_one(&mut **tx)
@@ -99,7 +129,11 @@ impl PostgresSink {
         Ok(())
     }
 
-    async fn plan(&self, tx: &mut Transaction<'_, Postgres>, event: &ChangeEvent) -> Result<Arc<Plan>, SinkError> {
+    async fn plan(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &ChangeEvent,
+    ) -> Result<Arc<Plan>, SinkError> {
         if let Some(p) = self.plans.get(&event.schema) {
             return Ok(p);
         }
@@ -118,13 +152,21 @@ impl Sink for PostgresSink {
     async fn ready(&self) -> Result<(), SinkError> {
         // A direct connection reports the real cause (refused, auth, unknown database), where the
         // pool would only say it timed out.
-        let conn = PgConnection::connect_with(&self.options).await.map_err(|e| sql::classify(e, "connect"))?;
-        conn.close().await.map_err(|e| sql::classify(e, "connect"))?;
+        let conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(|e| sql::classify(e, "connect"))?;
+        conn.close()
+            .await
+            .map_err(|e| sql::classify(e, "connect"))?;
         Ok(())
     }
 
     async fn apply(&self, _table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError> {
-        let mut tx = self.pool.begin().await.map_err(|e| sql::classify(e, "begin"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| sql::classify(e, "begin"))?;
         let result = self.apply_in(&mut tx, events).await;
         match result {
             Ok(()) => tx.commit().await.map_err(|e| sql::classify(e, "commit")),

@@ -23,7 +23,9 @@ pub struct PlanCache {
 impl PlanCache {
     pub fn get(&self, schema: &Arc<TableSchema>) -> Option<Arc<Plan>> {
         let plans = self.plans.lock().expect("plan cache lock");
-        plans.get(&(Arc::as_ptr(schema) as usize)).map(|(_, p)| p.clone())
+        plans
+            .get(&(Arc::as_ptr(schema) as usize))
+            .map(|(_, p)| p.clone())
     }
 
     pub fn insert(&self, schema: &Arc<TableSchema>, plan: Arc<Plan>) {
@@ -55,11 +57,18 @@ impl Plan {
         schema: &TableSchema,
         config: &PostgresSinkConfig,
     ) -> Result<Plan, SinkError> {
-        let namespace = config.schema.as_deref().unwrap_or(&schema.table.namespace).to_string();
+        let namespace = config
+            .schema
+            .as_deref()
+            .unwrap_or(&schema.table.namespace)
+            .to_string();
         let name = schema.table.name.clone();
         let target = qualified(&namespace, &name);
         if schema.key.is_empty() {
-            return Err(SinkError::permanent(format!("table {} has no primary key", schema.table)));
+            return Err(SinkError::permanent(format!(
+                "table {} has no primary key",
+                schema.table
+            )));
         }
         let mut existing = catalog_types(tx, &namespace, &name).await?;
         if existing.is_empty() {
@@ -70,11 +79,17 @@ impl Plan {
             }
             let ddl = create_table_sql(&target, schema);
             tracing::info!(table = %target, "creating replica table");
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {}", ident(&namespace))))
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                ident(&namespace)
+            )))
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify(e, "create schema"))?;
+            sqlx::query(AssertSqlSafe(ddl))
                 .execute(&mut **tx)
                 .await
-                .map_err(|e| classify(e, "create schema"))?;
-            sqlx::query(AssertSqlSafe(ddl)).execute(&mut **tx).await.map_err(|e| classify(e, "create table"))?;
+                .map_err(|e| classify(e, "create table"))?;
             existing = catalog_types(tx, &namespace, &name).await?;
         }
         let mut casts = Vec::with_capacity(schema.columns.len());
@@ -84,11 +99,17 @@ impl Plan {
                 None if config.create_tables => {
                     let t = pg_type(col);
                     tracing::info!(table = %target, column = %col.name, r#type = %t, "adding column to replica table");
-                    sqlx::query(AssertSqlSafe(format!("ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {t}", ident(&col.name))))
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(|e| classify(e, "add column"))?;
-                    catalog_types(tx, &namespace, &name).await?.remove(&col.name).unwrap_or(t)
+                    sqlx::query(AssertSqlSafe(format!(
+                        "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {t}",
+                        ident(&col.name)
+                    )))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| classify(e, "add column"))?;
+                    catalog_types(tx, &namespace, &name)
+                        .await?
+                        .remove(&col.name)
+                        .unwrap_or(t)
                 }
                 None => {
                     return Err(SinkError::permanent(format!(
@@ -111,7 +132,11 @@ impl Plan {
 
     /// Applies a group in one statement: deletes and upserts touch disjoint keys after reduction,
     /// so a data-modifying CTE can carry both.
-    pub async fn execute(&self, tx: &mut Transaction<'_, Postgres>, group: &Group<'_>) -> Result<(), SinkError> {
+    pub async fn execute(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        group: &Group<'_>,
+    ) -> Result<(), SinkError> {
         let has_del = !group.deletes.is_empty();
         let has_up = !group.upserts.is_empty();
         if !has_del && !has_up {
@@ -121,26 +146,38 @@ impl Plan {
         let mut query = sqlx::query(AssertSqlSafe(sql));
         if has_del {
             for (k, &col) in self.key.iter().enumerate() {
-                let values: Vec<Option<String>> =
-                    group.deletes.iter().map(|e| to_text(&e.key[k], &self.types[col])).collect();
+                let values: Vec<Option<String>> = group
+                    .deletes
+                    .iter()
+                    .map(|e| to_text(&e.key[k], &self.types[col]))
+                    .collect();
                 query = query.bind(values);
             }
         }
         if has_up {
             for col in 0..self.casts.len() {
-                let values: Vec<Option<String>> =
-                    group.upserts.iter().map(|row| to_text(&row[col], &self.types[col])).collect();
+                let values: Vec<Option<String>> = group
+                    .upserts
+                    .iter()
+                    .map(|row| to_text(&row[col], &self.types[col]))
+                    .collect();
                 query = query.bind(values);
             }
         }
-        query.execute(&mut **tx).await.map_err(|e| classify(e, &format!("write {}", self.target)))?;
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify(e, &format!("write {}", self.target)))?;
         Ok(())
     }
 
     fn statement(&self, unavailable: &[bool], has_del: bool, has_up: bool) -> Arc<str> {
         let cache_key = (unavailable.to_vec(), has_del, has_up);
         let mut statements = self.statements.lock().expect("statement cache lock");
-        statements.entry(cache_key).or_insert_with(|| self.build_statement(unavailable, has_del, has_up).into()).clone()
+        statements
+            .entry(cache_key)
+            .or_insert_with(|| self.build_statement(unavailable, has_del, has_up).into())
+            .clone()
     }
 
     fn build_statement(&self, unavailable: &[bool], has_del: bool, has_up: bool) -> String {
@@ -151,7 +188,11 @@ impl Plan {
         };
         let mut sql = String::new();
         if has_del {
-            let arrays: Vec<String> = self.key.iter().map(|_| format!("${}::text[]", next())).collect();
+            let arrays: Vec<String> = self
+                .key
+                .iter()
+                .map(|_| format!("${}::text[]", next()))
+                .collect();
             let aliases: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
             let conds: Vec<String> = self
                 .key
@@ -175,14 +216,19 @@ impl Plan {
         let arrays: Vec<String> = (0..n).map(|_| format!("${}::text[]", next())).collect();
         let aliases: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
         let columns: Vec<String> = self.names.iter().map(|c| ident(c)).collect();
-        let values: Vec<String> = (0..n).map(|i| format!("s.v{i}::{}", self.casts[i])).collect();
+        let values: Vec<String> = (0..n)
+            .map(|i| format!("s.v{i}::{}", self.casts[i]))
+            .collect();
         let conflict: Vec<String> = self.key.iter().map(|&c| ident(&self.names[c])).collect();
         let updates: Vec<String> = (0..n)
             .filter(|i| !self.key.contains(i) && !unavailable.get(*i).copied().unwrap_or(false))
             .map(|i| format!("{0} = EXCLUDED.{0}", ident(&self.names[i])))
             .collect();
-        let action =
-            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
         sql.push_str(&format!(
             "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {}",
             self.target,
@@ -215,7 +261,10 @@ async fn catalog_types(
     .fetch_all(&mut **tx)
     .await
     .map_err(|e| classify(e, "read catalog"))?;
-    Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+        .collect())
 }
 
 fn create_table_sql(target: &str, schema: &TableSchema) -> String {
@@ -224,7 +273,11 @@ fn create_table_sql(target: &str, schema: &TableSchema) -> String {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let not_null = if schema.key.contains(&i) { " NOT NULL" } else { "" };
+            let not_null = if schema.key.contains(&i) {
+                " NOT NULL"
+            } else {
+                ""
+            };
             format!("{} {}{not_null}", ident(&c.name), pg_type(c))
         })
         .collect();
@@ -250,7 +303,10 @@ fn logical_pg_type(ty: &ColumnType) -> String {
         ColumnType::Int64 => "bigint".into(),
         ColumnType::Float32 => "real".into(),
         ColumnType::Float64 => "double precision".into(),
-        ColumnType::Decimal { precision: Some(p), scale: Some(s) } if *p > 0 => format!("numeric({p},{s})"),
+        ColumnType::Decimal {
+            precision: Some(p),
+            scale: Some(s),
+        } if *p > 0 => format!("numeric({p},{s})"),
         ColumnType::Decimal { .. } => "numeric".into(),
         ColumnType::Text | ColumnType::Other(_) => "text".into(),
         ColumnType::Bytes => "bytea".into(),
@@ -274,7 +330,10 @@ fn from_source_type(source: &str) -> Option<String> {
         None => (source, None),
     };
     let numbers: Vec<u32> = match args {
-        Some(a) => a.split(',').map(|p| p.trim().parse().ok()).collect::<Option<Vec<u32>>>()?,
+        Some(a) => a
+            .split(',')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<Vec<u32>>>()?,
         None => Vec::new(),
     };
     let lower = name.to_ascii_lowercase();
@@ -282,9 +341,12 @@ fn from_source_type(source: &str) -> Option<String> {
         ("varchar", [n]) if *n > 0 && *n < 10_485_760 => Some(format!("varchar({n})")),
         ("bpchar", [n]) if *n > 0 && *n < 10_485_760 => Some(format!("char({n})")),
         ("numeric", [p, s]) if *p > 0 && *p <= 1000 && s <= p => Some(format!("numeric({p},{s})")),
-        ("varchar" | "text" | "json" | "jsonb" | "uuid" | "xml" | "inet" | "cidr" | "macaddr" | "macaddr8" | "money"
-        | "citext" | "ltree" | "hstore" | "tsvector" | "int4range" | "int8range" | "numrange" | "tsrange"
-        | "tstzrange" | "daterange", _) => Some(lower),
+        (
+            "varchar" | "text" | "json" | "jsonb" | "uuid" | "xml" | "inet" | "cidr" | "macaddr"
+            | "macaddr8" | "money" | "citext" | "ltree" | "hstore" | "tsvector" | "int4range"
+            | "int8range" | "numrange" | "tsrange" | "tstzrange" | "daterange",
+            _,
+        ) => Some(lower),
         _ => None,
     }
 }
@@ -308,14 +370,21 @@ impl<'a> Group<'a> {
 /// Reduces a truncate-free run of events to the last change per key and groups the result.
 pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
     // Last state per key, with its row merged over earlier upserts' values where it was unavailable.
-    let mut last: AHashMap<Vec<Option<String>>, (usize, Option<Cow<'_, [Value]>>)> = AHashMap::new();
+    let mut last: AHashMap<Vec<Option<String>>, (usize, Option<Cow<'_, [Value]>>)> =
+        AHashMap::new();
     for (i, e) in events.iter().enumerate() {
-        let key: Vec<Option<String>> = e.key.iter().map(|v| to_text(v, &ColumnType::Text)).collect();
+        let key: Vec<Option<String>> = e
+            .key
+            .iter()
+            .map(|v| to_text(v, &ColumnType::Text))
+            .collect();
         let row = match e.op {
             Op::Upsert => {
                 let row = e.row.as_deref().unwrap_or_default();
                 let merged = match last.get(&key) {
-                    Some((_, Some(prev))) if row.contains(&Value::Unavailable) && prev.len() == row.len() => {
+                    Some((_, Some(prev)))
+                        if row.contains(&Value::Unavailable) && prev.len() == row.len() =>
+                    {
                         let mut m = row.to_vec();
                         for (v, p) in m.iter_mut().zip(prev.iter()) {
                             if *v == Value::Unavailable {
@@ -343,12 +412,19 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
             None => Vec::new(),
         };
         let slot = groups.iter().position(|g| {
-            Arc::ptr_eq(g.schema, &e.schema) && (row.is_none() || g.upserts.is_empty() || g.unavailable == unavailable)
+            Arc::ptr_eq(g.schema, &e.schema)
+                && (row.is_none() || g.upserts.is_empty() || g.unavailable == unavailable)
         });
         let g = match slot {
             Some(s) => &mut groups[s],
             None => {
-                groups.push(Group { schema: &e.schema, unavailable: Vec::new(), upserts: Vec::new(), deletes: Vec::new(), first: e });
+                groups.push(Group {
+                    schema: &e.schema,
+                    unavailable: Vec::new(),
+                    upserts: Vec::new(),
+                    deletes: Vec::new(),
+                    first: e,
+                });
                 groups.last_mut().expect("just pushed")
             }
         };
@@ -371,7 +447,12 @@ mod tests {
     use ripple_sink::{Origin, TableRef, Version};
 
     fn schema() -> Arc<TableSchema> {
-        let col = |name: &str, ty| Column { name: name.into(), ty, nullable: true, source_type: None };
+        let col = |name: &str, ty| Column {
+            name: name.into(),
+            ty,
+            nullable: true,
+            source_type: None,
+        };
         Arc::new(TableSchema {
             table: TableRef::new("public", "t"),
             columns: vec![col("id", ColumnType::Int32), col("note", ColumnType::Text)],
@@ -387,7 +468,11 @@ mod tests {
             key: vec![Value::Int(id)],
             version: Version::default(),
             source_ts_ms: 0,
-            origin: Origin { topic: Arc::from("t"), partition: 0, offset: 0 },
+            origin: Origin {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset: 0,
+            },
         }
     }
 
@@ -443,17 +528,31 @@ mod tests {
             statements: Mutex::default(),
         };
         let sql = plan.build_statement(&[false, true], true, true);
-        assert!(sql.starts_with("WITH deleted AS (DELETE FROM \"public\".\"t\" t USING unnest($1::text[]) AS d(k0)"), "{sql}");
+        assert!(
+            sql.starts_with(
+                "WITH deleted AS (DELETE FROM \"public\".\"t\" t USING unnest($1::text[]) AS d(k0)"
+            ),
+            "{sql}"
+        );
         assert!(sql.contains("unnest($2::text[], $3::text[])"), "{sql}");
         assert!(sql.ends_with("DO NOTHING"), "{sql}");
         let sql = plan.build_statement(&[false, false], false, true);
-        assert!(sql.ends_with("DO UPDATE SET \"note\" = EXCLUDED.\"note\""), "{sql}");
+        assert!(
+            sql.ends_with("DO UPDATE SET \"note\" = EXCLUDED.\"note\""),
+            "{sql}"
+        );
     }
 
     #[test]
     fn source_types_are_whitelisted() {
-        assert_eq!(from_source_type("VARCHAR(255)").as_deref(), Some("varchar(255)"));
-        assert_eq!(from_source_type("NUMERIC(10,2)").as_deref(), Some("numeric(10,2)"));
+        assert_eq!(
+            from_source_type("VARCHAR(255)").as_deref(),
+            Some("varchar(255)")
+        );
+        assert_eq!(
+            from_source_type("NUMERIC(10,2)").as_deref(),
+            Some("numeric(10,2)")
+        );
         assert_eq!(from_source_type("jsonb").as_deref(), Some("jsonb"));
         assert_eq!(from_source_type("int4; drop table x").as_deref(), None);
         assert_eq!(from_source_type("varchar(1); drop").as_deref(), None);

@@ -42,7 +42,11 @@ pub fn classify(err: sqlx::Error, doing: &str) -> SinkError {
         | sqlx::Error::Protocol(_) => true,
         _ => false,
     };
-    let e = if retriable { SinkError::retriable(message) } else { SinkError::permanent(message) };
+    let e = if retriable {
+        SinkError::retriable(message)
+    } else {
+        SinkError::permanent(message)
+    };
     e.with_source(err)
 }
 
@@ -54,7 +58,10 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(ident("timestamp"), "\"timestamp\"");
         assert_eq!(ident("Mixed Case"), "\"Mixed Case\"");
-        assert_eq!(ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
+        assert_eq!(
+            ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
         assert_eq!(qualified("public", "t"), "\"public\".\"t\"");
     }
 }

@@ -2,13 +2,16 @@
 //! table creation from the stream's schema, set-based upserts and deletes, truncates inside a
 //! batch, idempotent re-delivery, unchanged TOAST values, and identifiers that need quoting.
 
-use ripple_sink::{ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version};
+use ripple_sink::{
+    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version,
+};
 use ripple_sink_postgres::{PostgresSink, PostgresSinkConfig};
 use sqlx::Row;
 use std::sync::Arc;
 
 fn url() -> String {
-    std::env::var("RIPPLE_TEST_REPLICA_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15433/replica".into())
+    std::env::var("RIPPLE_TEST_REPLICA_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15433/replica".into())
 }
 
 async fn sink(schema: &str) -> PostgresSink {
@@ -21,16 +24,28 @@ async fn sink(schema: &str) -> PostgresSink {
         max_connections: 2,
     };
     let sink = PostgresSink::new("replica", "sinks.replica", config).unwrap();
-    sink.ready().await.unwrap_or_else(|e| panic!("replica PostgreSQL at {} is not reachable ({e}): run scripts/stack up", url()));
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-        .execute(sink.pool())
-        .await
-        .unwrap();
+    sink.ready().await.unwrap_or_else(|e| {
+        panic!(
+            "replica PostgreSQL at {} is not reachable ({e}): run scripts/stack up",
+            url()
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(sink.pool())
+    .await
+    .unwrap();
     sink
 }
 
 fn col(name: &str, ty: ColumnType, source_type: Option<&str>) -> Column {
-    Column { name: name.into(), ty, nullable: true, source_type: source_type.map(String::from) }
+    Column {
+        name: name.into(),
+        ty,
+        nullable: true,
+        source_type: source_type.map(String::from),
+    }
 }
 
 /// A table whose names need quoting: a reserved word, mixed case, a space and a quote.
@@ -44,7 +59,14 @@ fn schema_with_note(note_type: Option<&str>) -> Arc<TableSchema> {
         columns: vec![
             col("id", ColumnType::Int64, None),
             col("timestamp", ColumnType::Timestamp, None),
-            col("Amount", ColumnType::Decimal { precision: None, scale: None }, Some("NUMERIC")),
+            col(
+                "Amount",
+                ColumnType::Decimal {
+                    precision: None,
+                    scale: None,
+                },
+                Some("NUMERIC"),
+            ),
             col("note", ColumnType::Text, note_type),
             col("info", ColumnType::Json, Some("JSONB")),
         ],
@@ -64,21 +86,40 @@ fn upsert(s: &Arc<TableSchema>, offset: i64, id: i64, amount: &str, note: Value)
             Value::Json(format!(r#"{{"id": {id}, "tags": ["a", "é"]}}"#)),
         ]),
         key: vec![Value::Int(id)],
-        version: Version { commit: 1, change: offset as u64 },
+        version: Version {
+            commit: 1,
+            change: offset as u64,
+        },
         source_ts_ms: 0,
-        origin: Origin { topic: Arc::from("t"), partition: 0, offset },
+        origin: Origin {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset,
+        },
     }
 }
 
 fn delete(s: &Arc<TableSchema>, offset: i64, id: i64) -> ChangeEvent {
-    ChangeEvent { op: Op::Delete, row: None, ..upsert(s, offset, id, "0", Value::Null) }
+    ChangeEvent {
+        op: Op::Delete,
+        row: None,
+        ..upsert(s, offset, id, "0", Value::Null)
+    }
 }
 
 fn truncate(s: &Arc<TableSchema>, offset: i64) -> ChangeEvent {
-    ChangeEvent { op: Op::Truncate, row: None, key: vec![], ..upsert(s, offset, 0, "0", Value::Null) }
+    ChangeEvent {
+        op: Op::Truncate,
+        row: None,
+        key: vec![],
+        ..upsert(s, offset, 0, "0", Value::Null)
+    }
 }
 
-async fn rows(sink: &PostgresSink, schema: &str) -> Vec<(i64, String, String, Option<String>, String)> {
+async fn rows(
+    sink: &PostgresSink,
+    schema: &str,
+) -> Vec<(i64, String, String, Option<String>, String)> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT id, \"timestamp\"::text, \"Amount\"::text, note, info::text FROM \"{schema}\".\"Order \"\"Lines\"\"\" ORDER BY id"
     )))
@@ -129,7 +170,16 @@ async fn batches_apply_in_order_and_replay_changes_nothing() {
     .iter()
     .map(|r| r.get(0))
     .collect();
-    assert_eq!(types, ["bigint", "timestamp without time zone", "numeric", "character varying(255)", "jsonb"]);
+    assert_eq!(
+        types,
+        [
+            "bigint",
+            "timestamp without time zone",
+            "numeric",
+            "character varying(255)",
+            "jsonb"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -154,14 +204,26 @@ async fn unavailable_values_keep_what_the_replica_holds() {
     let sink = sink(ns).await;
     let s = schema_with_note(Some("TEXT"));
     let big = "x".repeat(20_000);
-    sink.apply(&s.table, &[upsert(&s, 0, 1, "1", Value::Text(big.clone()))]).await.unwrap();
-    // A later update that did not touch the large column: Debezium sends the placeholder.
-    sink.apply(&s.table, &[upsert(&s, 1, 1, "2", Value::Unavailable), upsert(&s, 2, 2, "3", Value::Text("b".into()))])
+    sink.apply(&s.table, &[upsert(&s, 0, 1, "1", Value::Text(big.clone()))])
         .await
         .unwrap();
+    // A later update that did not touch the large column: Debezium sends the placeholder.
+    sink.apply(
+        &s.table,
+        &[
+            upsert(&s, 1, 1, "2", Value::Unavailable),
+            upsert(&s, 2, 2, "3", Value::Text("b".into())),
+        ],
+    )
+    .await
+    .unwrap();
     let r = rows(&sink, ns).await;
     assert_eq!(r[0].2, "2", "the other columns are updated");
-    assert_eq!(r[0].3.as_deref(), Some(big.as_str()), "the unchanged value is kept");
+    assert_eq!(
+        r[0].3.as_deref(),
+        Some(big.as_str()),
+        "the unchanged value is kept"
+    );
     assert_eq!(r[1].3.as_deref(), Some("b"));
 }
 
@@ -170,7 +232,13 @@ async fn too_long_values_fail_instead_of_being_truncated() {
     let ns = "sink_pg_it_too_long";
     let sink = sink(ns).await;
     let s = schema();
-    let err = sink.apply(&s.table, &[upsert(&s, 0, 1, "1", Value::Text("y".repeat(300)))]).await.unwrap_err();
+    let err = sink
+        .apply(
+            &s.table,
+            &[upsert(&s, 0, 1, "1", Value::Text("y".repeat(300)))],
+        )
+        .await
+        .unwrap_err();
     assert!(!err.is_retriable(), "{err}");
     assert!(err.to_string().contains("too long"), "{err}");
 }
@@ -180,7 +248,10 @@ async fn rejected_data_is_a_permanent_error() {
     let ns = "sink_pg_it_reject";
     let sink = sink(ns).await;
     let s = schema();
-    let err = sink.apply(&s.table, &[upsert(&s, 0, 1, "not a number", Value::Null)]).await.unwrap_err();
+    let err = sink
+        .apply(&s.table, &[upsert(&s, 0, 1, "not a number", Value::Null)])
+        .await
+        .unwrap_err();
     assert!(!err.is_retriable(), "{err}");
     assert!(err.to_string().contains("numeric"), "{err}");
 }
