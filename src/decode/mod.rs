@@ -82,6 +82,19 @@ enum Kind {
 pub struct Decoder {
     cache: AHashMap<(u64, u64), Kind>,
     hasher: ahash::RandomState,
+    /// Per topic, the last value schema's bytes and hash: see `split_known_schema`.
+    last_schema: AHashMap<Arc<str>, (Vec<u8>, u64)>,
+}
+
+const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
+const PAYLOAD_PREFIX: &[u8] = b",\"payload\":";
+
+/// The JsonConverter writes `{"schema":S,"payload":P}`, and a topic's records repeat the same S
+/// byte for byte, which is most of each record. When the bytes after `{"schema":` start with the
+/// topic's last schema, the payload is sliced out without parsing S again.
+fn split_known_schema<'a>(value: &'a [u8], schema: &[u8]) -> Option<&'a [u8]> {
+    let rest = value.strip_prefix(SCHEMA_PREFIX)?.strip_prefix(schema)?.strip_prefix(PAYLOAD_PREFIX)?;
+    rest.strip_suffix(b"}")
 }
 
 #[derive(Deserialize)]
@@ -112,37 +125,50 @@ impl Decoder {
     }
 
     pub fn decode(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
-        let Some(value) = record.value else {
-            return Ok(Decoded::Skip(Skip::Tombstone));
-        };
-        let value: Framed = serde_json::from_slice(value).map_err(|e| {
-            DecodeError::new(format!("value is not JSON with schema and payload (JsonConverter, schemas.enable=true): {e}"))
-        })?;
-        let (Some(value_schema), Some(payload)) = (value.schema, value.payload) else {
-            return Err(DecodeError::new(
-                "value has no `schema` and `payload`: Ripple reads the JsonConverter format with schemas.enable=true",
-            ));
-        };
+        let Some(value) = record.value else { return Ok(Decoded::Skip(Skip::Tombstone)) };
         let key: Option<Framed> = match record.key {
-            Some(k) => Some(
-                serde_json::from_slice(k)
-                    .map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?,
-            ),
+            Some(k) => Some(serde_json::from_slice(k).map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?),
             None => None,
         };
         let key_schema = key.as_ref().and_then(|k| k.schema);
-        let cache_key = (
-            self.hash(value_schema.get()),
-            key_schema.map_or(0, |s| self.hash(s.get())),
-        );
-        if !self.cache.contains_key(&cache_key) {
-            let kind = analyse(value_schema, key_schema)?;
-            self.cache.insert(cache_key, kind);
-        }
-        match self.cache.get_mut(&cache_key) {
-            Some(Kind::Envelope(e)) => {
-                decode_change(e, record, payload, key.and_then(|k| k.payload))
+        let key_hash = key_schema.map_or(0, |s| self.hash(s.get()));
+
+        let known = self.last_schema.get(record.topic).and_then(|(schema, hash)| {
+            let payload = split_known_schema(value, schema)?;
+            Some((std::str::from_utf8(payload).ok()?, *hash))
+        });
+        let (payload, value_hash) = match known {
+            Some(found) => found,
+            None => {
+                let framed: Framed = serde_json::from_slice(value).map_err(|e| {
+                    DecodeError::new(format!(
+                        "value is not JSON with schema and payload (JsonConverter, schemas.enable=true): {e}"
+                    ))
+                })?;
+                let (Some(schema), Some(payload)) = (framed.schema, framed.payload) else {
+                    return Err(DecodeError::new(
+                        "value has no `schema` and `payload`: Ripple reads the JsonConverter format with schemas.enable=true",
+                    ));
+                };
+                let hash = self.hash(schema.get());
+                if !self.cache.contains_key(&(hash, key_hash)) {
+                    let kind = analyse(schema, key_schema)?;
+                    self.cache.insert((hash, key_hash), kind);
+                }
+                self.last_schema.insert(record.topic.clone(), (schema.get().as_bytes().to_vec(), hash));
+                (payload.get(), hash)
             }
+        };
+        if !self.cache.contains_key(&(value_hash, key_hash)) {
+            // A known value schema met with another key schema (a truncate's null key, say).
+            let framed: Framed =
+                serde_json::from_slice(value).map_err(|e| DecodeError::new(format!("value is not JSON: {e}")))?;
+            let schema = framed.schema.ok_or_else(|| DecodeError::new("value has no `schema`"))?;
+            let kind = analyse(schema, key_schema)?;
+            self.cache.insert((value_hash, key_hash), kind);
+        }
+        match self.cache.get_mut(&(value_hash, key_hash)) {
+            Some(Kind::Envelope(e)) => decode_change(e, record, payload, key.and_then(|k| k.payload)),
             Some(Kind::Skip(s)) => Ok(Decoded::Skip(*s)),
             None => unreachable!("inserted above"),
         }
@@ -222,12 +248,13 @@ fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kin
 fn decode_change(
     envelope: &mut Envelope,
     record: &Record<'_>,
-    payload: &RawValue,
+    payload: &str,
     key_payload: Option<&RawValue>,
 ) -> Result<Decoded, DecodeError> {
-    let mut d = serde_json::Deserializer::from_str(payload.get());
+    let mut d = serde_json::Deserializer::from_str(payload);
     let p = PayloadSeed { envelope }
         .deserialize(&mut d)
+        .and_then(|p| d.end().map(|()| p))
         .map_err(|e| DecodeError::new(format!("payload does not match its schema: {e}")))?;
     let op = match p.op.as_deref() {
         Some("c") | Some("u") | Some("r") => Op::Upsert,

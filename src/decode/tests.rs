@@ -168,3 +168,19 @@ fn transaction_markers_are_skipped() {
         Decoded::Skip(Skip::TransactionMarker)
     ));
 }
+
+#[test]
+fn repeated_schema_fast_path_still_checks_the_payload() {
+    let t = topic();
+    let mut d = Decoder::new();
+    change(&mut d, &t, KEY, VALUE);
+    // Same schema bytes, so the payload is sliced out without re-parsing the schema...
+    let broken = VALUE.replacen("\"op\":\"u\"", "\"op\":\"u\",", 1);
+    assert!(d.decode(&record(&t, Some(KEY), Some(&broken))).is_err(), "a broken payload is still an error");
+    let trailing = format!("{}x}}", &VALUE[..VALUE.len() - 1]);
+    assert!(d.decode(&record(&t, Some(KEY), Some(&trailing))).is_err(), "trailing bytes are an error");
+    // ...and a different schema is parsed afresh.
+    let other = VALUE.replace("\"name\":\"ripple.public.transactions.Envelope\"", "\"name\":\"x.Envelope\"");
+    let e = change(&mut d, &t, KEY, &other);
+    assert_eq!(e.op, Op::Upsert);
+}
