@@ -8,13 +8,17 @@ use crate::route::Router;
 use crate::source::{KafkaSource, Partition, SourceError};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaResult;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::BorrowedMessage;
 use ripple_sink::{ConfigError, Sink, SinkError, SinkFactory};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -148,129 +152,197 @@ impl Engine {
         self.applier.sinks()
     }
 
-    /// Runs until `shutdown` resolves (finishing the batch in hand first), an unrecoverable error,
+    /// Runs until `shutdown` resolves (finishing the batches in hand first), an unrecoverable error,
     /// or, with `exit_when_idle`, until caught up.
-    pub async fn run(
-        mut self,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<RunSummary, EngineError> {
+    ///
+    /// One batch is applied while the next is being consumed and decoded; batches still reach the
+    /// sinks one at a time and in order, and each batch's offsets are committed after it applied.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<RunSummary, EngineError> {
+        let Engine {
+            config,
+            source,
+            mut router,
+            applier,
+            exit_when_idle,
+        } = self;
+        let applier = Arc::new(applier);
         let started = Instant::now();
-        let mut first_record: Option<Instant> = None;
-        let mut last_apply = started;
-        let mut summary = RunSummary::default();
-        let mut decoder = Decoder::new();
-        let mut topics: HashSet<Arc<str>> = HashSet::new();
-        let mut applied: BTreeMap<Partition, i64> = BTreeMap::new();
-        let batch_size = self.config.pipeline.batch_size;
-        let linger = Duration::from_millis(self.config.pipeline.batch_linger_ms);
-        let idle = self.exit_when_idle.unwrap_or(Duration::from_secs(3600));
+        let mut progress = Progress::default();
+        let mut collector = Collector {
+            decoder: Decoder::new(),
+            topics: HashSet::new(),
+            batch_size: config.pipeline.batch_size,
+            linger: Duration::from_millis(config.pipeline.batch_linger_ms),
+        };
+        let idle = exit_when_idle.unwrap_or(Duration::from_secs(3600));
+        let mut in_flight: Option<JoinHandle<Result<Batch, PipelineError>>> = None;
         tokio::pin!(shutdown);
 
         loop {
-            let mut batch = Batch::default();
-            let mut failure: Option<PipelineError> = None;
-            let consumer = self.source.consumer();
             let first = tokio::select! {
                 _ = &mut shutdown => break,
-                m = consumer.recv() => m,
+                m = source.consumer().recv() => m,
                 _ = tokio::time::sleep(idle) => {
-                    if self.exit_when_idle.is_some() && self.source.caught_up().await? {
+                    progress.settle(&source, in_flight.take()).await?;
+                    if exit_when_idle.is_some() && source.caught_up().await? {
                         break;
                     }
                     continue;
                 }
             };
-            let deadline = tokio::time::Instant::now() + linger;
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                let message = match message {
-                    Ok(m) => m,
-                    // librdkafka reconnects and retries by itself; what it reports here (a topic
-                    // not created yet, a broker going away) passes unless it says it is fatal.
-                    Err(e) if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fatal) => {
-                        tracing::warn!(error = %e, "Kafka consumer reported a problem; carrying on");
-                        next = tokio::time::timeout_at(deadline, consumer.recv())
-                            .await
-                            .ok();
-                        continue;
-                    }
-                    Err(e) => return Err(SourceError::from(e).into()),
-                };
-                first_record.get_or_insert_with(Instant::now);
-                let topic = match topics.get(message.topic()) {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t: Arc<str> = Arc::from(message.topic());
-                        topics.insert(t.clone());
-                        t
-                    }
-                };
-                let record = Record {
-                    topic: &topic,
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key(),
-                    value: message.payload(),
-                };
-                match decoder.decode(&record) {
-                    Ok(Decoded::Change(event)) => {
-                        let sinks = self.router.sinks_for(&topic);
-                        if sinks.is_empty() {
-                            batch.skipped += 1;
-                        } else {
-                            batch.push(sinks, event);
-                        }
-                    }
-                    Ok(Decoded::Skip(_)) => batch.skipped += 1,
-                    Err(e) => {
-                        // Stop before this record: apply and commit what precedes it, then report.
-                        failure = Some(PipelineError::Decode {
-                            topic: topic.to_string(),
-                            partition: record.partition,
-                            offset: record.offset,
-                            reason: e.reason,
-                        });
-                        break;
-                    }
-                }
-                batch.mark(&topic, record.partition, record.offset);
-                if batch.events + batch.skipped >= batch_size {
-                    break;
-                }
-                next = tokio::time::timeout_at(deadline, consumer.recv())
-                    .await
-                    .ok();
-            }
+            progress.first_record.get_or_insert_with(Instant::now);
+            let (batch, failure) = collector
+                .collect(source.consumer(), &mut router, first)
+                .await?;
+            // The previous batch must be durable before this one starts: per-key order.
+            progress.settle(&source, in_flight.take()).await?;
             if !batch.is_empty() {
-                let collected = Instant::now();
-                self.applier.apply(&batch).await?;
-                tracing::debug!(
-                    events = batch.events,
-                    apply_ms = collected.elapsed().as_millis() as u64,
-                    "applied"
-                );
-                self.source.commit(&batch.offsets, CommitMode::Async)?;
-                applied.extend(batch.offsets.iter().map(|(p, o)| (p.clone(), *o)));
-                summary.events += batch.events as u64;
-                summary.skipped += batch.skipped as u64;
-                summary.batches += 1;
-                last_apply = Instant::now();
-                tracing::debug!(
-                    events = batch.events,
-                    skipped = batch.skipped,
-                    "batch applied"
-                );
+                let applier = applier.clone();
+                in_flight = Some(tokio::spawn(async move {
+                    applier.apply(&batch).await.map(|()| batch)
+                }));
             }
             if let Some(e) = failure {
+                // Apply and commit what preceded the bad record, then report it.
+                progress.settle(&source, in_flight.take()).await?;
                 return Err(e.into());
             }
         }
-        // Asynchronous commits may still be in flight: repeat the newest offsets synchronously.
-        self.source.commit(&applied, CommitMode::Sync)?;
+        progress.settle(&source, in_flight.take()).await?;
+        // Asynchronous commits may still be under way: repeat the newest offsets synchronously.
+        source.commit(&progress.committed, CommitMode::Sync)?;
+        let mut summary = progress.summary;
         summary.elapsed = started.elapsed();
-        summary.busy = first_record
-            .map(|f| last_apply.saturating_duration_since(f))
+        summary.busy = progress
+            .first_record
+            .zip(progress.last_apply)
+            .map(|(first, last)| last.saturating_duration_since(first))
             .unwrap_or_default();
         Ok(summary)
+    }
+}
+
+/// What the run loop has applied and committed so far.
+#[derive(Default)]
+struct Progress {
+    summary: RunSummary,
+    committed: BTreeMap<Partition, i64>,
+    first_record: Option<Instant>,
+    last_apply: Option<Instant>,
+}
+
+impl Progress {
+    /// Waits for the batch being applied, if any, and commits its offsets.
+    async fn settle(
+        &mut self,
+        source: &KafkaSource,
+        in_flight: Option<JoinHandle<Result<Batch, PipelineError>>>,
+    ) -> Result<(), EngineError> {
+        let Some(handle) = in_flight else {
+            return Ok(());
+        };
+        let batch = handle.await.expect("apply task panicked")?;
+        source.commit(&batch.offsets, CommitMode::Async)?;
+        self.committed
+            .extend(batch.offsets.iter().map(|(p, o)| (p.clone(), *o)));
+        self.summary.events += batch.events as u64;
+        self.summary.skipped += batch.skipped as u64;
+        self.summary.batches += 1;
+        self.last_apply = Some(Instant::now());
+        tracing::debug!(
+            events = batch.events,
+            skipped = batch.skipped,
+            "batch applied and committed"
+        );
+        Ok(())
+    }
+}
+
+/// Consumes, decodes and routes records into batches.
+struct Collector {
+    decoder: Decoder,
+    topics: HashSet<Arc<str>>,
+    batch_size: usize,
+    linger: Duration,
+}
+
+impl Collector {
+    /// Fills a batch starting with `first`, until it is full or `linger` has passed. A record that
+    /// cannot be decoded ends the batch before it and comes back as the failure.
+    async fn collect(
+        &mut self,
+        consumer: &StreamConsumer,
+        router: &mut Router,
+        first: KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<(Batch, Option<PipelineError>), EngineError> {
+        let mut batch = Batch::default();
+        let deadline = tokio::time::Instant::now() + self.linger;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Ok(m) => {
+                    if let Err(e) = self.add(&mut batch, router, &m) {
+                        return Ok((batch, Some(e)));
+                    }
+                    if batch.events + batch.skipped >= self.batch_size {
+                        break;
+                    }
+                }
+                // librdkafka reconnects and retries by itself; what it reports here (a topic not
+                // created yet, a broker going away) passes unless it says it is fatal.
+                Err(e) if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fatal) => {
+                    tracing::warn!(error = %e, "Kafka consumer reported a problem; carrying on");
+                }
+                Err(e) => return Err(SourceError::from(e).into()),
+            }
+            next = tokio::time::timeout_at(deadline, consumer.recv())
+                .await
+                .ok();
+        }
+        Ok((batch, None))
+    }
+
+    fn add(
+        &mut self,
+        batch: &mut Batch,
+        router: &mut Router,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), PipelineError> {
+        let topic = match self.topics.get(message.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(message.topic());
+                self.topics.insert(t.clone());
+                t
+            }
+        };
+        let record = Record {
+            topic: &topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+        };
+        match self.decoder.decode(&record) {
+            Ok(Decoded::Change(event)) => {
+                let sinks = router.sinks_for(&topic);
+                if sinks.is_empty() {
+                    batch.skipped += 1;
+                } else {
+                    batch.push(sinks, event);
+                }
+            }
+            Ok(Decoded::Skip(_)) => batch.skipped += 1,
+            Err(e) => {
+                return Err(PipelineError::Decode {
+                    topic: topic.to_string(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    reason: e.reason,
+                });
+            }
+        }
+        batch.mark(&topic, record.partition, record.offset);
+        Ok(())
     }
 }

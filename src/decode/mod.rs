@@ -93,7 +93,10 @@ const PAYLOAD_PREFIX: &[u8] = b",\"payload\":";
 /// byte for byte, which is most of each record. When the bytes after `{"schema":` start with the
 /// topic's last schema, the payload is sliced out without parsing S again.
 fn split_known_schema<'a>(value: &'a [u8], schema: &[u8]) -> Option<&'a [u8]> {
-    let rest = value.strip_prefix(SCHEMA_PREFIX)?.strip_prefix(schema)?.strip_prefix(PAYLOAD_PREFIX)?;
+    let rest = value
+        .strip_prefix(SCHEMA_PREFIX)?
+        .strip_prefix(schema)?
+        .strip_prefix(PAYLOAD_PREFIX)?;
     rest.strip_suffix(b"}")
 }
 
@@ -125,18 +128,26 @@ impl Decoder {
     }
 
     pub fn decode(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
-        let Some(value) = record.value else { return Ok(Decoded::Skip(Skip::Tombstone)) };
+        let Some(value) = record.value else {
+            return Ok(Decoded::Skip(Skip::Tombstone));
+        };
         let key: Option<Framed> = match record.key {
-            Some(k) => Some(serde_json::from_slice(k).map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?),
+            Some(k) => Some(
+                serde_json::from_slice(k)
+                    .map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?,
+            ),
             None => None,
         };
         let key_schema = key.as_ref().and_then(|k| k.schema);
         let key_hash = key_schema.map_or(0, |s| self.hash(s.get()));
 
-        let known = self.last_schema.get(record.topic).and_then(|(schema, hash)| {
-            let payload = split_known_schema(value, schema)?;
-            Some((std::str::from_utf8(payload).ok()?, *hash))
-        });
+        let known = self
+            .last_schema
+            .get(record.topic)
+            .and_then(|(schema, hash)| {
+                let payload = split_known_schema(value, schema)?;
+                Some((std::str::from_utf8(payload).ok()?, *hash))
+            });
         let (payload, value_hash) = match known {
             Some(found) => found,
             None => {
@@ -155,20 +166,27 @@ impl Decoder {
                     let kind = analyse(schema, key_schema)?;
                     self.cache.insert((hash, key_hash), kind);
                 }
-                self.last_schema.insert(record.topic.clone(), (schema.get().as_bytes().to_vec(), hash));
+                self.last_schema.insert(
+                    record.topic.clone(),
+                    (schema.get().as_bytes().to_vec(), hash),
+                );
                 (payload.get(), hash)
             }
         };
         if !self.cache.contains_key(&(value_hash, key_hash)) {
             // A known value schema met with another key schema (a truncate's null key, say).
-            let framed: Framed =
-                serde_json::from_slice(value).map_err(|e| DecodeError::new(format!("value is not JSON: {e}")))?;
-            let schema = framed.schema.ok_or_else(|| DecodeError::new("value has no `schema`"))?;
+            let framed: Framed = serde_json::from_slice(value)
+                .map_err(|e| DecodeError::new(format!("value is not JSON: {e}")))?;
+            let schema = framed
+                .schema
+                .ok_or_else(|| DecodeError::new("value has no `schema`"))?;
             let kind = analyse(schema, key_schema)?;
             self.cache.insert((value_hash, key_hash), kind);
         }
         match self.cache.get_mut(&(value_hash, key_hash)) {
-            Some(Kind::Envelope(e)) => decode_change(e, record, payload, key.and_then(|k| k.payload)),
+            Some(Kind::Envelope(e)) => {
+                decode_change(e, record, payload, key.and_then(|k| k.payload))
+            }
             Some(Kind::Skip(s)) => Ok(Decoded::Skip(*s)),
             None => unreachable!("inserted above"),
         }

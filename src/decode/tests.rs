@@ -176,11 +176,20 @@ fn repeated_schema_fast_path_still_checks_the_payload() {
     change(&mut d, &t, KEY, VALUE);
     // Same schema bytes, so the payload is sliced out without re-parsing the schema...
     let broken = VALUE.replacen("\"op\":\"u\"", "\"op\":\"u\",", 1);
-    assert!(d.decode(&record(&t, Some(KEY), Some(&broken))).is_err(), "a broken payload is still an error");
+    assert!(
+        d.decode(&record(&t, Some(KEY), Some(&broken))).is_err(),
+        "a broken payload is still an error"
+    );
     let trailing = format!("{}x}}", &VALUE[..VALUE.len() - 1]);
-    assert!(d.decode(&record(&t, Some(KEY), Some(&trailing))).is_err(), "trailing bytes are an error");
+    assert!(
+        d.decode(&record(&t, Some(KEY), Some(&trailing))).is_err(),
+        "trailing bytes are an error"
+    );
     // ...and a different schema is parsed afresh.
-    let other = VALUE.replace("\"name\":\"ripple.public.transactions.Envelope\"", "\"name\":\"x.Envelope\"");
+    let other = VALUE.replace(
+        "\"name\":\"ripple.public.transactions.Envelope\"",
+        "\"name\":\"x.Envelope\"",
+    );
     let e = change(&mut d, &t, KEY, &other);
     assert_eq!(e.op, Op::Upsert);
 }
