@@ -4,10 +4,12 @@
 
 mod error;
 mod event;
+mod render;
 mod value;
 
 pub use error::{ConfigError, FailureKind, SinkError};
 pub use event::{ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Version};
+pub use render::{to_json, to_text};
 pub use value::Value;
 
 use async_trait::async_trait;

@@ -1,0 +1,233 @@
+//! The redis sink against a real Redis (the stack's, or `RIPPLE_TEST_REDIS_URL`): the three value
+//! formats, key templates, deletes, truncates through the key set, re-delivery, and values that did
+//! not come with a change (unchanged TOAST) staying as they are.
+
+use redis::AsyncCommands;
+use ripple_sink::{
+    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version,
+};
+use ripple_sink_redis::{Format, RedisSink, RedisSinkConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn url() -> String {
+    std::env::var("RIPPLE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+}
+
+async fn sink(
+    format: Format,
+    key: &str,
+    field: Option<&str>,
+    prefix: &str,
+) -> (RedisSink, redis::aio::MultiplexedConnection) {
+    let config = RedisSinkConfig {
+        kind: "redis".into(),
+        url: url(),
+        password_env: None,
+        key: key.into(),
+        format,
+        field: field.map(String::from),
+        ttl_seconds: 0,
+        key_set_prefix: format!("{prefix}:keys:"),
+    };
+    let sink = RedisSink::new("cache", "sinks.cache", config).unwrap();
+    sink.ready().await.unwrap_or_else(|e| {
+        panic!(
+            "Redis at {} is not reachable ({e}): run scripts/stack up",
+            url()
+        )
+    });
+    let mut conn = redis::Client::open(url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let old: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
+    if !old.is_empty() {
+        let _: () = conn.del(old).await.unwrap();
+    }
+    (sink, conn)
+}
+
+fn schema(table: &str) -> Arc<TableSchema> {
+    let col = |name: &str, ty| Column {
+        name: name.into(),
+        ty,
+        nullable: true,
+        source_type: None,
+    };
+    Arc::new(TableSchema {
+        table: TableRef::new("public", table),
+        columns: vec![
+            col("product_id", ColumnType::Int64),
+            col("stock", ColumnType::Int32),
+            col(
+                "price",
+                ColumnType::Decimal {
+                    precision: None,
+                    scale: None,
+                },
+            ),
+            col("notes", ColumnType::Text),
+        ],
+        key: vec![0],
+    })
+}
+
+fn upsert(s: &Arc<TableSchema>, id: i64, stock: i64, notes: Value) -> ChangeEvent {
+    ChangeEvent {
+        schema: s.clone(),
+        op: Op::Upsert,
+        row: Some(vec![
+            Value::Int(id),
+            Value::Int(stock),
+            Value::Decimal("9.90".into()),
+            notes,
+        ]),
+        key: vec![Value::Int(id)],
+        version: Version::default(),
+        source_ts_ms: 0,
+        origin: Origin {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+        },
+    }
+}
+
+fn op(s: &Arc<TableSchema>, op: Op, id: i64) -> ChangeEvent {
+    let key = if op == Op::Truncate {
+        vec![]
+    } else {
+        vec![Value::Int(id)]
+    };
+    ChangeEvent {
+        op,
+        row: None,
+        key,
+        ..upsert(s, id, 0, Value::Null)
+    }
+}
+
+#[tokio::test]
+async fn hash_rows_follow_upserts_deletes_and_truncates() {
+    let (sink, mut conn) = sink(Format::Hash, "rtest_hash:{table}:{pk}", None, "rtest_hash").await;
+    let s = schema("items");
+    let batch = vec![
+        upsert(&s, 1, 5, Value::Text("first".into())),
+        upsert(&s, 2, 7, Value::Null),
+        upsert(&s, 1, 4, Value::Null),
+        op(&s, Op::Delete, 2),
+        upsert(&s, 3, 1, Value::Text("x".into())),
+    ];
+    sink.apply(&s.table, &batch).await.unwrap();
+    sink.apply(&s.table, &batch).await.unwrap();
+    let one: HashMap<String, String> = conn.hgetall("rtest_hash:items:1").await.unwrap();
+    assert_eq!(one.get("stock").map(String::as_str), Some("4"));
+    assert_eq!(
+        one.get("price").map(String::as_str),
+        Some("9.90"),
+        "decimals keep their digits"
+    );
+    assert!(
+        !one.contains_key("notes"),
+        "a NULL clears the field: {one:?}"
+    );
+    let gone: bool = conn.exists("rtest_hash:items:2").await.unwrap();
+    assert!(!gone);
+
+    sink.apply(
+        &s.table,
+        &[op(&s, Op::Truncate, 0), upsert(&s, 9, 1, Value::Null)],
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = conn.keys("rtest_hash:items:*").await.unwrap();
+    assert_eq!(
+        left,
+        ["rtest_hash:items:9"],
+        "the truncate removed everything written before it"
+    );
+}
+
+#[tokio::test]
+async fn json_documents_keep_unavailable_values() {
+    let (sink, mut conn) = sink(Format::Json, "rtest_json:{pk}", None, "rtest_json").await;
+    let s = schema("docs");
+    let big = "y".repeat(10_000);
+    sink.apply(&s.table, &[upsert(&s, 1, 5, Value::Text(big.clone()))])
+        .await
+        .unwrap();
+    sink.apply(&s.table, &[upsert(&s, 1, 6, Value::Unavailable)])
+        .await
+        .unwrap();
+    let doc: String = conn.get("rtest_json:1").await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["stock"], 6);
+    assert_eq!(doc["price"], "9.90");
+    assert_eq!(
+        doc["notes"].as_str(),
+        Some(big.as_str()),
+        "the placeholder never replaces the real value"
+    );
+}
+
+#[tokio::test]
+async fn string_format_stores_one_column_under_a_template() {
+    let (sink, mut conn) = sink(
+        Format::String,
+        "rtest_inv:{product_id}",
+        Some("stock"),
+        "rtest_inv",
+    )
+    .await;
+    let s = schema("inventory");
+    sink.apply(
+        &s.table,
+        &[
+            upsert(&s, 42, 17, Value::Null),
+            upsert(&s, 43, 3, Value::Null),
+        ],
+    )
+    .await
+    .unwrap();
+    let stock: String = conn.get("rtest_inv:42").await.unwrap();
+    assert_eq!(stock, "17");
+    sink.apply(&s.table, &[op(&s, Op::Delete, 43)])
+        .await
+        .unwrap();
+    assert!(!conn.exists::<_, bool>("rtest_inv:43").await.unwrap());
+}
+
+#[tokio::test]
+async fn templates_may_only_use_key_columns() {
+    let (sink, _conn) = sink(Format::Hash, "rtest_bad:{stock}", None, "rtest_bad").await;
+    let s = schema("items");
+    let err = sink
+        .apply(&s.table, &[upsert(&s, 1, 5, Value::Null)])
+        .await
+        .unwrap_err();
+    assert!(!err.is_retriable());
+    assert!(
+        err.to_string().contains("not a primary-key column"),
+        "{err}"
+    );
+}
+
+#[test]
+fn string_format_needs_a_field() {
+    let config = RedisSinkConfig {
+        kind: "redis".into(),
+        url: url(),
+        password_env: None,
+        key: "{pk}".into(),
+        format: Format::String,
+        field: None,
+        ttl_seconds: 0,
+        key_set_prefix: "x".into(),
+    };
+    let err = RedisSink::new("cache", "sinks.cache", config)
+        .err()
+        .expect("rejected");
+    assert_eq!(err.key, "sinks.cache.field");
+}
