@@ -4,5 +4,8 @@ use ripple_sink::SinkFactory;
 use std::sync::Arc;
 
 pub fn builtin() -> Vec<Arc<dyn SinkFactory>> {
-    vec![Arc::new(ripple_sink_postgres::PostgresFactory), Arc::new(ripple_sink_redis::RedisFactory)]
+    vec![
+        Arc::new(ripple_sink_postgres::PostgresFactory),
+        Arc::new(ripple_sink_redis::RedisFactory),
+    ]
 }
