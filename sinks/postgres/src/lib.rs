@@ -16,6 +16,7 @@ use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, Ta
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Registers `type = "postgres"`.
 pub struct PostgresFactory;
@@ -41,6 +42,8 @@ pub struct PostgresSink {
     name: String,
     pool: PgPool,
     options: PgConnectOptions,
+    /// Set once the `_ripple` bookkeeping tables are known to exist (after a committed apply).
+    bookkeeping_ready: AtomicBool,
     config: PostgresSinkConfig,
     plans: PlanCache,
 }
@@ -62,6 +65,7 @@ impl PostgresSink {
             options,
             config,
             plans: PlanCache::default(),
+            bookkeeping_ready: AtomicBool::new(false),
         })
     }
 
@@ -74,6 +78,9 @@ impl PostgresSink {
         tx: &mut Transaction<'_, Postgres>,
         events: &[ChangeEvent],
     ) -> Result<(), SinkError> {
+        if !self.bookkeeping_ready.load(Ordering::Relaxed) {
+            plan::ensure_bookkeeping(tx).await?;
+        }
         // A truncate splits the batch: what came before it is wiped, what comes after it stays.
         let mut start = 0;
         for (i, e) in events.iter().enumerate() {
@@ -105,6 +112,10 @@ impl PostgresSink {
     }
 
     /// Truncate records carry no key schema, so they get no plan: the table is emptied if it exists.
+    /// Truncate records carry no key schema, so they get no plan. The truncate moves the table's
+    /// watermark; only if it really is newer are the rows (and tombstones) older than it removed.
+    /// Rows are deleted by version rather than TRUNCATEd, so a truncate delivered again after
+    /// newer rows landed removes none of them.
     async fn truncate(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -115,17 +126,53 @@ impl PostgresSink {
             self.config.schema.as_deref().unwrap_or(&table.namespace),
             &table.name,
         );
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(&target)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(|e| sql::classify(e, "look up table"))?;
-        if exists {
-            sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {target}")))
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| sql::classify(e, "truncate"))?;
+        let (commit, change) = (event.version.commit as i64, event.version.change as i64);
+        // A table that does not exist yet has nothing to remove.
+        let Some(name) = plan::bookkeeping_name(tx, &target).await? else {
+            return Ok(());
+        };
+        let advanced: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO _ripple.truncations AS w (table_name, commit_lsn, change_lsn) VALUES ($1, $2, $3) \
+             ON CONFLICT (table_name) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, change_lsn = EXCLUDED.change_lsn \
+             WHERE (w.commit_lsn, w.change_lsn) < (EXCLUDED.commit_lsn, EXCLUDED.change_lsn) RETURNING 1",
+        )
+        .bind(&name)
+        .bind(commit)
+        .bind(change)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| sql::classify(e, "record truncate"))?;
+        if advanced.is_none() {
+            return Ok(());
         }
+        sqlx::query("DELETE FROM _ripple.tombstones WHERE table_name = $1 AND (commit_lsn, change_lsn) < ($2, $3)")
+            .bind(&name)
+            .bind(commit)
+            .bind(change)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| sql::classify(e, "truncate"))?;
+        let has_versions: bool = sqlx::query_scalar(
+            "SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass($1) \
+             AND attname IN ('_ripple_commit', '_ripple_change') AND NOT attisdropped",
+        )
+        .bind(&target)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| sql::classify(e, "look up table"))?;
+        let statement = if has_versions {
+            format!(
+                "DELETE FROM {target} WHERE (COALESCE(_ripple_commit, -1), COALESCE(_ripple_change, -1)) < ($1, $2)"
+            )
+        } else {
+            format!("DELETE FROM {target} WHERE $1::int8 IS NOT NULL AND $2::int8 IS NOT NULL")
+        };
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(commit)
+            .bind(change)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| sql::classify(e, "truncate"))?;
         Ok(())
     }
 
@@ -169,7 +216,11 @@ impl Sink for PostgresSink {
             .map_err(|e| sql::classify(e, "begin"))?;
         let result = self.apply_in(&mut tx, events).await;
         match result {
-            Ok(()) => tx.commit().await.map_err(|e| sql::classify(e, "commit")),
+            Ok(()) => {
+                tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;
+                self.bookkeeping_ready.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) => {
                 // A failed DDL may have left a plan for a table state that was rolled back.
                 self.plans.clear();

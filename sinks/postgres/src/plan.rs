@@ -6,7 +6,7 @@ use crate::config::PostgresSinkConfig;
 use crate::encode::to_text;
 use crate::sql::{classify, ident, qualified};
 use ahash::AHashMap;
-use ripple_sink::{ChangeEvent, Column, ColumnType, Op, SinkError, TableSchema, Value};
+use ripple_sink::{ChangeEvent, Column, ColumnType, Op, SinkError, TableSchema, Value, Version};
 // Every dynamic statement here is assembled from `ident`-quoted names and whitelisted type names;
 // values are always bound.
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
@@ -41,6 +41,8 @@ impl PlanCache {
 /// What one table of one schema version needs to be written.
 pub struct Plan {
     target: String,
+    /// The target's name in Ripple's bookkeeping tables (tombstones, truncation watermarks).
+    pub table_name: String,
     /// The replica's type for each schema column (schema-qualified, without modifier): the cast target.
     casts: Vec<String>,
     types: Vec<ColumnType>,
@@ -77,6 +79,7 @@ impl Plan {
                     "replica table {target} does not exist and create_tables is false"
                 )));
             }
+            lock_ddl(tx).await?;
             let ddl = create_table_sql(&target, schema);
             tracing::info!(table = %target, "creating replica table");
             sqlx::query(AssertSqlSafe(format!(
@@ -120,7 +123,23 @@ impl Plan {
             };
             casts.push(cast);
         }
+        for version_column in [COMMIT_COLUMN, CHANGE_COLUMN] {
+            if !existing.contains_key(version_column) {
+                sqlx::query(AssertSqlSafe(format!(
+                    "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {version_column} bigint"
+                )))
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| classify(e, "add version columns"))?;
+            }
+        }
+        let table_name = bookkeeping_name(tx, &target).await?.ok_or_else(|| {
+            SinkError::retriable(format!(
+                "replica table {target} disappeared while Ripple prepared to write it"
+            ))
+        })?;
         Ok(Plan {
+            table_name,
             target,
             casts,
             types: schema.columns.iter().map(|c| c.ty.clone()).collect(),
@@ -143,7 +162,7 @@ impl Plan {
             return Ok(());
         }
         let sql = self.statement(&group.unavailable, has_del, has_up);
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&self.table_name);
         if has_del {
             for (k, &col) in self.key.iter().enumerate() {
                 let values: Vec<Option<String>> = group
@@ -153,16 +172,20 @@ impl Plan {
                     .collect();
                 query = query.bind(values);
             }
+            let (commits, changes) = versions(group.deletes.iter().map(|e| e.version));
+            query = query.bind(commits).bind(changes);
         }
         if has_up {
             for col in 0..self.casts.len() {
                 let values: Vec<Option<String>> = group
                     .upserts
                     .iter()
-                    .map(|row| to_text(&row[col], &self.types[col]))
+                    .map(|(row, _)| to_text(&row[col], &self.types[col]))
                     .collect();
                 query = query.bind(values);
             }
+            let (commits, changes) = versions(group.upserts.iter().map(|(_, v)| *v));
+            query = query.bind(commits).bind(changes);
         }
         query
             .execute(&mut **tx)
@@ -180,19 +203,34 @@ impl Plan {
             .clone()
     }
 
+    /// One statement for a reduced group. Every write is guarded by version: a row is only
+    /// replaced by a newer change, a delete leaves a tombstone so an older insert delivered again
+    /// cannot bring the row back, and nothing at or below the table's truncation watermark lands.
     fn build_statement(&self, unavailable: &[bool], has_del: bool, has_up: bool) -> String {
-        let mut param = 0;
+        let mut param = 1; // $1 is the bookkeeping table name
         let mut next = || {
             param += 1;
             param
         };
-        let mut sql = String::new();
+        let older = |alias: &str, vc: &str, vh: &str| {
+            format!(
+                "(COALESCE({alias}.{COMMIT_COLUMN}, -1), COALESCE({alias}.{CHANGE_COLUMN}, -1)) < ({vc}, {vh})"
+            )
+        };
+        let watermark = |alias: &str| {
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {TRUNCATIONS} w WHERE w.table_name = $1 \
+                 AND (w.commit_lsn, w.change_lsn) >= ({alias}.vc, {alias}.vh))"
+            )
+        };
+        let mut ctes: Vec<String> = Vec::new();
         if has_del {
             let arrays: Vec<String> = self
                 .key
                 .iter()
                 .map(|_| format!("${}::text[]", next()))
                 .collect();
+            let (vc, vh) = (next(), next());
             let aliases: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
             let conds: Vec<String> = self
                 .key
@@ -200,47 +238,121 @@ impl Plan {
                 .enumerate()
                 .map(|(i, &c)| format!("t.{} = d.k{i}::{}", ident(&self.names[c]), self.casts[c]))
                 .collect();
-            let delete = format!(
-                "DELETE FROM {} t USING unnest({}) AS d({}) WHERE {}",
-                self.target,
+            ctes.push(format!(
+                "d AS (SELECT * FROM unnest({}, ${vc}::int8[], ${vh}::int8[]) AS u({}, vc, vh) WHERE {})",
                 arrays.join(", "),
                 aliases.join(", "),
-                conds.join(" AND ")
-            );
-            if !has_up {
-                return delete;
-            }
-            sql.push_str(&format!("WITH deleted AS ({delete}) "));
+                watermark("u")
+            ));
+            ctes.push(format!(
+                "deleted AS (DELETE FROM {} t USING d WHERE {} AND {})",
+                self.target,
+                conds.join(" AND "),
+                older("t", "d.vc", "d.vh")
+            ));
+            ctes.push(format!(
+                "tombstoned AS (INSERT INTO {TOMBSTONES} (table_name, key, commit_lsn, change_lsn) \
+                 SELECT $1, ARRAY[{}]::text, d.vc, d.vh FROM d \
+                 ON CONFLICT (table_name, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, change_lsn = EXCLUDED.change_lsn \
+                 WHERE (tombstones.commit_lsn, tombstones.change_lsn) < (EXCLUDED.commit_lsn, EXCLUDED.change_lsn))",
+                aliases.iter().map(|a| format!("d.{a}")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !has_up {
+            return format!("WITH {} SELECT 1", ctes.join(", "));
         }
         let n = self.casts.len();
         let arrays: Vec<String> = (0..n).map(|_| format!("${}::text[]", next())).collect();
+        let (vc, vh) = (next(), next());
         let aliases: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
-        let columns: Vec<String> = self.names.iter().map(|c| ident(c)).collect();
-        let values: Vec<String> = (0..n)
+        let key_text: Vec<String> = self.key.iter().map(|&c| format!("u.v{c}")).collect();
+        ctes.push(format!(
+            "s AS (SELECT * FROM unnest({}, ${vc}::int8[], ${vh}::int8[]) AS u({}, vc, vh) WHERE {} \
+             AND NOT EXISTS (SELECT 1 FROM {TOMBSTONES} tb WHERE tb.table_name = $1 AND tb.key = ARRAY[{}]::text \
+             AND (tb.commit_lsn, tb.change_lsn) >= (u.vc, u.vh)))",
+            arrays.join(", "),
+            aliases.join(", "),
+            watermark("u"),
+            key_text.join(", ")
+        ));
+        let mut columns: Vec<String> = self.names.iter().map(|c| ident(c)).collect();
+        columns.extend([COMMIT_COLUMN.to_string(), CHANGE_COLUMN.to_string()]);
+        let mut values: Vec<String> = (0..n)
             .map(|i| format!("s.v{i}::{}", self.casts[i]))
             .collect();
+        values.extend(["s.vc".to_string(), "s.vh".to_string()]);
         let conflict: Vec<String> = self.key.iter().map(|&c| ident(&self.names[c])).collect();
-        let updates: Vec<String> = (0..n)
+        let mut updates: Vec<String> = (0..n)
             .filter(|i| !self.key.contains(i) && !unavailable.get(*i).copied().unwrap_or(false))
             .map(|i| format!("{0} = EXCLUDED.{0}", ident(&self.names[i])))
             .collect();
-        let action = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
-        sql.push_str(&format!(
-            "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {}",
+        updates.extend([COMMIT_COLUMN, CHANGE_COLUMN].map(|c| format!("{c} = EXCLUDED.{c}")));
+        format!(
+            "WITH {} INSERT INTO {} AS t ({}) SELECT {} FROM s ON CONFLICT ({}) DO UPDATE SET {} WHERE {}",
+            ctes.join(", "),
             self.target,
             columns.join(", "),
             values.join(", "),
-            arrays.join(", "),
-            aliases.join(", "),
             conflict.join(", "),
-            action
-        ));
-        sql
+            updates.join(", "),
+            older("t", "EXCLUDED._ripple_commit", "EXCLUDED._ripple_change")
+        )
     }
+}
+
+/// Version columns Ripple adds to every replica table; `verify` ignores `_ripple*` columns.
+pub const COMMIT_COLUMN: &str = "_ripple_commit";
+pub const CHANGE_COLUMN: &str = "_ripple_change";
+/// Versions of deleted keys, so a late, older insert cannot resurrect a row.
+pub const TOMBSTONES: &str = "_ripple.tombstones";
+/// Per table, the version of its last truncate: nothing older may land afterwards.
+pub const TRUNCATIONS: &str = "_ripple.truncations";
+
+/// Creates Ripple's bookkeeping tables in the replica if they are missing.
+pub async fn ensure_bookkeeping(tx: &mut Transaction<'_, Postgres>) -> Result<(), SinkError> {
+    lock_ddl(tx).await?;
+    for ddl in [
+        "CREATE SCHEMA IF NOT EXISTS _ripple",
+        "CREATE TABLE IF NOT EXISTS _ripple.tombstones (table_name text NOT NULL, key text NOT NULL, \
+         commit_lsn bigint NOT NULL, change_lsn bigint NOT NULL, PRIMARY KEY (table_name, key))",
+        "CREATE TABLE IF NOT EXISTS _ripple.truncations (table_name text PRIMARY KEY, \
+         commit_lsn bigint NOT NULL, change_lsn bigint NOT NULL)",
+    ] {
+        sqlx::query(ddl)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify(e, "create bookkeeping tables"))?;
+    }
+    Ok(())
+}
+
+/// The table's key in the bookkeeping tables: its name and OID, so a table dropped and created again
+/// starts with no tombstones or watermark. `None` when the table does not exist.
+pub async fn bookkeeping_name(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &str,
+) -> Result<Option<String>, SinkError> {
+    let oid: Option<i64> = sqlx::query_scalar("SELECT to_regclass($1)::oid::int8")
+        .bind(target)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| classify(e, "look up table"))?;
+    Ok(oid.map(|oid| format!("{target}#{oid}")))
+}
+
+/// Serializes Ripple's DDL across sinks and instances until the transaction ends: concurrent
+/// `CREATE ... IF NOT EXISTS` of the same object otherwise fails on a catalog unique index.
+async fn lock_ddl(tx: &mut Transaction<'_, Postgres>) -> Result<(), SinkError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('ripple ddl'))")
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| classify(e, "lock for DDL"))?;
+    Ok(())
+}
+
+/// Versions as the two bigint arrays the statements take. LSNs fit in an i64 by a wide margin.
+fn versions(it: impl Iterator<Item = Version>) -> (Vec<i64>, Vec<i64>) {
+    it.map(|v| (v.commit as i64, v.change as i64)).unzip()
 }
 
 async fn catalog_types(
@@ -281,6 +393,8 @@ fn create_table_sql(target: &str, schema: &TableSchema) -> String {
             format!("{} {}{not_null}", ident(&c.name), pg_type(c))
         })
         .collect();
+    cols.push(format!("{COMMIT_COLUMN} bigint"));
+    cols.push(format!("{CHANGE_COLUMN} bigint"));
     let key: Vec<String> = schema.key_columns().map(|c| ident(&c.name)).collect();
     cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
     format!("CREATE TABLE IF NOT EXISTS {target} ({})", cols.join(", "))
@@ -356,7 +470,8 @@ pub struct Group<'a> {
     pub schema: &'a Arc<TableSchema>,
     /// Columns that no upsert of this group carries (unchanged TOAST values): left as they are.
     pub unavailable: Vec<bool>,
-    pub upserts: Vec<Cow<'a, [Value]>>,
+    /// Rows with the version of the change that produced them.
+    pub upserts: Vec<(Cow<'a, [Value]>, Version)>,
     pub deletes: Vec<&'a ChangeEvent>,
     first: &'a ChangeEvent,
 }
@@ -367,9 +482,9 @@ impl<'a> Group<'a> {
     }
 }
 
-/// Reduces a truncate-free run of events to the last change per key and groups the result.
+/// Reduces a truncate-free run of events to the newest change per key and groups the result.
 pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
-    // Last state per key, with its row merged over earlier upserts' values where it was unavailable.
+    // Newest state per key, with its row merged over earlier upserts' values where it was unavailable.
     let mut last: AHashMap<Vec<Option<String>>, (usize, Option<Cow<'_, [Value]>>)> =
         AHashMap::new();
     for (i, e) in events.iter().enumerate() {
@@ -378,6 +493,13 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
             .iter()
             .map(|v| to_text(v, &ColumnType::Text))
             .collect();
+        // The newest change per key wins, not the last one read: a stale duplicate can follow the
+        // change it duplicates in the same batch.
+        if let Some((kept, _)) = last.get(&key) {
+            if events[*kept].version > e.version {
+                continue;
+            }
+        }
         let row = match e.op {
             Op::Upsert => {
                 let row = e.row.as_deref().unwrap_or_default();
@@ -433,7 +555,7 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
                 if g.upserts.is_empty() {
                     g.unavailable = unavailable;
                 }
-                g.upserts.push(r);
+                g.upserts.push((r, e.version));
             }
             None => g.deletes.push(e),
         }
@@ -489,7 +611,25 @@ mod tests {
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].deletes.len(), 1);
         assert_eq!(groups[0].upserts.len(), 1);
-        assert_eq!(groups[0].upserts[0][1], Value::Text("c".into()));
+        assert_eq!(groups[0].upserts[0].0[1], Value::Text("c".into()));
+    }
+
+    #[test]
+    fn a_stale_duplicate_later_in_the_batch_does_not_win() {
+        let s = schema();
+        let mut newer = ev(&s, Op::Upsert, 1, Some(Value::Text("new".into())));
+        newer.version = Version {
+            commit: 9,
+            change: 1,
+        };
+        let mut stale = ev(&s, Op::Upsert, 1, Some(Value::Text("old".into())));
+        stale.version = Version {
+            commit: 3,
+            change: 1,
+        };
+        let events = vec![newer, stale];
+        let groups = reduce(&events);
+        assert_eq!(groups[0].upserts[0].0[1], Value::Text("new".into()));
     }
 
     #[test]
@@ -500,7 +640,7 @@ mod tests {
             ev(&s, Op::Upsert, 1, Some(Value::Unavailable)),
         ];
         let groups = reduce(&events);
-        assert_eq!(groups[0].upserts[0][1], Value::Text("big".into()));
+        assert_eq!(groups[0].upserts[0].0[1], Value::Text("big".into()));
         assert_eq!(groups[0].unavailable, vec![false, false]);
     }
 
@@ -521,6 +661,7 @@ mod tests {
         let s = schema();
         let plan = Plan {
             target: "\"public\".\"t\"".into(),
+            table_name: "\"public\".\"t\"".into(),
             casts: vec!["integer".into(), "text".into()],
             types: s.columns.iter().map(|c| c.ty.clone()).collect(),
             names: vec!["id".into(), "note".into()],
@@ -529,16 +670,27 @@ mod tests {
         };
         let sql = plan.build_statement(&[false, true], true, true);
         assert!(
-            sql.starts_with(
-                "WITH deleted AS (DELETE FROM \"public\".\"t\" t USING unnest($1::text[]) AS d(k0)"
+            sql.contains("unnest($2::text[], $3::int8[], $4::int8[]) AS u(k0, vc, vh)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "unnest($5::text[], $6::text[], $7::int8[], $8::int8[]) AS u(v0, v1, vc, vh)"
             ),
             "{sql}"
         );
-        assert!(sql.contains("unnest($2::text[], $3::text[])"), "{sql}");
-        assert!(sql.ends_with("DO NOTHING"), "{sql}");
+        assert!(
+            !sql.contains("\"note\" = EXCLUDED"),
+            "unavailable columns are left as they are: {sql}"
+        );
+        assert!(
+            sql.contains("INSERT INTO _ripple.tombstones"),
+            "deletes leave tombstones: {sql}"
+        );
+        assert!(sql.ends_with("WHERE (COALESCE(t._ripple_commit, -1), COALESCE(t._ripple_change, -1)) < (EXCLUDED._ripple_commit, EXCLUDED._ripple_change)"), "{sql}");
         let sql = plan.build_statement(&[false, false], false, true);
         assert!(
-            sql.ends_with("DO UPDATE SET \"note\" = EXCLUDED.\"note\""),
+            sql.contains("DO UPDATE SET \"note\" = EXCLUDED.\"note\", _ripple_commit"),
             "{sql}"
         );
     }

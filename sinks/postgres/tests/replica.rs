@@ -177,8 +177,11 @@ async fn batches_apply_in_order_and_replay_changes_nothing() {
             "timestamp without time zone",
             "numeric",
             "character varying(255)",
-            "jsonb"
-        ]
+            "jsonb",
+            "bigint",
+            "bigint"
+        ],
+        "the source's columns, then Ripple's two version columns"
     );
 }
 
@@ -254,4 +257,103 @@ async fn rejected_data_is_a_permanent_error() {
         .unwrap_err();
     assert!(!err.is_retriable(), "{err}");
     assert!(err.to_string().contains("numeric"), "{err}");
+}
+
+fn at(mut e: ChangeEvent, commit: u64, change: u64) -> ChangeEvent {
+    e.version = Version { commit, change };
+    e
+}
+
+#[tokio::test]
+async fn rows_never_move_back_in_time() {
+    let ns = "sink_pg_it_versions";
+    let sink = sink(ns).await;
+    let s = schema();
+    let t = s.table.clone();
+    sink.apply(
+        &t,
+        &[at(
+            upsert(&s, 0, 1, "2.00", Value::Text("new".into())),
+            20,
+            5,
+        )],
+    )
+    .await
+    .unwrap();
+    // A stale duplicate of an older change arrives late, alone and inside a batch.
+    sink.apply(
+        &t,
+        &[at(
+            upsert(&s, 0, 1, "1.00", Value::Text("old".into())),
+            10,
+            99,
+        )],
+    )
+    .await
+    .unwrap();
+    sink.apply(
+        &t,
+        &[
+            at(upsert(&s, 0, 2, "5", Value::Null), 20, 6),
+            at(upsert(&s, 0, 1, "1.50", Value::Null), 20, 4),
+        ],
+    )
+    .await
+    .unwrap();
+    let r = rows(&sink, ns).await;
+    assert_eq!(
+        (r[0].2.as_str(), r[0].3.as_deref()),
+        ("2.00", Some("new")),
+        "the newer row stays"
+    );
+    assert_eq!(r.len(), 2);
+
+    // A delete wins against a re-delivered older insert of the same key.
+    sink.apply(&t, &[at(delete(&s, 0, 2), 30, 1)])
+        .await
+        .unwrap();
+    sink.apply(&t, &[at(upsert(&s, 0, 2, "5", Value::Null), 20, 6)])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&sink, ns)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    // A newer insert after the delete does bring the key back.
+    sink.apply(&t, &[at(upsert(&s, 0, 2, "6", Value::Null), 31, 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&sink, ns)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+
+    // A truncate removes what came before it; nothing older lands afterwards, newer rows do, and
+    // the same truncate delivered again removes nothing newer.
+    let truncate_at = at(truncate(&s, 0), 40, 1);
+    sink.apply(
+        &t,
+        &[
+            truncate_at.clone(),
+            at(upsert(&s, 0, 3, "3", Value::Null), 41, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    sink.apply(
+        &t,
+        &[at(upsert(&s, 0, 1, "9", Value::Null), 39, 9), truncate_at],
+    )
+    .await
+    .unwrap();
+    let r = rows(&sink, ns).await;
+    assert_eq!(r.iter().map(|r| r.0).collect::<Vec<_>>(), [3], "{r:?}");
 }
