@@ -1,7 +1,8 @@
 //! The Redis sink: one key per source row (named by a template such as `inventory:{product_id}`),
 //! holding the row as a hash, a JSON document, or one column as a plain string. Each batch goes to
-//! Redis as one atomic pipeline. Truncates find a table's keys through a per-table key set, never
-//! through KEYS or SCAN over the whole keyspace.
+//! Redis as one atomic pipeline of server-side scripts that compare versions and write in one step,
+//! so a row never moves back in time. Truncates find a table's keys through a per-table key set,
+//! never through KEYS or SCAN over the whole keyspace.
 
 mod config;
 mod template;
@@ -41,22 +42,24 @@ pub struct RedisSink {
     connection: tokio::sync::OnceCell<ConnectionManager>,
     config: RedisSinkConfig,
     key: KeyTemplate,
+    apply_script: redis::Script,
+    truncate_script: redis::Script,
 }
 
-/// Writes a JSON row, keeping from the stored document the fields whose values did not come with
-/// the change (ARGV[3..]: unchanged TOAST columns), so a placeholder never replaces a real value.
-const JSON_MERGE: &str = r#"
-local doc = cjson.decode(ARGV[1])
-local old = redis.call('GET', KEYS[1])
-if old then
-  local prev = cjson.decode(old)
-  for i = 3, #ARGV do doc[ARGV[i]] = prev[ARGV[i]] end
-end
-redis.call('SET', KEYS[1], cjson.encode(doc))
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
-"#;
+/// Guarded write of one change; see the script's header.
+const APPLY: &str = include_str!("apply.lua");
+/// Guarded truncate of one table; see the script's header.
+const TRUNCATE: &str = include_str!("truncate.lua");
+
+/// The per-table keys Ripple keeps next to the data.
+struct TableKeys {
+    /// Every data key written and not deleted: what a truncate removes.
+    set: String,
+    /// Version per data key, deleted ones included.
+    versions: String,
+    /// Version of the last truncate.
+    watermark: String,
+}
 
 impl RedisSink {
     pub fn new(name: &str, key_prefix: &str, config: RedisSinkConfig) -> Result<Self, ConfigError> {
@@ -76,6 +79,8 @@ impl RedisSink {
             connection: tokio::sync::OnceCell::new(),
             config,
             key,
+            apply_script: redis::Script::new(APPLY),
+            truncate_script: redis::Script::new(TRUNCATE),
         })
     }
 
@@ -87,43 +92,48 @@ impl RedisSink {
             .map_err(|e| classify(e, "connect"))
     }
 
-    /// The set that lists every key this sink wrote for `table`.
-    fn key_set(&self, table: &TableRef) -> String {
-        format!(
-            "{}{}.{}",
-            self.config.key_set_prefix, table.namespace, table.name
-        )
+    fn table_keys(&self, table: &TableRef) -> TableKeys {
+        let prefix = &self.config.key_set_prefix;
+        let t = format!("{}.{}", table.namespace, table.name);
+        TableKeys {
+            set: format!("{prefix}{t}"),
+            versions: format!("{prefix}{t}:versions"),
+            watermark: format!("{prefix}{t}:truncated"),
+        }
     }
 
     async fn truncate(
         &self,
         conn: &mut ConnectionManager,
-        table: &TableRef,
+        keys: &TableKeys,
+        event: &ChangeEvent,
     ) -> Result<(), SinkError> {
-        let set = self.key_set(table);
+        let mut first = true;
         loop {
-            let keys: Vec<String> = redis::cmd("SPOP")
-                .arg(&set)
+            let removed: i64 = self
+                .truncate_script
+                .key(&keys.set)
+                .key(&keys.versions)
+                .key(&keys.watermark)
+                .arg(event.version.commit)
+                .arg(event.version.change)
                 .arg(1000)
-                .query_async(conn)
+                .arg(if first { "first" } else { "more" })
+                .invoke_async(conn)
                 .await
                 .map_err(|e| classify(e, "truncate"))?;
-            if keys.is_empty() {
+            first = false;
+            if removed <= 0 {
                 return Ok(());
             }
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(conn)
-                .await
-                .map_err(|e| classify(e, "truncate"))?;
         }
     }
 
-    /// Adds the commands for one change to the batch's pipeline.
+    /// Adds the guarded write of one change to the batch's pipeline.
     fn add(
         &self,
         pipe: &mut redis::Pipeline,
-        set: &str,
+        keys: &TableKeys,
         event: &ChangeEvent,
         index: usize,
     ) -> Result<(), SinkError> {
@@ -131,93 +141,76 @@ impl RedisSink {
             .key
             .render(event)
             .map_err(|e| SinkError::permanent(e).at_event(index))?;
-        let ttl = self.config.ttl_seconds;
-        match event.op {
-            Op::Delete => {
-                pipe.del(&key).ignore().srem(set, &key).ignore();
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(self.apply_script.get_hash())
+            .arg(4)
+            .arg(&key)
+            .arg(&keys.versions)
+            .arg(&keys.watermark)
+            .arg(&keys.set)
+            .arg(event.version.commit)
+            .arg(event.version.change)
+            .arg(self.config.ttl_seconds);
+        let row = event.row.as_deref().unwrap_or_default();
+        let columns = &event.schema.columns;
+        match (event.op, &self.config.format) {
+            (Op::Delete, _) => {
+                cmd.arg("del");
             }
-            Op::Upsert => {
-                let row = event.row.as_deref().unwrap_or_default();
-                let columns = &event.schema.columns;
-                match &self.config.format {
-                    Format::Hash => {
-                        let mut set_fields: Vec<(&str, String)> = Vec::new();
-                        let mut cleared: Vec<&str> = Vec::new();
-                        for (c, v) in columns.iter().zip(row) {
-                            match v {
-                                Value::Unavailable => {}
-                                Value::Null => cleared.push(&c.name),
-                                v => set_fields
-                                    .push((&c.name, ripple_sink::to_text(v).unwrap_or_default())),
-                            }
-                        }
-                        if !cleared.is_empty() {
-                            pipe.hdel(&key, cleared).ignore();
-                        }
-                        if !set_fields.is_empty() {
-                            pipe.hset_multiple(&key, &set_fields).ignore();
-                        }
-                        if ttl > 0 {
-                            pipe.expire(&key, ttl as i64).ignore();
-                        }
-                    }
-                    Format::Json => {
-                        let mut doc = serde_json::Map::new();
-                        let mut unavailable = Vec::new();
-                        for (c, v) in columns.iter().zip(row) {
-                            if *v == Value::Unavailable {
-                                unavailable.push(c.name.clone());
-                            } else {
-                                doc.insert(c.name.clone(), ripple_sink::to_json(v));
-                            }
-                        }
-                        let doc = serde_json::Value::Object(doc).to_string();
-                        if unavailable.is_empty() {
-                            match ttl {
-                                0 => pipe.set(&key, doc).ignore(),
-                                t => pipe.set_ex(&key, doc, t).ignore(),
-                            };
-                        } else {
-                            // EVAL rather than EVALSHA: a pipeline cannot load a script a
-                            // restarted server has forgotten, and the text is short.
-                            pipe.cmd("EVAL")
-                                .arg(JSON_MERGE)
-                                .arg(1)
-                                .arg(&key)
-                                .arg(doc)
-                                .arg(ttl)
-                                .arg(&unavailable)
-                                .ignore();
-                        }
-                    }
-                    Format::String => {
-                        let field = self.config.field.as_deref().unwrap_or_default();
-                        let i = event.schema.column_index(field).ok_or_else(|| {
-                            SinkError::permanent(format!(
-                                "table {} has no column {field:?} (the sink's `field`)",
-                                event.table()
-                            ))
-                            .at_event(index)
-                        })?;
-                        match &row[i] {
-                            Value::Unavailable => {}
-                            Value::Null => {
-                                pipe.del(&key).ignore();
-                            }
-                            v => {
-                                let text = ripple_sink::to_text(v).unwrap_or_default();
-                                match ttl {
-                                    0 => pipe.set(&key, text).ignore(),
-                                    t => pipe.set_ex(&key, text, t).ignore(),
-                                };
-                            }
+            (Op::Upsert, Format::Hash) => {
+                let mut set_fields: Vec<(&str, String)> = Vec::new();
+                let mut cleared: Vec<&str> = Vec::new();
+                for (c, v) in columns.iter().zip(row) {
+                    match v {
+                        Value::Unavailable => {}
+                        Value::Null => cleared.push(&c.name),
+                        v => {
+                            set_fields.push((&c.name, ripple_sink::to_text(v).unwrap_or_default()))
                         }
                     }
                 }
-                pipe.sadd(set, &key).ignore();
+                cmd.arg("hash").arg(set_fields.len());
+                for (f, v) in &set_fields {
+                    cmd.arg(*f).arg(v);
+                }
+                cmd.arg(&cleared);
             }
-            Op::Truncate => unreachable!("truncates split the batch before it reaches `add`"),
+            (Op::Upsert, Format::Json) => {
+                let mut doc = serde_json::Map::new();
+                let mut unavailable: Vec<&str> = Vec::new();
+                for (c, v) in columns.iter().zip(row) {
+                    if *v == Value::Unavailable {
+                        unavailable.push(&c.name);
+                    } else {
+                        doc.insert(c.name.clone(), ripple_sink::to_json(v));
+                    }
+                }
+                cmd.arg("json")
+                    .arg(serde_json::Value::Object(doc).to_string())
+                    .arg(&unavailable);
+            }
+            (Op::Upsert, Format::String) => {
+                let field = self.config.field.as_deref().unwrap_or_default();
+                let i = event.schema.column_index(field).ok_or_else(|| {
+                    SinkError::permanent(format!(
+                        "table {} has no column {field:?} (the sink's `field`)",
+                        event.table()
+                    ))
+                    .at_event(index)
+                })?;
+                match &row[i] {
+                    // Nothing to write, but the version still moves forward.
+                    Value::Unavailable => cmd.arg("keep"),
+                    Value::Null => cmd.arg("del"),
+                    v => cmd
+                        .arg("string")
+                        .arg(ripple_sink::to_text(v).unwrap_or_default()),
+                };
+            }
+            (Op::Truncate, _) => unreachable!("truncates split the batch before it reaches `add`"),
         }
+        cmd.ignore();
         Ok(())
     }
 }
@@ -244,26 +237,33 @@ impl Sink for RedisSink {
 
     async fn apply(&self, table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError> {
         let mut conn = self.connection().await?;
-        let set = self.key_set(table);
+        // Pipelines call the script by hash; loading it first covers a server that restarted.
+        self.apply_script
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map_err(|e| classify(e, "load script"))?;
+        let keys = self.table_keys(table);
         let mut start = 0;
         // Segments between truncates each go as one atomic pipeline, in order.
-        for end in events
+        let ends = events
             .iter()
             .enumerate()
             .filter(|(_, e)| e.op == Op::Truncate)
-            .map(|(i, _)| i)
-            .chain([events.len()])
-        {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for (i, e) in events[start..end].iter().enumerate() {
-                self.add(&mut pipe, &set, e, start + i)?;
+            .map(|(i, _)| i);
+        for end in ends.chain([events.len()]) {
+            if start < end {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for (i, e) in events[start..end].iter().enumerate() {
+                    self.add(&mut pipe, &keys, e, start + i)?;
+                }
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| classify(e, "write"))?;
             }
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| classify(e, "write"))?;
             if end < events.len() {
-                self.truncate(&mut conn, table).await?;
+                self.truncate(&mut conn, &keys, &events[end]).await?;
             }
             start = end + 1;
         }

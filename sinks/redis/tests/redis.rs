@@ -9,6 +9,7 @@ use ripple_sink::{
 use ripple_sink_redis::{Format, RedisSink, RedisSinkConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn url() -> String {
     std::env::var("RIPPLE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
@@ -74,6 +75,15 @@ fn schema(table: &str) -> Arc<TableSchema> {
     })
 }
 
+/// Each event built gets the next version, as the source's commit order would give it.
+fn next_version() -> Version {
+    static CLOCK: AtomicU64 = AtomicU64::new(1);
+    Version {
+        commit: 7,
+        change: CLOCK.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
 fn upsert(s: &Arc<TableSchema>, id: i64, stock: i64, notes: Value) -> ChangeEvent {
     ChangeEvent {
         schema: s.clone(),
@@ -85,7 +95,7 @@ fn upsert(s: &Arc<TableSchema>, id: i64, stock: i64, notes: Value) -> ChangeEven
             notes,
         ]),
         key: vec![Value::Int(id)],
-        version: Version::default(),
+        version: next_version(),
         source_ts_ms: 0,
         origin: Origin {
             topic: Arc::from("t"),
@@ -230,4 +240,61 @@ fn string_format_needs_a_field() {
         .err()
         .expect("rejected");
     assert_eq!(err.key, "sinks.cache.field");
+}
+
+#[tokio::test]
+async fn keys_never_move_back_in_time() {
+    let (sink, mut conn) = sink(Format::Hash, "rtest_ver:row:{pk}", None, "rtest_ver").await;
+    let s = schema("versions");
+    let t = s.table.clone();
+    sink.apply(&t, &[at(upsert(&s, 1, 10, Value::Null), 50, 1)])
+        .await
+        .unwrap();
+    // A stale duplicate, alone and after the newer change in one batch.
+    sink.apply(&t, &[at(upsert(&s, 1, 3, Value::Null), 40, 9)])
+        .await
+        .unwrap();
+    sink.apply(
+        &t,
+        &[
+            at(upsert(&s, 2, 1, Value::Null), 50, 2),
+            at(upsert(&s, 1, 4, Value::Null), 49, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    let stock: String = conn.hget("rtest_ver:row:1", "stock").await.unwrap();
+    assert_eq!(stock, "10");
+
+    // A delete wins against a late older insert; a newer insert brings the key back.
+    sink.apply(&t, &[at(op(&s, Op::Delete, 2), 60, 1)])
+        .await
+        .unwrap();
+    sink.apply(&t, &[at(upsert(&s, 2, 1, Value::Null), 50, 2)])
+        .await
+        .unwrap();
+    assert!(!conn.exists::<_, bool>("rtest_ver:row:2").await.unwrap());
+    sink.apply(&t, &[at(upsert(&s, 2, 8, Value::Null), 61, 1)])
+        .await
+        .unwrap();
+    assert!(conn.exists::<_, bool>("rtest_ver:row:2").await.unwrap());
+
+    // Nothing older than a truncate lands after it, and the same truncate again removes nothing newer.
+    let truncate = at(op(&s, Op::Truncate, 0), 70, 1);
+    sink.apply(
+        &t,
+        &[truncate.clone(), at(upsert(&s, 3, 1, Value::Null), 71, 1)],
+    )
+    .await
+    .unwrap();
+    sink.apply(&t, &[at(upsert(&s, 1, 99, Value::Null), 69, 1), truncate])
+        .await
+        .unwrap();
+    let left: Vec<String> = conn.keys("rtest_ver:row:*").await.unwrap();
+    assert_eq!(left, ["rtest_ver:row:3"]);
+}
+
+fn at(mut e: ChangeEvent, commit: u64, change: u64) -> ChangeEvent {
+    e.version = Version { commit, change };
+    e
 }

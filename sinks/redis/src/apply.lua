@@ -1,0 +1,49 @@
+-- Applies one change to one key, only if it is newer than what Redis holds for that key and newer
+-- than the table's last truncate. Versions are "commit:change" (Ripple's `Version`).
+--
+-- KEYS: 1 data key, 2 versions hash of the table, 3 truncation watermark of the table, 4 key set
+-- ARGV: 1 commit, 2 change, 3 ttl seconds (0: none), 4 op: del | hash | json | string, then
+--   hash:   5 number of fields to set n, then n field/value pairs, then fields to clear
+--   json:   5 document, then names of fields to keep from the stored document (unchanged values)
+--   string: 5 value
+local function newer(stored, c, h)
+  if not stored then return true end
+  local sc, sh = string.match(stored, '^(%d+):(%d+)$')
+  sc, sh = tonumber(sc), tonumber(sh)
+  return c > sc or (c == sc and h > sh)
+end
+
+local key = KEYS[1]
+local c, h = tonumber(ARGV[1]), tonumber(ARGV[2])
+if not newer(redis.call('GET', KEYS[3]), c, h) then return 0 end
+if not newer(redis.call('HGET', KEYS[2], key), c, h) then return 0 end
+-- Deleted keys keep their version too: a late, older insert must not bring them back.
+redis.call('HSET', KEYS[2], key, ARGV[1] .. ':' .. ARGV[2])
+
+local ttl, op = tonumber(ARGV[3]), ARGV[4]
+if op == 'del' then
+  redis.call('DEL', key)
+  redis.call('SREM', KEYS[4], key)
+  return 1
+elseif op == 'hash' then
+  local n = tonumber(ARGV[5])
+  local first_clear = 6 + 2 * n
+  if first_clear <= #ARGV then redis.call('HDEL', key, unpack(ARGV, first_clear, #ARGV)) end
+  if n > 0 then redis.call('HSET', key, unpack(ARGV, 6, 5 + 2 * n)) end
+elseif op == 'json' then
+  local doc = ARGV[5]
+  if #ARGV > 5 then
+    local old = redis.call('GET', key)
+    if old then
+      local new, prev = cjson.decode(doc), cjson.decode(old)
+      for i = 6, #ARGV do new[ARGV[i]] = prev[ARGV[i]] end
+      doc = cjson.encode(new)
+    end
+  end
+  redis.call('SET', key, doc)
+elseif op == 'string' then
+  redis.call('SET', key, ARGV[5])
+end
+if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+redis.call('SADD', KEYS[4], key)
+return 1
