@@ -7,5 +7,6 @@ pub fn builtin() -> Vec<Arc<dyn SinkFactory>> {
     vec![
         Arc::new(ripple_sink_postgres::PostgresFactory),
         Arc::new(ripple_sink_redis::RedisFactory),
+        Arc::new(ripple_sink_elasticsearch::ElasticsearchFactory),
     ]
 }

@@ -1,0 +1,394 @@
+//! The Elasticsearch sink (tested against OpenSearch): one document per source row, id from the
+//! primary key, written with `_bulk` requests sized by count and bytes. Documents carry external
+//! versions, so the index itself refuses anything not newer than what it holds; a 409 "version
+//! conflict" therefore means "already newer" and counts as applied.
+
+mod config;
+
+pub use config::ElasticsearchSinkConfig;
+
+use async_trait::async_trait;
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::Url;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
+use elasticsearch::params::VersionType;
+use elasticsearch::{BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, MgetParts};
+use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, TableRef, Value};
+use serde_json::{Map, Value as Json, json};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// Registers `type = "elasticsearch"`.
+pub struct ElasticsearchFactory;
+
+#[async_trait]
+impl SinkFactory for ElasticsearchFactory {
+    fn kind(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    async fn build(
+        &self,
+        name: &str,
+        key_prefix: &str,
+        section: toml::Table,
+    ) -> Result<Arc<dyn Sink>, ConfigError> {
+        let config: ElasticsearchSinkConfig = ripple_sink::parse_section(key_prefix, section)?;
+        Ok(Arc::new(ElasticsearchSink::new(name, key_prefix, config)?))
+    }
+}
+
+pub struct ElasticsearchSink {
+    name: String,
+    client: Elasticsearch,
+    config: ElasticsearchSinkConfig,
+    /// Indices known to exist with Ripple's settings.
+    created: Mutex<HashSet<String>>,
+}
+
+impl ElasticsearchSink {
+    pub fn new(
+        name: &str,
+        key_prefix: &str,
+        config: ElasticsearchSinkConfig,
+    ) -> Result<Self, ConfigError> {
+        config.check(key_prefix)?;
+        let url = Url::parse(&config.url).map_err(|e| {
+            ConfigError::new(
+                format!("{key_prefix}.url"),
+                format!("is not an http(s) URL: {e}"),
+            )
+        })?;
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(std::time::Duration::from_secs(60));
+        if let (Some(user), Some(password)) = (&config.username, config.password(key_prefix)?) {
+            builder = builder.auth(Credentials::Basic(user.clone(), password));
+        }
+        let transport = builder.build().map_err(|e| {
+            ConfigError::new(
+                format!("{key_prefix}.url"),
+                format!("cannot build a client: {e}"),
+            )
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            client: Elasticsearch::new(transport),
+            config,
+            created: Mutex::default(),
+        })
+    }
+
+    pub fn client(&self) -> &Elasticsearch {
+        &self.client
+    }
+
+    pub fn index_name(&self, table: &TableRef) -> String {
+        // Index names must be lowercase.
+        self.config
+            .index
+            .replace("{schema}", &table.namespace)
+            .replace("{table}", &table.name)
+            .to_lowercase()
+    }
+
+    /// Creates the index with `gc_deletes` long enough for delete versions to outlive late,
+    /// stale inserts. An index that already exists is left as it is.
+    async fn ensure_index(&self, index: &str) -> Result<(), SinkError> {
+        if self.created.lock().expect("index set").contains(index) {
+            return Ok(());
+        }
+        let response = self
+            .client
+            .indices()
+            .create(IndicesCreateParts::Index(index))
+            .body(json!({"settings": {"index": {"gc_deletes": self.config.gc_deletes}}}))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "create index"))?;
+        let status = response.status_code().as_u16();
+        if status >= 300 {
+            let body: Json = response.json().await.unwrap_or(Json::Null);
+            let kind = body["error"]["type"].as_str().unwrap_or_default();
+            if kind != "resource_already_exists_exception" {
+                return Err(status_error(
+                    status,
+                    format!("create index {index}: {body}"),
+                ));
+            }
+        }
+        self.created
+            .lock()
+            .expect("index set")
+            .insert(index.to_string());
+        Ok(())
+    }
+
+    async fn truncate(&self, index: &str) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .delete_by_query(DeleteByQueryParts::Index(&[index]))
+            .body(json!({"query": {"match_all": {}}}))
+            .refresh(true)
+            .conflicts(elasticsearch::params::Conflicts::Proceed)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "truncate"))?;
+        let status = response.status_code().as_u16();
+        if status >= 300 && status != 404 {
+            let body = response.text().await.unwrap_or_default();
+            return Err(status_error(status, format!("truncate {index}: {body}")));
+        }
+        Ok(())
+    }
+
+    /// The stored documents for the ids whose changes lack some values (unchanged TOAST columns).
+    async fn stored(&self, index: &str, ids: &[String]) -> Result<Map<String, Json>, SinkError> {
+        if ids.is_empty() {
+            return Ok(Map::new());
+        }
+        let response = self
+            .client
+            .mget(MgetParts::Index(index))
+            .body(json!({ "ids": ids }))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read documents"))?;
+        let status = response.status_code().as_u16();
+        let body: Json = response
+            .json()
+            .await
+            .map_err(|e| transport_error(e, "read documents"))?;
+        if status >= 300 {
+            return Err(status_error(status, format!("mget {index}: {body}")));
+        }
+        let mut out = Map::new();
+        for doc in body["docs"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(source)) = (doc["_id"].as_str(), doc.get("_source")) {
+                out.insert(id.to_string(), source.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends one `_bulk` request; `events[i]` produced `operations[i]`.
+    async fn bulk(
+        &self,
+        operations: Vec<BulkOperation<Json>>,
+        events: &[(usize, &ChangeEvent)],
+    ) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .bulk(BulkParts::None)
+            .body(operations)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "bulk"))?;
+        let status = response.status_code().as_u16();
+        let body: Json = response
+            .json()
+            .await
+            .map_err(|e| transport_error(e, "bulk response"))?;
+        if status >= 300 {
+            return Err(status_error(status, format!("bulk: {body}")));
+        }
+        if body["errors"].as_bool() != Some(true) {
+            return Ok(());
+        }
+        // Item by item: a version conflict means the index already holds something newer.
+        let mut retriable: Option<SinkError> = None;
+        for (i, item) in body["items"].as_array().into_iter().flatten().enumerate() {
+            let result = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or(Json::Null);
+            let status = result["status"].as_u64().unwrap_or(0) as u16;
+            if status < 300 || status == 409 || (status == 404 && item.get("delete").is_some()) {
+                continue;
+            }
+            let (index, event) = events.get(i).copied().unwrap_or((0, events[0].1));
+            let message = format!(
+                "document for {} rejected ({status}): {}",
+                event.table(),
+                result["error"]
+            );
+            let error = status_error(status, message).at_event(index);
+            if !error.is_retriable() {
+                return Err(error);
+            }
+            retriable.get_or_insert(error);
+        }
+        retriable.map_or(Ok(()), Err)
+    }
+
+    async fn apply_segment(
+        &self,
+        index: &str,
+        events: &[ChangeEvent],
+        offset: usize,
+    ) -> Result<(), SinkError> {
+        let mut missing_ids = Vec::new();
+        let mut docs: Vec<Option<(String, Map<String, Json>, Vec<String>)>> =
+            Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let id = doc_id(e);
+            match e.op {
+                Op::Upsert => {
+                    let mut doc = Map::new();
+                    let mut unavailable = Vec::new();
+                    for (c, v) in e
+                        .schema
+                        .columns
+                        .iter()
+                        .zip(e.row.as_deref().unwrap_or_default())
+                    {
+                        if *v == Value::Unavailable {
+                            unavailable.push(c.name.clone());
+                        } else {
+                            doc.insert(c.name.clone(), ripple_sink::to_json(v));
+                        }
+                    }
+                    if !unavailable.is_empty() {
+                        missing_ids.push(id.clone());
+                    }
+                    docs.push(Some((id, doc, unavailable)));
+                }
+                Op::Delete => docs.push(Some((id, Map::new(), Vec::new()))),
+                Op::Truncate => unreachable!("truncates split the batch: {}", offset + i),
+            }
+        }
+        let stored = self.stored(index, &missing_ids).await?;
+
+        let mut operations = Vec::new();
+        let mut owners: Vec<(usize, &ChangeEvent)> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, (e, doc)) in events.iter().zip(docs).enumerate() {
+            let (id, mut doc, unavailable) = doc.expect("one document per event");
+            let version = external_version(e);
+            let operation: BulkOperation<Json> = match e.op {
+                Op::Delete => {
+                    bytes += 100 + id.len();
+                    BulkOperation::delete(&id)
+                        .index(index)
+                        .version(version)
+                        .version_type(VersionType::External)
+                        .into()
+                }
+                _ => {
+                    for name in unavailable {
+                        if let Some(v) = stored.get(&id).and_then(|d| d.get(&name)) {
+                            doc.insert(name, v.clone());
+                        }
+                    }
+                    let doc = Json::Object(doc);
+                    bytes += 100 + id.len() + doc.to_string().len();
+                    BulkOperation::index(doc)
+                        .id(&id)
+                        .index(index)
+                        .version(version)
+                        .version_type(VersionType::External)
+                        .into()
+                }
+            };
+            operations.push(operation);
+            owners.push((offset + i, e));
+            if operations.len() >= self.config.bulk_max_docs || bytes >= self.config.bulk_max_bytes
+            {
+                self.bulk(
+                    std::mem::take(&mut operations),
+                    &std::mem::take(&mut owners),
+                )
+                .await?;
+                bytes = 0;
+            }
+        }
+        if !operations.is_empty() {
+            self.bulk(operations, &owners).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The document id: the primary key's values, `:`-joined.
+pub fn doc_id(event: &ChangeEvent) -> String {
+    event
+        .key
+        .iter()
+        .map(|v| ripple_sink::to_text(v).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// External versions are one `long`. Changes to one row are serialised by the source's row locks,
+/// so per document the change's log position alone grows with commit order; the commit part of
+/// the version, needed to order different rows, does not fit beside it.
+pub fn external_version(event: &ChangeEvent) -> i64 {
+    event.version.change as i64
+}
+
+#[async_trait]
+impl Sink for ElasticsearchSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn ready(&self) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .ping()
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "connect"))?;
+        let status = response.status_code().as_u16();
+        if status >= 300 {
+            return Err(status_error(status, format!("ping answered {status}")));
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        let index = self.index_name(table);
+        self.ensure_index(&index).await?;
+        let mut start = 0;
+        let ends = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.op == Op::Truncate)
+            .map(|(i, _)| i);
+        for end in ends.chain([events.len()]) {
+            if start < end {
+                self.apply_segment(&index, &events[start..end], start)
+                    .await?;
+            }
+            if end < events.len() {
+                // Writes before the truncate must be searchable for delete-by-query to see them.
+                let _ = self
+                    .client
+                    .indices()
+                    .refresh(IndicesRefreshParts::Index(&[&index]))
+                    .send()
+                    .await;
+                self.truncate(&index).await?;
+            }
+            start = end + 1;
+        }
+        Ok(())
+    }
+}
+
+fn transport_error(err: elasticsearch::Error, doing: &str) -> SinkError {
+    // Connection failures and timeouts are the transport's; anything that reached the cluster
+    // comes back as a status code instead.
+    SinkError::retriable(format!("elasticsearch {doing}: {err}")).with_source(err)
+}
+
+/// 429 and 5xx are worth retrying; other 4xx (mapping errors, bad documents) are not.
+fn status_error(status: u16, message: String) -> SinkError {
+    let message = format!("elasticsearch: {message}");
+    if status == 429 || status >= 500 {
+        SinkError::retriable(message)
+    } else {
+        SinkError::permanent(message)
+    }
+}

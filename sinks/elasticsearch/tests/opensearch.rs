@@ -1,0 +1,218 @@
+//! The elasticsearch sink against a real search node (the stack's OpenSearch, or
+//! `RIPPLE_TEST_SEARCH_URL`): documents follow upserts, deletes and truncates, unchanged values are
+//! kept, stale changes never win, and a document the index rejects is a permanent error naming it.
+
+use elasticsearch::indices::{IndicesDeleteParts, IndicesRefreshParts};
+use elasticsearch::{GetParts, SearchParts};
+use ripple_sink::{
+    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version,
+};
+use ripple_sink_elasticsearch::{ElasticsearchSink, ElasticsearchSinkConfig};
+use serde_json::{Value as Json, json};
+use std::sync::Arc;
+
+fn url() -> String {
+    std::env::var("RIPPLE_TEST_SEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9251".into())
+}
+
+async fn sink(index: &str) -> ElasticsearchSink {
+    let config = ElasticsearchSinkConfig {
+        kind: "elasticsearch".into(),
+        url: url(),
+        username: None,
+        password_env: None,
+        index: format!("{index}-{{table}}"),
+        bulk_max_docs: 3,
+        bulk_max_bytes: 1 << 20,
+        gc_deletes: "1d".into(),
+    };
+    let sink = ElasticsearchSink::new("search", "sinks.search", config).unwrap();
+    sink.ready().await.unwrap_or_else(|e| {
+        panic!(
+            "search node at {} is not reachable ({e}): run scripts/stack up",
+            url()
+        )
+    });
+    let _ = sink
+        .client()
+        .indices()
+        .delete(IndicesDeleteParts::Index(&[&format!("{index}-*")]))
+        .send()
+        .await;
+    sink
+}
+
+fn schema(table: &str) -> Arc<TableSchema> {
+    let col = |name: &str, ty| Column {
+        name: name.into(),
+        ty,
+        nullable: true,
+        source_type: None,
+    };
+    Arc::new(TableSchema {
+        table: TableRef::new("public", table),
+        columns: vec![
+            col("id", ColumnType::Int64),
+            col("title", ColumnType::Text),
+            col(
+                "price",
+                ColumnType::Decimal {
+                    precision: None,
+                    scale: None,
+                },
+            ),
+            col("body", ColumnType::Text),
+        ],
+        key: vec![0],
+    })
+}
+
+fn upsert(s: &Arc<TableSchema>, id: i64, title: &str, body: Value, change: u64) -> ChangeEvent {
+    ChangeEvent {
+        schema: s.clone(),
+        op: Op::Upsert,
+        row: Some(vec![
+            Value::Int(id),
+            Value::Text(title.into()),
+            Value::Decimal("19.90".into()),
+            body,
+        ]),
+        key: vec![Value::Int(id)],
+        version: Version { commit: 1, change },
+        source_ts_ms: 0,
+        origin: Origin {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+        },
+    }
+}
+
+fn op(s: &Arc<TableSchema>, op: Op, id: i64, change: u64) -> ChangeEvent {
+    let key = if op == Op::Truncate {
+        vec![]
+    } else {
+        vec![Value::Int(id)]
+    };
+    ChangeEvent {
+        op,
+        row: None,
+        key,
+        ..upsert(s, id, "", Value::Null, change)
+    }
+}
+
+async fn doc(sink: &ElasticsearchSink, index: &str, id: &str) -> Option<Json> {
+    let r = sink
+        .client()
+        .get(GetParts::IndexId(index, id))
+        .send()
+        .await
+        .unwrap();
+    let body: Json = r.json().await.unwrap();
+    body["found"]
+        .as_bool()
+        .unwrap_or(false)
+        .then(|| body["_source"].clone())
+}
+
+async fn ids(sink: &ElasticsearchSink, index: &str) -> Vec<String> {
+    sink.client()
+        .indices()
+        .refresh(IndicesRefreshParts::Index(&[index]))
+        .send()
+        .await
+        .unwrap();
+    let r = sink
+        .client()
+        .search(SearchParts::Index(&[index]))
+        .body(json!({"size": 100, "sort": ["id"]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Json = r.json().await.unwrap();
+    body["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn documents_follow_changes_and_never_go_back() {
+    let sink = sink("rtest-docs").await;
+    let s = schema("Products");
+    let index = "rtest-docs-products";
+    let batch = vec![
+        upsert(&s, 1, "one", Value::Null, 10),
+        upsert(&s, 2, "two", Value::Null, 11),
+        upsert(&s, 3, "three", Value::Null, 12),
+        upsert(&s, 1, "one again", Value::Text("long".into()), 13),
+        op(&s, Op::Delete, 2, 14),
+    ];
+    sink.apply(&s.table, &batch).await.unwrap();
+    sink.apply(&s.table, &batch).await.unwrap();
+    assert_eq!(ids(&sink, index).await, ["1", "3"]);
+    let one = doc(&sink, index, "1").await.unwrap();
+    assert_eq!(one["title"], "one again");
+    assert_eq!(one["price"], "19.90", "decimals keep their digits");
+
+    // Stale changes: an older update, an older insert of a deleted document.
+    sink.apply(
+        &s.table,
+        &[
+            upsert(&s, 1, "stale", Value::Null, 12),
+            upsert(&s, 2, "resurrected", Value::Null, 11),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(doc(&sink, index, "1").await.unwrap()["title"], "one again");
+    assert!(
+        doc(&sink, index, "2").await.is_none(),
+        "a delete wins against an older insert"
+    );
+
+    // An unchanged large value arrives as unavailable and stays as it was.
+    sink.apply(
+        &s.table,
+        &[upsert(&s, 1, "renamed", Value::Unavailable, 20)],
+    )
+    .await
+    .unwrap();
+    let one = doc(&sink, index, "1").await.unwrap();
+    assert_eq!(
+        (one["title"].as_str(), one["body"].as_str()),
+        (Some("renamed"), Some("long"))
+    );
+
+    sink.apply(
+        &s.table,
+        &[
+            op(&s, Op::Truncate, 0, 30),
+            upsert(&s, 4, "after", Value::Null, 31),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&sink, index).await, ["4"]);
+}
+
+#[tokio::test]
+async fn rejected_documents_are_permanent_and_name_the_event() {
+    let sink = sink("rtest-reject").await;
+    let s = schema("items");
+    sink.apply(&s.table, &[upsert(&s, 1, "ok", Value::Null, 1)])
+        .await
+        .unwrap();
+    // `title` is mapped as text now; an object there is a mapping error.
+    let mut bad = upsert(&s, 2, "x", Value::Null, 2);
+    bad.row.as_mut().unwrap()[1] = Value::Json(r#"{"nested": true}"#.into());
+    let err = sink
+        .apply(&s.table, &[upsert(&s, 3, "fine", Value::Null, 3), bad])
+        .await
+        .unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    assert_eq!(err.event_index, Some(1), "{err}");
+}
