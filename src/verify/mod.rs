@@ -1,232 +1,272 @@
-//! `ripple verify`: proves each sink holds what the source holds. For every source table and every
-//! replica, both sides are streamed in the same key order and merge-joined, comparing each row's
-//! values in their text form, so memory stays flat however large the table.
+//! `ripple verify`: proves each replica holds what the source holds. Per table, both sides are
+//! streamed in the same primary-key order and merge-joined, so memory stays flat at any table size.
 
+mod compare;
 mod postgres;
+mod report;
+#[cfg(test)]
+mod tests;
 
-use crate::config::{Config, mask_url};
-use serde::Serialize;
-use std::fmt;
+pub use report::{AbsentTable, Samples, SkippedSink, TableReport, VerifyReport};
 
-pub use ripple_sink_postgres::ident as quote_ident;
+use crate::config::Config;
+use compare::{RowStore, TableName};
+use postgres::{PgAddress, PgStore};
+use std::time::Instant;
 
+/// `ripple verify` options.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct VerifyArgs {
-    /// A source table to check, as schema.table (repeatable). Default: every source table that
-    /// the replica also has.
+    /// A source table to check, as SCHEMA.TABLE (repeatable; a bare TABLE means public.TABLE).
+    /// Names are exact and case-sensitive; double-quote a part that contains a dot. Default: every
+    /// source table the replica also has, outside the system schemas and schemas named `_ripple*`.
     #[arg(long = "table", value_name = "SCHEMA.TABLE")]
     pub tables: Vec<String>,
-    /// Sample keys shown per kind of difference.
-    #[arg(long, default_value_t = 5)]
+    /// Check only this sink (repeatable). Default: every sink verify can read back (type = "postgres").
+    #[arg(long = "sink", value_name = "NAME")]
+    pub sinks: Vec<String>,
+    /// Sample keys shown for each kind of difference (missing, extra, different).
+    #[arg(long, value_name = "N", default_value_t = 5)]
     pub samples: usize,
-    /// Print the report as JSON.
+    /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Why verify could not produce a report. Differences between the stores are not errors: they are
+/// what the report is for.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("`source.url` is not set: verify needs to read the source database")]
+    #[error(
+        "`source.url` is not set: verify needs the source database (add a [source] section with url = \"postgres://user@host:port/db\")"
+    )]
     NoSource,
-    #[error("no sink to verify: add a [sinks.<name>] with type = \"postgres\"")]
-    NoSinks,
+    #[error(
+        "no sink to verify: verify reads back sinks with type = \"postgres\", and the config has none{}",
+        if .skipped.is_empty() { String::new() } else { format!(" (not readable yet: {})", .skipped.join(", ")) }
+    )]
+    NoSinks { skipped: Vec<String> },
+    #[error("--sink {name:?} is not a configured sink (configured: {known})")]
+    UnknownSink { name: String, known: String },
+    #[error(
+        "--sink {name:?} has type = {kind:?}, which verify cannot read back yet (it reads type = \"postgres\")"
+    )]
+    UnsupportedSink { name: String, kind: String },
     #[error("config key `{key}`: {message}")]
     Config { key: String, message: String },
-    #[error("cannot connect to {what} at {url}: {source}")]
+    #[error("cannot connect to {what} at {url} (config key `{key}`): {error}")]
     Connect {
         what: String,
+        key: String,
+        /// With the password masked.
         url: String,
-        source: sqlx::Error,
+        error: sqlx::Error,
     },
-    #[error("{what}: {source}")]
-    Query { what: String, source: sqlx::Error },
-    #[error("--table {0:?} is not schema.table")]
-    TableName(String),
+    #[error("{what}: {error}")]
+    Query { what: String, error: sqlx::Error },
+    #[error("--table {arg:?}: {message}")]
+    TableArg { arg: String, message: String },
+    #[error(
+        "--table {table}: the source database at {url} has no such table (names are case-sensitive)"
+    )]
+    NoSuchTable { table: String, url: String },
+    #[error(
+        "rows of {table} from {store} did not arrive in key order ({detail}), so a merge would miscount; verify stopped"
+    )]
+    OutOfOrder {
+        table: String,
+        store: String,
+        detail: String,
+    },
 }
 
-/// The outcome for one table in one sink.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TableReport {
-    pub sink: String,
-    pub table: String,
-    pub target: String,
-    pub source_rows: u64,
-    pub sink_rows: u64,
-    pub matching: u64,
-    pub missing: u64,
-    pub extra: u64,
-    pub different: u64,
-    /// Source columns the sink's table lacks (every row then differs).
-    pub missing_columns: Vec<String>,
-    /// Set when the sink has no such table at all.
-    pub missing_table: bool,
-    pub sample_missing: Vec<String>,
-    pub sample_extra: Vec<String>,
-    pub sample_different: Vec<String>,
-    pub elapsed_ms: u64,
+/// The one identifier-quoting helper, shared with the postgres sink.
+pub use ripple_sink_postgres::ident as quote_ident;
+
+/// A `[sinks.<name>]` verify reads back.
+struct PostgresSink {
+    name: String,
+    url: String,
+    password_env: Option<String>,
+    /// `schema`: when set, every table lives in this schema of the replica.
+    schema: Option<String>,
 }
 
-impl TableReport {
-    pub fn equal(&self) -> bool {
-        !self.missing_table
-            && self.missing_columns.is_empty()
-            && self.missing == 0
-            && self.extra == 0
-            && self.different == 0
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct VerifyReport {
-    pub tables: Vec<TableReport>,
-    #[serde(skip)]
-    pub json: bool,
-}
-
-impl VerifyReport {
-    pub fn all_equal(&self) -> bool {
-        !self.tables.is_empty() && self.tables.iter().all(TableReport::equal)
-    }
-}
-
-impl fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.json {
-            return writeln!(
-                f,
-                "{}",
-                serde_json::to_string_pretty(self).map_err(|_| fmt::Error)?
-            );
-        }
-        if self.tables.is_empty() {
-            return writeln!(
-                f,
-                "verify: no table to compare (none in both the source and the sinks)"
-            );
-        }
-        for t in &self.tables {
-            let verdict = if t.equal() { "EQUAL" } else { "DIFFERENT" };
-            writeln!(
-                f,
-                "{verdict}  {} -> {} {}  ({:.1} s)",
-                t.table,
-                t.sink,
-                t.target,
-                t.elapsed_ms as f64 / 1000.0
-            )?;
-            if t.missing_table {
-                writeln!(
-                    f,
-                    "    the sink has no table {}: all {} source rows are missing",
-                    t.target, t.source_rows
-                )?;
-                continue;
-            }
-            if !t.missing_columns.is_empty() {
-                writeln!(
-                    f,
-                    "    the sink's table lacks columns: {}",
-                    t.missing_columns.join(", ")
-                )?;
-                continue;
-            }
-            writeln!(
-                f,
-                "    source {} rows, sink {} rows: matching {}, missing {}, extra {}, different {}",
-                t.source_rows, t.sink_rows, t.matching, t.missing, t.extra, t.different
-            )?;
-            for (label, keys) in [
-                ("missing", &t.sample_missing),
-                ("extra", &t.sample_extra),
-                ("different", &t.sample_different),
-            ] {
-                if !keys.is_empty() {
-                    writeln!(f, "    {label}, e.g.: {}", keys.join("; "))?;
-                }
-            }
-        }
-        let equal = self.tables.iter().filter(|t| t.equal()).count();
-        writeln!(
-            f,
-            "verify: {equal} of {} table comparisons equal",
-            self.tables.len()
-        )
-    }
-}
-
+/// Compares every selected source table with every selected sink.
 pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, VerifyError> {
-    let source = config.source.as_ref().ok_or(VerifyError::NoSource)?;
-    let source_db = postgres::Database::connect(
-        "the source",
-        &source.url,
-        source.password_env.as_deref(),
-        "source",
-    )
+    let started = Instant::now();
+    let source_config = config
+        .source
+        .as_ref()
+        .filter(|s| !s.url.trim().is_empty())
+        .ok_or(VerifyError::NoSource)?;
+    let (sinks, skipped_sinks) = select_sinks(config, args)?;
+    let requested = args
+        .tables
+        .iter()
+        .map(|arg| {
+            TableName::parse_arg(arg).map_err(|message| VerifyError::TableArg {
+                arg: arg.clone(),
+                message,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let source = PgStore::connect(PgAddress {
+        what: "the source database".into(),
+        key: "source".into(),
+        url: &source_config.url,
+        password_env: source_config.password_env.as_deref(),
+    })
     .await?;
-    let mut tables = Vec::new();
-    for t in &args.tables {
-        let (schema, name) = t
-            .split_once('.')
-            .ok_or_else(|| VerifyError::TableName(t.clone()))?;
-        tables.push((schema.to_string(), name.to_string()));
-    }
-    let mut report = VerifyReport {
-        tables: Vec::new(),
-        json: args.json,
+    let names = if requested.is_empty() {
+        source.list_tables().await?
+    } else {
+        requested.clone()
     };
-    let mut sinks = 0;
-    for (name, section) in &config.sinks {
-        if section.get("type").and_then(|v| v.as_str()) != Some("postgres") {
-            continue;
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        match source.describe(&name).await? {
+            Some(table) => tables.push(table),
+            None if !requested.is_empty() => {
+                return Err(VerifyError::NoSuchTable {
+                    table: name.to_string(),
+                    url: source.url().to_string(),
+                });
+            }
+            // Dropped between listing and describing: nothing to verify.
+            None => {}
         }
-        sinks += 1;
-        let key = format!("sinks.{name}");
-        let text = |k: &str| section.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let url = text("url").ok_or_else(|| VerifyError::Config {
-            key: format!("{key}.url"),
-            message: "is missing".into(),
-        })?;
-        let replica = postgres::Database::connect(
-            &format!("sink {name:?}"),
-            &url,
-            text("password_env").as_deref(),
-            &key,
-        )
+    }
+
+    let mut report = VerifyReport {
+        json: args.json,
+        skipped_sinks,
+        ..Default::default()
+    };
+    for sink in &sinks {
+        let replica = PgStore::connect(PgAddress {
+            what: format!("sink {:?}", sink.name),
+            key: format!("sinks.{}", sink.name),
+            url: &sink.url,
+            password_env: sink.password_env.as_deref(),
+        })
         .await?;
-        let target_schema = text("schema");
-        let candidates = if tables.is_empty() {
-            source_db.tables().await?
-        } else {
-            tables.clone()
-        };
-        for (schema, table) in candidates {
-            let target = (
-                target_schema.clone().unwrap_or_else(|| schema.clone()),
-                table.clone(),
-            );
-            if args.tables.is_empty() && !replica.has_table(&target).await? {
+        for table in &tables {
+            let target = TableName {
+                schema: sink
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| table.name.schema.clone()),
+                name: table.name.name.clone(),
+            };
+            let target_columns = replica.columns(&target).await?;
+            if target_columns.is_none() && requested.is_empty() {
+                report.absent_tables.push(AbsentTable {
+                    sink: sink.name.clone(),
+                    table: table.name.to_string(),
+                    target: target.to_string(),
+                });
                 continue;
             }
-            let started = std::time::Instant::now();
-            let mut r = postgres::compare(
-                &source_db,
+            let table_started = Instant::now();
+            tracing::info!(sink = %sink.name, table = %table.name, "verifying");
+            let mut result = compare::compare_table(
+                &source,
                 &replica,
-                (&schema, &table),
-                (&target.0, &target.1),
+                table,
+                &target,
+                target_columns,
                 args.samples,
             )
             .await?;
-            r.sink = name.clone();
-            r.elapsed_ms = started.elapsed().as_millis() as u64;
-            report.tables.push(r);
+            result.sink = sink.name.clone();
+            result.elapsed_ms = table_started.elapsed().as_millis() as u64;
+            tracing::info!(
+                sink = %sink.name,
+                table = %table.name,
+                equal = result.equal(),
+                rows = result.source_rows,
+                elapsed_ms = result.elapsed_ms,
+                "verified"
+            );
+            report.tables.push(result);
         }
     }
-    if sinks == 0 {
-        return Err(VerifyError::NoSinks);
-    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
-fn masked(url: &str) -> String {
-    mask_url(url)
+/// The postgres sinks to verify, and the other sinks left out (kinds verify cannot read back yet).
+fn select_sinks(
+    config: &Config,
+    args: &VerifyArgs,
+) -> Result<(Vec<PostgresSink>, Vec<SkippedSink>), VerifyError> {
+    for name in &args.sinks {
+        if !config.sinks.contains_key(name) {
+            let known: Vec<&str> = config.sinks.keys().map(String::as_str).collect();
+            return Err(VerifyError::UnknownSink {
+                name: name.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    let mut sinks = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, section) in &config.sinks {
+        if !args.sinks.is_empty() && !args.sinks.contains(name) {
+            continue;
+        }
+        let key = |k: &str| format!("sinks.{name}.{k}");
+        let kind = section.get("type").and_then(|v| v.as_str()).unwrap_or("");
+        if kind != "postgres" {
+            if args.sinks.contains(name) {
+                return Err(VerifyError::UnsupportedSink {
+                    name: name.clone(),
+                    kind: kind.into(),
+                });
+            }
+            skipped.push(SkippedSink {
+                sink: name.clone(),
+                kind: kind.into(),
+            });
+            continue;
+        }
+        let text = |k: &str| -> Result<Option<String>, VerifyError> {
+            match section.get(k) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(VerifyError::Config {
+                    key: key(k),
+                    message: "must be a string".into(),
+                }),
+            }
+        };
+        let url = text("url")?.ok_or_else(|| VerifyError::Config {
+            key: key("url"),
+            message: "is not set: verify needs the replica's postgres://user@host:port/db".into(),
+        })?;
+        let schema = text("schema")?;
+        if schema.as_deref() == Some("") {
+            return Err(VerifyError::Config {
+                key: key("schema"),
+                message: "cannot be empty: leave it out to keep each table's source schema".into(),
+            });
+        }
+        sinks.push(PostgresSink {
+            name: name.clone(),
+            url,
+            password_env: text("password_env")?,
+            schema,
+        });
+    }
+    if sinks.is_empty() {
+        return Err(VerifyError::NoSinks {
+            skipped: skipped
+                .iter()
+                .map(|s| format!("{} (type {:?})", s.sink, s.kind))
+                .collect(),
+        });
+    }
+    Ok((sinks, skipped))
 }

@@ -1,248 +1,341 @@
-//! Reading a PostgreSQL table back for `verify`: its columns and key from the catalog, and its rows
-//! as (key, hash of the values' text) in a collation-independent key order.
+//! Reading a PostgreSQL database back for verify: its tables, columns and keys from the catalog, and
+//! a table's rows as (key texts, md5 of the values' texts) streamed in an agreed key order.
 
-use super::{TableReport, VerifyError, masked, quote_ident};
-use futures::TryStreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Row};
-use std::cmp::Ordering;
+use super::VerifyError;
+use super::compare::{
+    Column, KeyOrder, KeyType, KeyedRow, RowStore, RowStream, Scan, SourceTable, TableName,
+};
+use super::quote_ident;
+use crate::config::mask_url;
+use futures::StreamExt;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use std::str::FromStr;
+use std::time::Duration;
 
-pub struct Database {
+/// Session settings that decide how values print as text. Both sides must print identically, and a
+/// server's or role's defaults (a `TimeZone` of Europe/Paris, `IntervalStyle` iso_8601, a German
+/// `lc_monetary`) would otherwise make equal values look different.
+const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET lc_monetary = 'C'; SET default_transaction_read_only = on";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where to connect and what to call it in messages.
+pub(crate) struct PgAddress<'a> {
+    /// "the source database", "sink \"replica\"".
+    pub what: String,
+    /// The config section: `source`, `sinks.replica`.
+    pub key: String,
+    pub url: &'a str,
+    pub password_env: Option<&'a str>,
+}
+
+pub(crate) struct PgStore {
     pool: PgPool,
+    /// "the source database (postgres://user:****@host/db)".
+    label: String,
+    masked_url: String,
 }
 
 fn query_error(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> VerifyError {
     let what = what.into();
-    move |source| VerifyError::Query { what, source }
+    move |error| VerifyError::Query { what, error }
 }
 
-impl Database {
-    pub async fn connect(
-        what: &str,
-        url: &str,
-        password_env: Option<&str>,
-        key: &str,
-    ) -> Result<Self, VerifyError> {
-        let mut options = PgConnectOptions::from_str(url).map_err(|e| VerifyError::Config {
-            key: format!("{key}.url"),
-            message: format!("is not a postgres:// URL: {e}"),
-        })?;
-        if let Some(var) = password_env {
+impl PgStore {
+    pub async fn connect(address: PgAddress<'_>) -> Result<Self, VerifyError> {
+        let masked_url = mask_url(address.url);
+        let mut options =
+            PgConnectOptions::from_str(address.url).map_err(|e| VerifyError::Config {
+                key: format!("{}.url", address.key),
+                message: format!("{masked_url} is not a postgres:// URL: {e}"),
+            })?;
+        if let Some(var) = address.password_env {
             let password = std::env::var(var).map_err(|_| VerifyError::Config {
-                key: format!("{key}.password_env"),
+                key: format!("{}.password_env", address.key),
                 message: format!("names environment variable {var}, which is not set"),
             })?;
             options = options.password(&password);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.application_name("ripple-verify"))
+        let options = options.application_name("ripple-verify");
+        let connect_error = |error| VerifyError::Connect {
+            what: address.what.clone(),
+            key: format!("{}.url", address.key),
+            url: masked_url.clone(),
+            error,
+        };
+        // One direct attempt first: the pool retries a refused connection until its acquire timeout,
+        // which would turn a wrong port into a silent 15-second wait.
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
             .await
-            .map_err(|source| VerifyError::Connect {
-                what: what.into(),
-                url: masked(url),
-                source,
-            })?;
-        Ok(Self { pool })
+            .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
+            .map_err(connect_error)?;
+        probe.close().await.ok();
+        let pool = PgPoolOptions::new()
+            // One connection streams rows; the other answers catalog questions meanwhile.
+            .max_connections(2)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(SESSION_SETTINGS).execute(conn).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        Ok(Self {
+            pool,
+            label: format!("{} ({masked_url})", address.what),
+            masked_url,
+        })
     }
 
-    /// User tables: everything outside the system schemas and Ripple's own bookkeeping.
-    pub async fn tables(&self) -> Result<Vec<(String, String)>, VerifyError> {
-        let rows = sqlx::query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-             AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT LIKE '\\_ripple%' ORDER BY 1, 2",
+    pub fn url(&self) -> &str {
+        &self.masked_url
+    }
+
+    /// User tables, without partitions (their parent covers their rows), system schemas and
+    /// Ripple's own `_ripple*` schemas.
+    pub async fn list_tables(&self) -> Result<Vec<TableName>, VerifyError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT n.nspname::text, c.relname::text \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)' \
+               AND left(n.nspname::text, 7) <> '_ripple' \
+             ORDER BY 1, 2",
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(query_error("list source tables"))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .map_err(query_error(format!("listing the tables of {}", self.label)))?;
+        Ok(rows
+            .into_iter()
+            .map(|(schema, name)| TableName { schema, name })
+            .collect())
     }
 
-    pub async fn has_table(&self, (schema, table): &(String, String)) -> Result<bool, VerifyError> {
-        Ok(!self.columns(schema, table).await?.is_empty())
-    }
-
-    /// Column names in order, and which of them form the primary key (in key order).
-    async fn columns(&self, schema: &str, table: &str) -> Result<Vec<String>, VerifyError> {
+    async fn table_oid(&self, table: &TableName) -> Result<Option<i64>, VerifyError> {
         sqlx::query_scalar(
-            "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            "SELECT c.oid::int8 FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
         )
-        .bind(schema)
-        .bind(table)
-        .fetch_all(&self.pool)
+        .bind(&table.schema)
+        .bind(&table.name)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(query_error(format!("read the columns of {schema}.{table}")))
+        .map_err(query_error(format!("looking up {table} in {}", self.label)))
     }
 
-    async fn primary_key(&self, schema: &str, table: &str) -> Result<Vec<String>, VerifyError> {
-        sqlx::query_scalar(
-            "SELECT a.attname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
-             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary ORDER BY k.ord",
+    /// Columns in order, with whether each is generated.
+    async fn catalog_columns(
+        &self,
+        oid: i64,
+        table: &TableName,
+    ) -> Result<Vec<(Column, bool)>, VerifyError> {
+        let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid::int8, \
+                    a.attgenerated <> '' \
+             FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
         )
-        .bind(schema)
-        .bind(table)
+        .bind(oid)
         .fetch_all(&self.pool)
         .await
         .map_err(query_error(format!(
-            "read the primary key of {schema}.{table}"
-        )))
+            "reading the columns of {table} in {}",
+            self.label
+        )))?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, type_name, type_oid, generated)| {
+                let key_type = match type_oid {
+                    20 | 21 | 23 => KeyType::Integer,
+                    2950 => KeyType::Uuid,
+                    _ => KeyType::Other,
+                };
+                (
+                    Column {
+                        name,
+                        type_name,
+                        key_type,
+                    },
+                    generated,
+                )
+            })
+            .collect())
     }
 
-    /// Rows as (key texts, md5 of the compared columns' texts), ordered by the key texts under the
-    /// "C" collation: byte order, the same on both sides and the same as Rust's `String` order.
-    fn rows_sql(schema: &str, table: &str, key: &[String], columns: &[String]) -> String {
-        let keys: Vec<String> = key
-            .iter()
-            .map(|k| format!("{}::text", quote_ident(k)))
-            .collect();
-        let values: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{}::text", quote_ident(c)))
-            .collect();
-        let order: Vec<String> = keys.iter().map(|k| format!("{k} COLLATE \"C\"")).collect();
-        format!(
-            "SELECT ARRAY[{}], md5(ROW({})::text) FROM {}.{} ORDER BY {}",
-            keys.join(", "),
-            values.join(", "),
-            quote_ident(schema),
-            quote_ident(table),
-            order.join(", ")
-        )
-    }
-}
-
-type KeyedHash = (Vec<String>, String);
-
-pub async fn compare(
-    source: &Database,
-    sink: &Database,
-    (schema, table): (&str, &str),
-    (target_schema, target_table): (&str, &str),
-    samples: usize,
-) -> Result<TableReport, VerifyError> {
-    let mut report = TableReport {
-        table: format!("{schema}.{table}"),
-        target: format!("{target_schema}.{target_table}"),
-        ..Default::default()
-    };
-    let columns: Vec<String> = source
-        .columns(schema, table)
-        .await?
-        .into_iter()
-        .filter(|c| !c.starts_with("_ripple"))
-        .collect();
-    let key = source.primary_key(schema, table).await?;
-    if columns.is_empty() || key.is_empty() {
-        return Err(VerifyError::Query {
-            what: format!("source table {schema}.{table}"),
-            source: sqlx::Error::Protocol("does not exist or has no primary key".into()),
-        });
-    }
-    let sink_columns = sink.columns(target_schema, target_table).await?;
-    if sink_columns.is_empty() {
-        report.missing_table = true;
-        report.source_rows = count(source, schema, table).await?;
-        report.missing = report.source_rows;
-        return Ok(report);
-    }
-    report.missing_columns = columns
-        .iter()
-        .filter(|c| !sink_columns.contains(c))
-        .cloned()
-        .collect();
-    if !report.missing_columns.is_empty() {
-        return Ok(report);
-    }
-
-    let source_sql = Database::rows_sql(schema, table, &key, &columns);
-    let sink_sql = Database::rows_sql(target_schema, target_table, &key, &columns);
-    let mut left = sqlx::query_as::<_, KeyedHash>(AssertSqlSafe(source_sql)).fetch(&source.pool);
-    let mut right = sqlx::query_as::<_, KeyedHash>(AssertSqlSafe(sink_sql)).fetch(&sink.pool);
-    let read = |what: &str| query_error(format!("read {what}"));
-    let mut l = left.try_next().await.map_err(read(&report.table))?;
-    let mut r = right.try_next().await.map_err(read(&report.target))?;
-    loop {
-        let order = match (&l, &r) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(a), Some(b)) => a.0.cmp(&b.0),
+    /// The table as verify compares it, or `None` when there is no such table. Generated columns
+    /// are left out: logical decoding does not publish them, so a replica never receives them.
+    pub async fn describe(&self, table: &TableName) -> Result<Option<SourceTable>, VerifyError> {
+        let Some(oid) = self.table_oid(table).await? else {
+            return Ok(None);
         };
-        match order {
-            Ordering::Less => {
-                let (k, _) = l.take().expect("left row");
-                report.source_rows += 1;
-                report.missing += 1;
-                sample(&mut report.sample_missing, samples, &k);
-                l = left.try_next().await.map_err(read(&report.table))?;
-            }
-            Ordering::Greater => {
-                let (k, _) = r.take().expect("right row");
-                report.sink_rows += 1;
-                report.extra += 1;
-                sample(&mut report.sample_extra, samples, &k);
-                r = right.try_next().await.map_err(read(&report.target))?;
-            }
-            Ordering::Equal => {
-                let (k, a) = l.take().expect("left row");
-                let (_, b) = r.take().expect("right row");
-                report.source_rows += 1;
-                report.sink_rows += 1;
-                if a == b {
-                    report.matching += 1;
-                } else {
-                    report.different += 1;
-                    sample(&mut report.sample_different, samples, &k);
-                }
-                l = left.try_next().await.map_err(read(&report.table))?;
-                r = right.try_next().await.map_err(read(&report.target))?;
-            }
+        let columns = self
+            .catalog_columns(oid, table)
+            .await?
+            .into_iter()
+            .filter(|(c, generated)| !generated && !c.name.starts_with("_ripple"))
+            .map(|(c, _)| c)
+            .collect();
+        let key: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_catalog.pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
+        )
+        .bind(oid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(format!(
+            "reading the primary key of {table} in {}",
+            self.label
+        )))?;
+        Ok(Some(SourceTable {
+            name: table.clone(),
+            columns,
+            key,
+        }))
+    }
+}
+
+/// The scan as one query: key texts, then the fingerprint, sorted as `scan.order` says. NULLs sort
+/// last, as in an ascending primary-key index, so a typed key order can stream straight from the
+/// index without a sort (a source key is never NULL; a replica without a key may have some). ORDER
+/// BY names the table's columns
+/// through an alias: a bare name would pick the output column of that name, i.e. the key's text,
+/// and sort integers as text.
+pub(crate) fn rows_sql(scan: &Scan<'_>) -> String {
+    let column = |name: &str| format!("t.{}", quote_ident(name));
+    let mut select: Vec<String> = scan
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{}::text AS k{i}", column(k)))
+        .collect();
+    select.push(match scan.values {
+        Some(values) => {
+            let texts: Vec<String> = values
+                .iter()
+                .map(|v| format!("{}::text", column(v)))
+                .collect();
+            format!("md5(ROW({})::text) AS fingerprint", texts.join(", "))
         }
-    }
-    Ok(report)
+        None => "NULL::text AS fingerprint".into(),
+    });
+    let order: Vec<String> = scan
+        .key
+        .iter()
+        .zip(scan.order)
+        .map(|(k, how)| match how {
+            KeyOrder::Integer | KeyOrder::Uuid => column(k),
+            KeyOrder::Text => format!("{}::text COLLATE \"C\"", column(k)),
+        })
+        .collect();
+    format!(
+        "SELECT {} FROM {} AS t ORDER BY {}",
+        select.join(", "),
+        scan.table.sql(),
+        order.join(", ")
+    )
 }
 
-fn sample(into: &mut Vec<String>, limit: usize, key: &[String]) {
-    if into.len() < limit {
-        into.push(key.join(", "));
+fn decode(row: &PgRow, keys: usize) -> Result<KeyedRow, sqlx::Error> {
+    let mut key = Vec::with_capacity(keys);
+    for i in 0..keys {
+        key.push(row.try_get::<Option<String>, _>(i)?);
     }
+    Ok(KeyedRow {
+        key,
+        fingerprint: row.try_get(keys)?,
+    })
 }
 
-async fn count(db: &Database, schema: &str, table: &str) -> Result<u64, VerifyError> {
-    let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}.{}",
-        quote_ident(schema),
-        quote_ident(table)
-    )))
-    .fetch_one(&db.pool)
-    .await
-    .map_err(query_error(format!("count {schema}.{table}")))?;
-    Ok(n as u64)
+impl RowStore for PgStore {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    async fn columns(&self, table: &TableName) -> Result<Option<Vec<Column>>, VerifyError> {
+        let Some(oid) = self.table_oid(table).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.catalog_columns(oid, table)
+                .await?
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect(),
+        ))
+    }
+
+    fn rows<'a>(&'a self, scan: Scan<'a>) -> RowStream<'a> {
+        let keys = scan.key.len();
+        let what = format!("reading {} from {}", scan.table, self.label);
+        sqlx::query(AssertSqlSafe(rows_sql(&scan)))
+            .fetch(&self.pool)
+            .map(move |row| {
+                row.and_then(|row| decode(&row, keys))
+                    .map_err(|error| VerifyError::Query {
+                        what: what.clone(),
+                        error,
+                    })
+            })
+            .boxed()
+    }
+
+    async fn count(&self, table: &TableName) -> Result<u64, VerifyError> {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            table.sql()
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(format!("counting {table} in {}", self.label)))?;
+        Ok(n as u64)
+    }
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]
-    fn rows_sql_quotes_and_orders_by_text_in_c_collation() {
-        let sql = Database::rows_sql(
-            "public",
-            "Odd \"t\"",
-            &["id".into()],
-            &["id".into(), "timestamp".into()],
-        );
+    fn rows_sql_quotes_names_and_orders_by_the_agreed_key_order() {
+        let table = TableName {
+            schema: "public".into(),
+            name: "Odd \"t\" x".into(),
+        };
+        let key = ["Id".to_string(), "part".to_string()];
+        let values = ["Id".to_string(), "part".to_string(), "my col".to_string()];
+        let sql = rows_sql(&Scan {
+            table: &table,
+            key: &key,
+            order: &[KeyOrder::Integer, KeyOrder::Text],
+            values: Some(&values),
+        });
         assert_eq!(
             sql,
-            "SELECT ARRAY[\"id\"::text], md5(ROW(\"id\"::text, \"timestamp\"::text)::text) FROM \"public\".\"Odd \"\"t\"\"\" \
-             ORDER BY \"id\"::text COLLATE \"C\""
+            "SELECT t.\"Id\"::text AS k0, t.\"part\"::text AS k1, \
+             md5(ROW(t.\"Id\"::text, t.\"part\"::text, t.\"my col\"::text)::text) AS fingerprint \
+             FROM \"public\".\"Odd \"\"t\"\" x\" AS t \
+             ORDER BY t.\"Id\", t.\"part\"::text COLLATE \"C\""
+        );
+        let keys_only = rows_sql(&Scan {
+            table: &table,
+            key: &key[..1],
+            order: &[KeyOrder::Text],
+            values: None,
+        });
+        assert!(
+            keys_only.starts_with("SELECT t.\"Id\"::text AS k0, NULL::text AS fingerprint FROM"),
+            "{keys_only}"
         );
     }
 }
