@@ -144,23 +144,35 @@ impl TopicMatcher {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_sinks(path, &[])
+    }
+
+    /// Reads and validates a config file whose routes may also name `embedded` sinks: sinks an
+    /// embedding program builds itself and hands to the engine builder.
+    pub fn load_with_sinks(path: &Path, embedded: &[&str]) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new("(file)", format!("cannot read {}: {e}", path.display()))
         })?;
-        Self::parse(&text)
+        Self::parse_with_sinks(&text, embedded)
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_sinks(text, &[])
+    }
+
+    /// Parses and validates config text; see [`Config::load_with_sinks`].
+    pub fn parse_with_sinks(text: &str, embedded: &[&str]) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::parse(text)
             .map_err(|e| ConfigError::new("(file)", e.to_string()))?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(toml_error)?;
-        config.validate()?;
+        config.validate(embedded)?;
         Ok(config)
     }
 
-    /// Checks what serde cannot: cross references, value ranges, patterns.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks what serde cannot: cross references, value ranges, patterns. `embedded` names sinks
+    /// that exist outside the file.
+    pub fn validate(&self, embedded: &[&str]) -> Result<(), ConfigError> {
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::new(
                 "kafka.brokers",
@@ -188,7 +200,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if self.sinks.is_empty() {
+        if self.sinks.is_empty() && embedded.is_empty() {
             return Err(ConfigError::new(
                 "sinks",
                 "no sink is configured: add a [sinks.<name>] section with a `type`",
@@ -234,7 +246,7 @@ impl Config {
                 ));
             }
             for (j, s) in route.sinks.iter().enumerate() {
-                if !self.sinks.contains_key(s) {
+                if !self.sinks.contains_key(s) && !embedded.contains(&s.as_str()) {
                     let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
                     return Err(ConfigError::new(
                         format!("routes[{i}].sinks[{j}]"),

@@ -16,7 +16,7 @@ use elasticsearch::params::VersionType;
 use elasticsearch::{BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, MgetParts};
 use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, TableRef, Value};
 use serde_json::{Map, Value as Json, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Registers `type = "elasticsearch"`.
@@ -228,46 +228,33 @@ impl ElasticsearchSink {
         events: &[ChangeEvent],
         offset: usize,
     ) -> Result<(), SinkError> {
-        let mut missing_ids = Vec::new();
-        let mut docs: Vec<Option<(String, Map<String, Json>, Vec<String>)>> =
-            Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
+        // Unchanged values are taken from the newest earlier change to the same document in this
+        // segment, or, when there is none, from the document the index holds.
+        let mut seen = HashSet::new();
+        let mut to_read = Vec::new();
+        for e in events {
             let id = doc_id(e);
-            match e.op {
-                Op::Upsert => {
-                    let mut doc = Map::new();
-                    let mut unavailable = Vec::new();
-                    for (c, v) in e
-                        .schema
-                        .columns
-                        .iter()
-                        .zip(e.row.as_deref().unwrap_or_default())
-                    {
-                        if *v == Value::Unavailable {
-                            unavailable.push(c.name.clone());
-                        } else {
-                            doc.insert(c.name.clone(), ripple_sink::to_json(v));
-                        }
-                    }
-                    if !unavailable.is_empty() {
-                        missing_ids.push(id.clone());
-                    }
-                    docs.push(Some((id, doc, unavailable)));
-                }
-                Op::Delete => docs.push(Some((id, Map::new(), Vec::new()))),
-                Op::Truncate => unreachable!("truncates split the batch: {}", offset + i),
+            let lacks_values = e
+                .row
+                .as_deref()
+                .is_some_and(|r| r.contains(&Value::Unavailable));
+            if lacks_values && !seen.contains(&id) {
+                to_read.push(id.clone());
             }
+            seen.insert(id);
         }
-        let stored = self.stored(index, &missing_ids).await?;
+        let stored = self.stored(index, &to_read).await?;
 
+        let mut latest: HashMap<String, Option<Map<String, Json>>> = HashMap::new();
         let mut operations = Vec::new();
         let mut owners: Vec<(usize, &ChangeEvent)> = Vec::new();
         let mut bytes = 0usize;
-        for (i, (e, doc)) in events.iter().zip(docs).enumerate() {
-            let (id, mut doc, unavailable) = doc.expect("one document per event");
+        for (i, e) in events.iter().enumerate() {
+            let id = doc_id(e);
             let version = external_version(e);
             let operation: BulkOperation<Json> = match e.op {
                 Op::Delete => {
+                    latest.insert(id.clone(), None);
                     bytes += 100 + id.len();
                     BulkOperation::delete(&id)
                         .index(index)
@@ -275,12 +262,28 @@ impl ElasticsearchSink {
                         .version_type(VersionType::External)
                         .into()
                 }
-                _ => {
-                    for name in unavailable {
-                        if let Some(v) = stored.get(&id).and_then(|d| d.get(&name)) {
-                            doc.insert(name, v.clone());
-                        }
+                Op::Upsert => {
+                    let previous = match latest.get(&id) {
+                        Some(doc) => doc.as_ref(),
+                        None => stored.get(&id).and_then(Json::as_object),
+                    };
+                    let mut doc = Map::new();
+                    for (c, v) in e
+                        .schema
+                        .columns
+                        .iter()
+                        .zip(e.row.as_deref().unwrap_or_default())
+                    {
+                        let value = match v {
+                            Value::Unavailable => previous
+                                .and_then(|p| p.get(&c.name))
+                                .cloned()
+                                .unwrap_or(Json::Null),
+                            v => ripple_sink::to_json(v),
+                        };
+                        doc.insert(c.name.clone(), value);
                     }
+                    latest.insert(id.clone(), Some(doc.clone()));
                     let doc = Json::Object(doc);
                     bytes += 100 + id.len() + doc.to_string().len();
                     BulkOperation::index(doc)
@@ -290,6 +293,7 @@ impl ElasticsearchSink {
                         .version_type(VersionType::External)
                         .into()
                 }
+                Op::Truncate => unreachable!("truncates split the batch: {}", offset + i),
             };
             operations.push(operation);
             owners.push((offset + i, e));
