@@ -28,6 +28,9 @@ pub struct ElasticsearchSinkConfig {
     /// which a late, older insert of a deleted row is still recognised as stale.
     #[serde(default = "default_gc_deletes")]
     pub gc_deletes: String,
+    /// Index where Ripple records, per index, the version of the last truncate applied.
+    #[serde(default = "default_meta_index")]
+    pub meta_index: String,
 }
 
 fn default_index() -> String {
@@ -38,6 +41,9 @@ fn default_bulk_docs() -> usize {
 }
 fn default_bulk_bytes() -> usize {
     10 * 1024 * 1024
+}
+fn default_meta_index() -> String {
+    "ripple-meta".into()
 }
 fn default_gc_deletes() -> String {
     "7d".into()

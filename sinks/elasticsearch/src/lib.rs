@@ -13,7 +13,9 @@ use elasticsearch::http::Url;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
 use elasticsearch::params::VersionType;
-use elasticsearch::{BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, MgetParts};
+use elasticsearch::{
+    BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, IndexParts, MgetParts,
+};
 use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, TableRef, Value};
 use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
@@ -124,7 +126,30 @@ impl ElasticsearchSink {
         Ok(())
     }
 
-    async fn truncate(&self, index: &str) -> Result<(), SinkError> {
+    /// Empties the index, unless a truncate at least as new was already applied: each truncate
+    /// first records its version on a document of `meta_index` (external versioning again), so a
+    /// truncate delivered twice cannot delete documents written after it.
+    async fn truncate(&self, index: &str, event: &ChangeEvent) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .index(IndexParts::IndexId(&self.config.meta_index, &format!("truncated:{index}")))
+            .version(external_version(event))
+            .version_type(VersionType::External)
+            .body(json!({"index": index, "commit": event.version.commit, "change": event.version.change}))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "record truncate"))?;
+        match response.status_code().as_u16() {
+            409 => return Ok(()),
+            s if s >= 300 => {
+                let body = response.text().await.unwrap_or_default();
+                return Err(status_error(
+                    s,
+                    format!("record truncate of {index}: {body}"),
+                ));
+            }
+            _ => {}
+        }
         let response = self
             .client
             .delete_by_query(DeleteByQueryParts::Index(&[index]))
@@ -373,7 +398,7 @@ impl Sink for ElasticsearchSink {
                     .refresh(IndicesRefreshParts::Index(&[&index]))
                     .send()
                     .await;
-                self.truncate(&index).await?;
+                self.truncate(&index, &events[end]).await?;
             }
             start = end + 1;
         }

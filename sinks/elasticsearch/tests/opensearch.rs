@@ -25,6 +25,7 @@ async fn sink(index: &str) -> ElasticsearchSink {
         bulk_max_docs: 3,
         bulk_max_bytes: 1 << 20,
         gc_deletes: "1d".into(),
+        meta_index: format!("{index}-meta"),
     };
     let sink = ElasticsearchSink::new("search", "sinks.search", config).unwrap();
     sink.ready().await.unwrap_or_else(|e| {
