@@ -306,24 +306,33 @@ pub fn check_env(key: &str, var: Option<&str>) -> Result<(), ConfigError> {
     }
 }
 
-/// Replaces the password in a `scheme://user:password@host` URL with `****`.
+/// Replaces the password in `scheme://user:password@host/...` and in a `password=` query parameter
+/// with `****`, so errors can name the URL.
 pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:****{}",
-            &url[..scheme_end + 3],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "****");
+            }
+        }
     }
+    if let Some(q) = out.find('?') {
+        let query: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], query.join("&"));
+    }
+    out
 }
 
 fn toml_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
@@ -419,6 +428,23 @@ mod tests {
         );
         let err = Config::parse(&text).unwrap_err();
         assert_eq!(err.key, "routes[0].topics[0]", "{err}");
+    }
+
+    #[test]
+    fn urls_are_masked() {
+        assert_eq!(
+            mask_url("postgres://app:s3cr:et@db:5432/app"),
+            "postgres://app:****@db:5432/app"
+        );
+        assert_eq!(
+            mask_url("postgres://postgres@127.0.0.1:15432/app"),
+            "postgres://postgres@127.0.0.1:15432/app"
+        );
+        assert_eq!(
+            mask_url("postgres://u@h/db?sslmode=disable&password=x&application_name=a"),
+            "postgres://u@h/db?sslmode=disable&password=****&application_name=a"
+        );
+        assert_eq!(mask_url("not a url"), "not a url");
     }
 
     #[test]

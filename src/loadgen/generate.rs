@@ -26,6 +26,9 @@ pub struct Transaction {
     pub affiliate_id: String,
 }
 
+/// One generated change. A batch holds only a hundred or so and lives briefly, so the large
+/// Insert variant stays unboxed rather than costing an allocation per row.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Insert(Transaction),
@@ -46,9 +49,12 @@ const BASE_MICROS: i64 = 1_704_067_200_000_000;
 const YEAR_MICROS: i64 = 366 * 24 * 3600 * 1_000_000;
 
 impl Generator {
+    /// `live` is the table's existing keys in a fixed order. They are folded into the seed: the
+    /// same seed on the same table gives the same changes, but a second run with the seed that
+    /// filled the table gets fresh keys instead of inserting the first run's again.
     pub fn new(seed: u64, mix: Mix, live: Vec<String>) -> Self {
         Self {
-            rng: StdRng::seed_from_u64(seed),
+            rng: StdRng::seed_from_u64(seed ^ fingerprint(&live)),
             mix,
             live,
         }
@@ -72,6 +78,11 @@ impl Generator {
                 id: self.live.swap_remove(i),
             }
         }
+    }
+
+    /// Rows that exist after the changes generated so far.
+    pub fn live_rows(&self) -> usize {
+        self.live.len()
     }
 
     pub fn truncate(&mut self) -> Change {
@@ -124,6 +135,22 @@ impl Generator {
     }
 }
 
+/// FNV-1a over the keys, 0 for none (so runs on an empty table use the seed as given). Spelled out
+/// rather than `DefaultHasher`, whose output may change between Rust releases.
+fn fingerprint(keys: &[String]) -> u64 {
+    if keys.is_empty() {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for key in keys {
+        for byte in key.bytes().chain([0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +173,33 @@ mod tests {
         let mut g = Generator::new(8, MIX, vec![]);
         let c: Vec<Change> = (0..500).map(|_| g.next_change()).collect();
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn existing_keys_steer_the_stream() {
+        let first: Vec<String> = {
+            let mut g = Generator::new(42, MIX, vec![]);
+            (0..100)
+                .filter_map(|_| match g.next_change() {
+                    Change::Insert(t) => Some(t.transaction_id),
+                    _ => None,
+                })
+                .collect()
+        };
+        // A second run with the same seed on the rows of the first inserts new keys.
+        let mut again = Generator::new(42, MIX, first.clone());
+        for _ in 0..1000 {
+            if let Change::Insert(t) = again.next_change() {
+                assert!(!first.contains(&t.transaction_id));
+            }
+        }
+        let a = Generator::new(42, MIX, first.clone()).transaction();
+        assert_eq!(a, Generator::new(42, MIX, first.clone()).transaction());
+        assert_eq!(fingerprint(&[]), 0);
+        assert_ne!(
+            fingerprint(&["ab".into(), "c".into()]),
+            fingerprint(&["a".into(), "bc".into()])
+        );
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! `ripple loadgen`: the seed workload. Creates the seed's `transactions` table (with REPLICA
-//! IDENTITY FULL, the audit columns and their update triggers) and writes fake card transactions,
-//! then updates of their amounts and deletes, at a chosen rate, deterministically for a seed.
+//! `ripple loadgen`: the seed workload. Sets up the seed's `transactions` table (REPLICA IDENTITY
+//! FULL, audit columns, update triggers) and writes fake card transactions, amount updates and
+//! deletes into it at a chosen rate, the same changes for the same seed and starting table.
 
+mod ddl;
 mod generate;
+mod write;
 
+pub use ddl::{SETUP_LOCK_SQL, create_table_sql, drop_table_sql};
 pub use generate::{Change, Generator, Transaction};
 
 use crate::config::mask_url;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -24,29 +26,30 @@ pub struct LoadgenArgs {
     /// Table name, in schema `public`.
     #[arg(long, default_value = "transactions")]
     pub table: String,
-    /// Drop the table first.
+    /// Drop the table first, for a fresh start.
     #[arg(long)]
     pub drop: bool,
-    /// Create the table, replica identity, audit columns and triggers if they are missing.
+    /// Create the table, replica identity, audit columns and triggers where missing.
     #[arg(long)]
     pub setup: bool,
-    /// Changes to write (inserts + updates + deletes + truncates).
+    /// Changes to write (inserts + updates + deletes + truncates); 0 only sets up.
     #[arg(long, default_value_t = 10_000)]
     pub count: u64,
     /// Changes per second; 0 writes as fast as the database takes them.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Same seed and same starting table: same changes.
+    /// Same seed and same starting table: same changes (the table's existing keys are mixed into
+    /// the seed, so running again on a filled table inserts new keys).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Percentages of inserts, updates and deletes.
     #[arg(long, default_value = "60,30,10", value_parser = parse_mix)]
     pub mix: Mix,
-    /// Truncate the table once, after this many changes.
+    /// Truncate the table once, after this many changes (the truncate counts as one change).
     #[arg(long)]
     pub truncate_after: Option<u64>,
     /// Changes per source transaction.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
 }
 
@@ -58,13 +61,24 @@ pub struct Mix {
     pub deletes: u32,
 }
 
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            inserts: 60,
+            updates: 30,
+            deletes: 10,
+        }
+    }
+}
+
+/// Parses `inserts,updates,deletes`, e.g. `60,30,10`.
 pub fn parse_mix(text: &str) -> Result<Mix, String> {
     let parts: Vec<u32> = text
         .split(',')
         .map(|p| {
             p.trim()
                 .parse::<u32>()
-                .map_err(|_| format!("{p:?} is not a whole number"))
+                .map_err(|_| format!("{:?} is not a whole number", p.trim()))
         })
         .collect::<Result<_, _>>()?;
     match parts.as_slice() {
@@ -73,7 +87,10 @@ pub fn parse_mix(text: &str) -> Result<Mix, String> {
             updates: *u,
             deletes: *d,
         }),
-        [_, _, _] => Err("the three percentages must add up to 100".into()),
+        [i, u, d] => Err(format!(
+            "the three percentages must add up to 100, not {}",
+            i + u + d
+        )),
         _ => Err("expected three percentages: inserts,updates,deletes (e.g. 60,30,10)".into()),
     }
 }
@@ -82,21 +99,31 @@ pub fn parse_mix(text: &str) -> Result<Mix, String> {
 pub enum LoadgenError {
     #[error("cannot connect to the source at {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
+    #[error("cannot connect to the source at {url}: no answer within {secs} s")]
+    ConnectTimeout { url: String, secs: u64 },
     #[error("{doing}: {source}")]
     Sql { doing: String, source: sqlx::Error },
-    #[error("table {0:?} does not exist: run with --setup first")]
+    #[error("table public.{0} does not exist: run with --setup first")]
     NoTable(String),
     #[error("--batch must be at least 1")]
     Batch,
+    #[error(
+        "{what} affected {affected} rows, expected {expected}: is something else writing to the table?"
+    )]
+    LostRows {
+        what: &'static str,
+        expected: u64,
+        affected: u64,
+    },
 }
 
-fn sql(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> LoadgenError {
+fn sql_error(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> LoadgenError {
     let doing = doing.into();
     move |source| LoadgenError::Sql { doing, source }
 }
 
 /// What a run wrote.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct LoadgenSummary {
     pub inserts: u64,
     pub updates: u64,
@@ -105,280 +132,270 @@ pub struct LoadgenSummary {
     pub elapsed: Duration,
 }
 
+impl LoadgenSummary {
+    pub fn changes(&self) -> u64 {
+        self.inserts + self.updates + self.deletes + self.truncates
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.changes() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
 impl fmt::Display for LoadgenSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total = self.inserts + self.updates + self.deletes + self.truncates;
-        let secs = self.elapsed.as_secs_f64().max(1e-9);
         write!(
             f,
-            "loadgen: {total} changes (inserts {}, updates {}, deletes {}, truncates {}) in {secs:.1} s, {:.0} changes/s",
+            "loadgen: {} changes (inserts {}, updates {}, deletes {}, truncates {}) in {:.1} s, {:.0} changes/s",
+            self.changes(),
             self.inserts,
             self.updates,
             self.deletes,
             self.truncates,
-            total as f64 / secs
+            self.elapsed.as_secs_f64(),
+            self.per_second()
         )
     }
 }
 
-/// The seed's DDL for `table`, in order. Idempotent, so `--setup` can run against an existing table.
-pub fn create_table_sql(table: &str) -> Vec<String> {
-    let t = crate::verify::quote_ident(table);
-    let f1 = crate::verify::quote_ident(&format!("{table}_record_change_user"));
-    let f2 = crate::verify::quote_ident(&format!("{table}_record_changed_columns"));
-    vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS public.{t} (transaction_id varchar(255) PRIMARY KEY, user_id varchar(255), \
-             \"timestamp\" timestamp, amount decimal, currency varchar(255), city varchar(255), country varchar(255), \
-             merchant_name varchar(255), payment_method varchar(255), ip_address varchar(255), \
-             voucher_code varchar(255), affiliate_id varchar(255))"
-        ),
-        format!("ALTER TABLE public.{t} REPLICA IDENTITY FULL"),
-        format!("ALTER TABLE public.{t} ADD COLUMN IF NOT EXISTS modified_by TEXT"),
-        format!("ALTER TABLE public.{t} ADD COLUMN IF NOT EXISTS modified_at TIMESTAMP"),
-        format!("ALTER TABLE public.{t} ADD COLUMN IF NOT EXISTS change_info JSONB"),
-        format!(
-            "CREATE OR REPLACE FUNCTION public.{f1}() RETURNS TRIGGER AS $$ \
-             BEGIN NEW.modified_by := current_user; NEW.modified_at := CURRENT_TIMESTAMP; RETURN NEW; END; \
-             $$ LANGUAGE plpgsql"
-        ),
-        format!("DROP TRIGGER IF EXISTS trigger_record_user_update ON public.{t}"),
-        format!(
-            "CREATE TRIGGER trigger_record_user_update BEFORE UPDATE ON public.{t} FOR EACH ROW EXECUTE FUNCTION public.{f1}()"
-        ),
-        format!(
-            "CREATE OR REPLACE FUNCTION public.{f2}() RETURNS TRIGGER AS $$ \
-             DECLARE change_details JSONB; \
-             BEGIN \
-               change_details := '{{}}'::JSONB; \
-               IF NEW.amount IS DISTINCT FROM OLD.amount THEN \
-                 change_details := jsonb_insert(change_details, '{{amount}}', jsonb_build_object('old', OLD.amount, 'new', NEW.amount)); \
-               END IF; \
-               change_details := change_details || jsonb_build_object('modified_by', current_user, 'modified_at', now()); \
-               NEW.change_info := change_details; \
-               RETURN NEW; \
-             END; $$ LANGUAGE plpgsql"
-        ),
-        format!("DROP TRIGGER IF EXISTS trigger_record_change_info ON public.{t}"),
-        format!(
-            "CREATE TRIGGER trigger_record_change_info BEFORE UPDATE ON public.{t} FOR EACH ROW EXECUTE FUNCTION public.{f2}()"
-        ),
-    ]
-}
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub async fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
     if args.batch == 0 {
         return Err(LoadgenError::Batch);
     }
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&args.url)
-        .await
-        .map_err(|source| LoadgenError::Connect {
-            url: mask_url(&args.url),
-            source,
-        })?;
-    let t = crate::verify::quote_ident(&args.table);
-    if args.drop {
+    // One plain connection: the writes are sequential, and unlike a pool it reports a refused
+    // connection at once instead of retrying until an acquire timeout.
+    let url = mask_url(&args.url);
+    let mut conn =
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(&args.url)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(source)) => return Err(LoadgenError::Connect { url, source }),
+            Err(_) => {
+                return Err(LoadgenError::ConnectTimeout {
+                    url,
+                    secs: CONNECT_TIMEOUT.as_secs(),
+                });
+            }
+        };
+    let table = ddl::qualified(&args.table);
+
+    if args.drop || args.setup {
+        // One transaction, so a failed setup leaves nothing half made; the lock keeps concurrent
+        // setups (parallel tests) from replacing the shared trigger functions at the same time.
+        let mut tx = conn.begin().await.map_err(sql_error("begin the setup"))?;
+        exec(&mut tx, SETUP_LOCK_SQL, "wait for other setups").await?;
+        // IF [NOT] EXISTS would otherwise log a "skipping" notice per statement on every run.
         exec(
-            &pool,
-            &format!("DROP TABLE IF EXISTS public.{t}"),
-            "drop table",
+            &mut tx,
+            "SET LOCAL client_min_messages = warning",
+            "quiet the setup",
         )
         .await?;
-    }
-    if args.setup {
-        for stmt in create_table_sql(&args.table) {
-            exec(&pool, &stmt, "create the seed table").await?;
+        if args.drop {
+            exec(&mut tx, &drop_table_sql(&args.table), "drop the table").await?;
         }
+        if args.setup {
+            for stmt in create_table_sql(&args.table) {
+                exec(&mut tx, &stmt, "set up the seed table").await?;
+            }
+        }
+        tx.commit().await.map_err(sql_error("commit the setup"))?;
+        tracing::info!(table = %table, drop = args.drop, setup = args.setup, "loadgen: table ready");
     }
+    if args.count == 0 {
+        return Ok(LoadgenSummary::default());
+    }
+
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(format!("public.{t}"))
-        .fetch_one(&pool)
+        .bind(&table)
+        .fetch_one(&mut conn)
         .await
-        .map_err(sql("look up the table"))?;
+        .map_err(sql_error("look up the table"))?;
     if !exists {
         return Err(LoadgenError::NoTable(args.table.clone()));
     }
+    // Byte order, not the database's collation, so the same rows give the same key list, and
+    // with it the same updates and deletes, on any server.
     let live: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT transaction_id FROM public.{t} ORDER BY transaction_id"
+        "SELECT transaction_id FROM {table} ORDER BY transaction_id COLLATE \"C\""
     )))
-    .fetch_all(&pool)
+    .fetch_all(&mut conn)
     .await
-    .map_err(sql("read existing keys"))?;
+    .map_err(sql_error("read the existing keys"))?;
+    tracing::info!(table = %table, existing_rows = live.len(), count = args.count, "loadgen: writing");
 
+    let statements = write::Statements::new(&table);
     let mut generator = Generator::new(args.seed, args.mix, live);
+    let batch = batch_size(args.batch, args.rate);
     let mut summary = LoadgenSummary::default();
     let started = Instant::now();
     let mut written = 0u64;
-    let mut truncated = false;
+    let mut next_report = started + Duration::from_secs(5);
+    let mut changes = Vec::with_capacity(batch as usize);
     while written < args.count {
-        let size = args.batch.min(args.count - written);
-        let mut changes = Vec::with_capacity(size as usize);
-        for _ in 0..size {
-            if !truncated
-                && args
-                    .truncate_after
-                    .is_some_and(|n| written + changes.len() as u64 >= n)
-            {
-                truncated = true;
-                changes.push(generator.truncate());
-            } else {
-                changes.push(generator.next_change());
+        changes.clear();
+        let mut truncate = false;
+        while written + (changes.len() as u64) < args.count && (changes.len() as u64) < batch {
+            if args.truncate_after == Some(written + changes.len() as u64) {
+                // The truncate gets a transaction of its own, so it is not mixed with rows.
+                truncate = true;
+                break;
             }
+            changes.push(generator.next_change());
         }
-        write_batch(&pool, &t, &changes, &mut summary).await?;
-        written += size;
+        if truncate && changes.is_empty() {
+            changes.push(generator.truncate());
+        }
+        write::write_batch(&mut conn, &statements, &changes, &mut summary).await?;
+        written += changes.len() as u64;
         if args.rate > 0 {
-            // Pace whole batches against the wall clock, so the rate holds on average.
-            let due = Duration::from_secs_f64(written as f64 / args.rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
+            // Pace whole batches against the start, so the rate holds on average and a slow
+            // batch is caught up rather than lost.
+            let due = started + Duration::from_secs_f64(written as f64 / args.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
         }
-        if written % 10_000 < size {
-            tracing::info!(written, "loadgen progress");
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(5);
+            tracing::info!(
+                written,
+                of = args.count,
+                live_rows = generator.live_rows(),
+                per_second = written as f64 / started.elapsed().as_secs_f64(),
+                "loadgen progress"
+            );
         }
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-async fn exec(pool: &PgPool, stmt: &str, doing: &str) -> Result<(), LoadgenError> {
-    sqlx::raw_sql(AssertSqlSafe(stmt.to_string()))
-        .execute(pool)
-        .await
-        .map_err(sql(doing))?;
-    Ok(())
-}
-
-/// Writes one source transaction: consecutive inserts go in one multi-row statement, updates and
-/// deletes one statement each, so the source sees them in the generated order.
-async fn write_batch(
-    pool: &PgPool,
-    t: &str,
-    changes: &[Change],
-    summary: &mut LoadgenSummary,
-) -> Result<(), LoadgenError> {
-    let mut tx = pool.begin().await.map_err(sql("begin"))?;
-    let mut i = 0;
-    while i < changes.len() {
-        match &changes[i] {
-            Change::Insert(_) => {
-                let run: Vec<&Transaction> = changes[i..]
-                    .iter()
-                    .map_while(|c| match c {
-                        Change::Insert(t) => Some(t),
-                        _ => None,
-                    })
-                    .collect();
-                insert_rows(&mut tx, t, &run).await?;
-                summary.inserts += run.len() as u64;
-                i += run.len();
-                continue;
-            }
-            Change::Update { id, amount } => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE public.{t} SET amount = $2::numeric WHERE transaction_id = $1"
-                )))
-                .bind(id)
-                .bind(amount)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql("update"))?;
-                summary.updates += 1;
-            }
-            Change::Delete { id } => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM public.{t} WHERE transaction_id = $1"
-                )))
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql("delete"))?;
-                summary.deletes += 1;
-            }
-            Change::Truncate => {
-                sqlx::query(AssertSqlSafe(format!("TRUNCATE public.{t}")))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("truncate"))?;
-                summary.truncates += 1;
-            }
-        }
-        i += 1;
+/// At low rates a full batch would be one burst every few seconds; smaller transactions keep
+/// roughly ten a second so the stream looks steady.
+fn batch_size(batch: u64, rate: u64) -> u64 {
+    if rate == 0 {
+        batch
+    } else {
+        batch.min((rate / 10).max(1))
     }
-    tx.commit().await.map_err(sql("commit"))?;
-    Ok(())
 }
 
-async fn insert_rows(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    t: &str,
-    rows: &[&Transaction],
-) -> Result<(), LoadgenError> {
-    let col = |f: fn(&Transaction) -> &str| {
-        rows.iter()
-            .map(|r| f(r).to_string())
-            .collect::<Vec<String>>()
-    };
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO public.{t} (transaction_id, user_id, \"timestamp\", amount, currency, city, country, merchant_name, \
-         payment_method, ip_address, voucher_code, affiliate_id) \
-         SELECT a, b, c::timestamp, d::numeric, e, f, g, h, i, j, k, l \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                     $9::text[], $10::text[], $11::text[], $12::text[]) AS s(a, b, c, d, e, f, g, h, i, j, k, l)"
-    )))
-    .bind(col(|r| &r.transaction_id))
-    .bind(col(|r| &r.user_id))
-    .bind(col(|r| &r.timestamp))
-    .bind(col(|r| &r.amount))
-    .bind(col(|r| &r.currency))
-    .bind(col(|r| &r.city))
-    .bind(col(|r| &r.country))
-    .bind(col(|r| &r.merchant_name))
-    .bind(col(|r| &r.payment_method))
-    .bind(col(|r| &r.ip_address))
-    .bind(col(|r| &r.voucher_code))
-    .bind(col(|r| &r.affiliate_id))
-    .execute(&mut **tx)
-    .await
-    .map_err(sql("insert"))?;
+async fn exec(conn: &mut PgConnection, stmt: &str, doing: &str) -> Result<(), LoadgenError> {
+    sqlx::raw_sql(AssertSqlSafe(stmt.to_string()))
+        .execute(conn)
+        .await
+        .map_err(sql_error(doing))?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    #[test]
-    fn mix_parses_and_checks_the_sum() {
-        assert_eq!(
-            parse_mix("60,30,10").unwrap(),
-            Mix {
-                inserts: 60,
-                updates: 30,
-                deletes: 10
-            }
-        );
-        assert!(parse_mix("60,30,20").unwrap_err().contains("100"));
-        assert!(parse_mix("a,b,c").is_err());
-        assert!(parse_mix("100").is_err());
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadgenArgs,
     }
 
     #[test]
-    fn ddl_quotes_the_table_and_the_timestamp_column() {
-        let ddl = create_table_sql("Weird \"name\"");
-        assert!(
-            ddl[0].contains("public.\"Weird \"\"name\"\"\""),
-            "{}",
-            ddl[0]
+    fn mix_parses_and_checks_the_sum() {
+        assert_eq!(parse_mix("60,30,10").unwrap(), Mix::default());
+        assert_eq!(
+            parse_mix(" 100 , 0 ,0").unwrap(),
+            Mix {
+                inserts: 100,
+                updates: 0,
+                deletes: 0
+            }
         );
-        assert!(ddl[0].contains("\"timestamp\" timestamp"));
         assert!(
-            ddl[0].contains("amount decimal,"),
-            "the seed's unscaled decimal: {}",
-            ddl[0]
+            parse_mix("60,30,20")
+                .unwrap_err()
+                .contains("add up to 100, not 110")
         );
+        assert!(parse_mix("a,b,c").unwrap_err().contains("\"a\""));
+        assert!(parse_mix("-1,50,51").is_err());
+        assert!(parse_mix("100").unwrap_err().contains("three"));
+        assert!(parse_mix("50,25,25,0").is_err());
+    }
+
+    #[test]
+    fn args_have_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["loadgen", "--url", "postgres://x@h/db"]).unwrap();
+        let a = cli.args;
+        assert_eq!(a.table, "transactions");
+        assert_eq!((a.count, a.rate, a.seed, a.batch), (10_000, 0, 42, 100));
+        assert_eq!(a.mix, Mix::default());
+        assert_eq!(a.truncate_after, None);
+        assert!(!a.drop && !a.setup);
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--url",
+            "u",
+            "--table",
+            "t2",
+            "--drop",
+            "--setup",
+            "--count",
+            "5",
+            "--rate",
+            "7",
+            "--seed",
+            "9",
+            "--mix",
+            "20,40,40",
+            "--truncate-after",
+            "3",
+            "--batch",
+            "2",
+        ])
+        .unwrap();
+        let a = cli.args;
+        assert_eq!(
+            (
+                a.table.as_str(),
+                a.count,
+                a.rate,
+                a.seed,
+                a.truncate_after,
+                a.batch
+            ),
+            ("t2", 5, 7, 9, Some(3), 2)
+        );
+        assert!(a.drop && a.setup);
+        assert!(Cli::try_parse_from(["loadgen", "--batch", "0"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--mix", "1,2,3"]).is_err());
+    }
+
+    #[test]
+    fn summary_prints_one_line_with_every_count() {
+        let s = LoadgenSummary {
+            inserts: 6,
+            updates: 3,
+            deletes: 1,
+            truncates: 1,
+            elapsed: Duration::from_millis(500),
+        };
+        let line = s.to_string();
+        assert_eq!(
+            line,
+            "loadgen: 11 changes (inserts 6, updates 3, deletes 1, truncates 1) in 0.5 s, 22 changes/s"
+        );
+        assert!(!line.contains('\n'));
+        assert!(
+            LoadgenSummary::default()
+                .to_string()
+                .contains("0 changes/s")
+        );
+    }
+
+    #[test]
+    fn low_rates_get_smaller_batches() {
+        assert_eq!(batch_size(100, 0), 100);
+        assert_eq!(batch_size(100, 4000), 100);
+        assert_eq!(batch_size(100, 200), 20);
+        assert_eq!(batch_size(100, 3), 1);
     }
 }
