@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use ripple::config::Config;
-use ripple::sink::{ChangeEvent, Op, Sink, SinkError, TableRef};
+use ripple::sink::{ChangeEvent, Op, Sink, SinkError, Target};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -29,12 +29,12 @@ impl Sink for RowsPerTable {
         Ok(())
     }
 
-    async fn apply(&self, table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError> {
+    async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
         let mut keys = self
             .keys
             .lock()
             .map_err(|_| SinkError::permanent("state poisoned"))?;
-        let live = keys.entry(table.to_string()).or_default();
+        let live = keys.entry(target.table.to_string()).or_default();
         for e in events {
             let key = format!("{:?}", e.key);
             match e.op {

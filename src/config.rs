@@ -82,13 +82,28 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Sends the events of matching topics to the named sinks.
+/// Sends the events of matching topics to the named sinks, with options for what they write. When
+/// several routes match one topic and name one sink, the first of them applies.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Exact topic names or regular expressions starting with `^`.
     pub topics: Vec<String>,
     pub sinks: Vec<String>,
+    /// The store-side name for the routed tables, read by each sink in its own way: a table name
+    /// for postgres (`{schema}`, `{table}`), a key template for redis (`inventory:{product_id}`),
+    /// an index name for elasticsearch (`shop-{table}`). Default: the sink's own naming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Only these columns are written (key columns always are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<String>>,
+    /// These columns are not written (key columns always are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Source column name -> name in the store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rename: BTreeMap<String, String>,
 }
 
 fn default_group_id() -> String {
@@ -245,6 +260,13 @@ impl Config {
                     "must name at least one sink",
                 ));
             }
+            route.check_columns(i)?;
+            if route.target.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].target"),
+                    "cannot be empty: leave it out to use the sink's own naming",
+                ));
+            }
             for (j, s) in route.sinks.iter().enumerate() {
                 if !self.sinks.contains_key(s) && !embedded.contains(&s.as_str()) {
                     let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
@@ -292,6 +314,45 @@ impl Config {
             }
         }
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+impl RouteConfig {
+    /// Whether this route changes the columns it sends.
+    pub fn shapes_columns(&self) -> bool {
+        self.include.is_some() || !self.exclude.is_empty() || !self.rename.is_empty()
+    }
+
+    fn check_columns(&self, i: usize) -> Result<(), ConfigError> {
+        if self.include.is_some() && !self.exclude.is_empty() {
+            return Err(ConfigError::new(
+                format!("routes[{i}].exclude"),
+                "cannot be combined with `include`: list the columns to keep, or the ones to drop",
+            ));
+        }
+        if self.include.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ConfigError::new(
+                format!("routes[{i}].include"),
+                "is empty: name the columns to keep, or leave `include` out to keep them all",
+            ));
+        }
+        let mut new_names = std::collections::BTreeSet::new();
+        for (from, to) in &self.rename {
+            let key = format!("routes[{i}].rename.{from}");
+            if to.trim().is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    "cannot rename a column to an empty name",
+                ));
+            }
+            if !new_names.insert(to.as_str()) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("gives a second column the name {to:?}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

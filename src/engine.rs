@@ -91,6 +91,13 @@ impl EngineBuilder {
         }
         let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         let router = Router::new(&self.config, &names)?;
+        for (route, template, ids) in router.targets() {
+            for &id in ids {
+                sinks[id].check_target(template).map_err(|message| {
+                    ConfigError::new(format!("routes[{route}].target"), message)
+                })?;
+            }
+        }
         let source = KafkaSource::connect(&self.config.kafka).await?;
         let applier = Applier::new(sinks, &self.config.pipeline);
         Ok(Engine {

@@ -3,10 +3,10 @@
 //! may be committed once every owner has applied them.
 
 use crate::config::PipelineConfig;
-use crate::route::SinkId;
+use crate::route::Assignment;
 use crate::source::Partition;
 use backon::{ExponentialBuilder, Retryable};
-use ripple_sink::{ChangeEvent, Sink, SinkError, TableRef};
+use ripple_sink::{ChangeEvent, Sink, SinkError, TableRef, Target};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub enum PipelineError {
 pub struct TableBatch {
     pub topic: Arc<str>,
     pub table: TableRef,
-    pub sinks: Arc<[SinkId]>,
+    pub sinks: Arc<[Assignment]>,
     pub events: Vec<ChangeEvent>,
 }
 
@@ -56,7 +56,7 @@ impl Batch {
         *slot = (*slot).max(offset);
     }
 
-    pub fn push(&mut self, sinks: Arc<[SinkId]>, event: ChangeEvent) {
+    pub fn push(&mut self, sinks: Arc<[Assignment]>, event: ChangeEvent) {
         self.events += 1;
         // Batches hold few tables; the last one is almost always the right one.
         let found = self
@@ -103,8 +103,10 @@ impl Applier {
     /// tables go one after another, each in offset order. Returns once everything is durable.
     pub async fn apply(&self, batch: &Batch) -> Result<(), PipelineError> {
         let per_sink = self.sinks.iter().enumerate().map(|(id, sink)| async move {
-            for t in batch.tables.iter().filter(|t| t.sinks.contains(&id)) {
-                self.apply_with_retry(sink.as_ref(), t).await?;
+            for t in &batch.tables {
+                if let Some(a) = t.sinks.iter().find(|a| a.sink == id) {
+                    self.apply_with_retry(sink.as_ref(), t, a).await?;
+                }
             }
             Ok::<(), PipelineError>(())
         });
@@ -114,8 +116,20 @@ impl Applier {
         Ok(())
     }
 
-    async fn apply_with_retry(&self, sink: &dyn Sink, t: &TableBatch) -> Result<(), PipelineError> {
-        let attempt = || async { sink.apply(&t.table, &t.events).await };
+    async fn apply_with_retry(
+        &self,
+        sink: &dyn Sink,
+        t: &TableBatch,
+        route: &Assignment,
+    ) -> Result<(), PipelineError> {
+        let failed = |error| PipelineError::Sink {
+            sink: sink.name().to_string(),
+            table: t.table.clone(),
+            error,
+        };
+        let events = route.options.shape_events(&t.events).map_err(failed)?;
+        let target = Target::of(&t.table).with_template(route.options.target.as_deref());
+        let attempt = || async { sink.apply(target, &events).await };
         attempt
             .retry(self.backoff)
             .when(SinkError::is_retriable)
@@ -123,6 +137,6 @@ impl Applier {
                 tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "retrying after a retriable failure");
             })
             .await
-            .map_err(|error| PipelineError::Sink { sink: sink.name().to_string(), table: t.table.clone(), error })
+            .map_err(failed)
     }
 }

@@ -26,6 +26,30 @@ impl fmt::Display for TableRef {
     }
 }
 
+/// Where a batch of one source table's events goes in a sink: the table, and the naming its route
+/// chose for it, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub table: &'a TableRef,
+    /// The route's `target`: a template each sink reads in its own way (a table name for SQL, a key
+    /// template for Redis, an index name for a search index). `None`: the sink's configured naming.
+    pub template: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// The table under the sink's own naming.
+    pub fn of(table: &'a TableRef) -> Self {
+        Self {
+            table,
+            template: None,
+        }
+    }
+
+    pub fn with_template(self, template: Option<&'a str>) -> Self {
+        Self { template, ..self }
+    }
+}
+
 /// The logical type of a column, as far as the change stream tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ColumnType {

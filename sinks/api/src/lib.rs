@@ -8,8 +8,10 @@ mod render;
 mod value;
 
 pub use error::{ConfigError, FailureKind, SinkError};
-pub use event::{ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Version};
-pub use render::{to_json, to_text};
+pub use event::{
+    ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Target, Version,
+};
+pub use render::{json_difference, to_json, to_text};
 pub use value::Value;
 
 use async_trait::async_trait;
@@ -40,8 +42,60 @@ pub trait Sink: Send + Sync {
     /// Checks that the store is reachable and usable. Called at start-up and by health checks.
     async fn ready(&self) -> Result<(), SinkError>;
 
-    /// Applies `events`, all of which belong to `table`, in order. See the trait's contract.
-    async fn apply(&self, table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError>;
+    /// Applies `events`, all of which belong to `target.table`, in order. See the trait's contract.
+    async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError>;
+
+    /// Checks a route's `target` template before any event flows, so a bad one stops start-up with
+    /// the route's key named. A sink that names things from a template overrides this; the default
+    /// refuses every template.
+    fn check_target(&self, template: &str) -> Result<(), String> {
+        Err(format!(
+            "sink {:?} does not take a route target (got {template:?})",
+            self.name()
+        ))
+    }
+
+    /// Reading rows back, for `ripple verify`; `None` when this sink cannot.
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        None
+    }
+}
+
+/// How a stored row compares with the row the source holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowState {
+    Equal,
+    Missing,
+    /// Held, but not equal; the text says where they differ.
+    Different(String),
+}
+
+/// Lets `ripple verify` prove a sink holds what the source holds. The verifier reads every source
+/// row, turns it into the upsert event the sink would receive for that row now (after the route's
+/// column options), and asks the sink how its copy compares; then it lists what the sink holds, to
+/// find rows the source no longer has.
+#[async_trait]
+pub trait ReadBack: Send + Sync {
+    /// Whether the store holds anything at all for this table (a table, an index, a key set).
+    async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError>;
+
+    /// Compares each upsert in `rows` with the stored row of the same key; one state per row.
+    async fn compare(
+        &self,
+        target: Target<'_>,
+        rows: &[ChangeEvent],
+    ) -> Result<Vec<RowState>, SinkError>;
+
+    /// The id under which the row of `event` is stored (a key, a document id).
+    fn row_id(&self, target: Target<'_>, event: &ChangeEvent) -> Result<String, SinkError>;
+
+    /// One page of the ids the store holds for this table, and the cursor of the next page
+    /// (`None` after the last one). Start with `cursor = None`.
+    async fn stored_ids(
+        &self,
+        target: Target<'_>,
+        cursor: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), SinkError>;
 }
 
 /// Builds sinks of one kind from their configuration section. Registering a factory on the engine is

@@ -43,6 +43,27 @@ pub fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// Where two JSON documents differ first, for a verify report: `field "qty": holds 5, the source 6`.
+pub fn json_difference(want: &serde_json::Value, got: &serde_json::Value) -> String {
+    if let (Some(w), Some(g)) = (want.as_object(), got.as_object()) {
+        let mut names: Vec<&String> = w.keys().chain(g.keys()).collect();
+        names.sort();
+        names.dedup();
+        for n in names {
+            if w.get(n) != g.get(n) {
+                let show =
+                    |v: Option<&serde_json::Value>| v.map_or("nothing".into(), |v| v.to_string());
+                return format!(
+                    "field {n:?}: holds {}, the source {}",
+                    show(g.get(n)),
+                    show(w.get(n))
+                );
+            }
+        }
+    }
+    format!("holds {got}, the source {want}")
+}
+
 fn float_text(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()

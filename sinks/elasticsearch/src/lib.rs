@@ -16,7 +16,9 @@ use elasticsearch::params::VersionType;
 use elasticsearch::{
     BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, IndexParts, MgetParts,
 };
-use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, TableRef, Value};
+use ripple_sink::{
+    ChangeEvent, ConfigError, Op, ReadBack, RowState, Sink, SinkError, SinkFactory, Target, Value,
+};
 use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -85,10 +87,13 @@ impl ElasticsearchSink {
         &self.client
     }
 
-    pub fn index_name(&self, table: &TableRef) -> String {
+    /// The index of `target`: the route's template, or the sink's `index`.
+    pub fn index_name(&self, target: Target<'_>) -> String {
+        let table = target.table;
         // Index names must be lowercase.
-        self.config
-            .index
+        target
+            .template
+            .unwrap_or(&self.config.index)
             .replace("{schema}", &table.namespace)
             .replace("{table}", &table.name)
             .to_lowercase()
@@ -376,8 +381,29 @@ impl Sink for ElasticsearchSink {
         Ok(())
     }
 
-    async fn apply(&self, table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError> {
-        let index = self.index_name(table);
+    fn check_target(&self, template: &str) -> Result<(), String> {
+        let rest = template.replace("{schema}", "").replace("{table}", "");
+        if rest.contains(['{', '}']) {
+            return Err(format!(
+                "{template:?} has a placeholder other than {{schema}} and {{table}}"
+            ));
+        }
+        if template.starts_with(['_', '-', '+'])
+            || template.contains([' ', ',', '/', '*', '?', '"', '<', '>', '|', '\\', '#'])
+        {
+            return Err(format!(
+                "{template:?} cannot name an index (no leading _ - +, no spaces or , / * ? \" < > | \\ #)"
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        Some(self)
+    }
+
+    async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        let index = self.index_name(target);
         self.ensure_index(&index).await?;
         let mut start = 0;
         let ends = events
@@ -403,6 +429,126 @@ impl Sink for ElasticsearchSink {
             start = end + 1;
         }
         Ok(())
+    }
+}
+
+/// The document an upsert of `event` leaves (when nothing was unavailable).
+fn document(event: &ChangeEvent) -> Json {
+    Json::Object(
+        event
+            .schema
+            .columns
+            .iter()
+            .zip(event.row.as_deref().unwrap_or_default())
+            .map(|(c, v)| (c.name.clone(), ripple_sink::to_json(v)))
+            .collect(),
+    )
+}
+
+#[async_trait]
+impl ReadBack for ElasticsearchSink {
+    async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError> {
+        let index = self.index_name(target);
+        let response = self
+            .client
+            .indices()
+            .exists(elasticsearch::indices::IndicesExistsParts::Index(&[&index]))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "look up index"))?;
+        Ok(response.status_code().is_success())
+    }
+
+    fn row_id(&self, _target: Target<'_>, event: &ChangeEvent) -> Result<String, SinkError> {
+        Ok(doc_id(event))
+    }
+
+    async fn compare(
+        &self,
+        target: Target<'_>,
+        rows: &[ChangeEvent],
+    ) -> Result<Vec<RowState>, SinkError> {
+        let index = self.index_name(target);
+        let ids: Vec<String> = rows.iter().map(doc_id).collect();
+        let stored = self.stored(&index, &ids).await?;
+        Ok(rows
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| match stored.get(id) {
+                None => RowState::Missing,
+                Some(got) => {
+                    let want = document(e);
+                    if *got == want {
+                        RowState::Equal
+                    } else {
+                        RowState::Different(ripple_sink::json_difference(&want, got))
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn stored_ids(
+        &self,
+        target: Target<'_>,
+        cursor: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), SinkError> {
+        let response = match &cursor {
+            None => {
+                let index = self.index_name(target);
+                // Search sees only what a refresh has published.
+                let _ = self
+                    .client
+                    .indices()
+                    .refresh(IndicesRefreshParts::Index(&[&index]))
+                    .send()
+                    .await;
+                self.client
+                    .search(elasticsearch::SearchParts::Index(&[&index]))
+                    .scroll("2m")
+                    .body(json!({"size": 1000, "_source": false, "sort": ["_doc"]}))
+                    .send()
+                    .await
+            }
+            Some(id) => {
+                self.client
+                    .scroll(elasticsearch::ScrollParts::None)
+                    .body(json!({"scroll": "2m", "scroll_id": id}))
+                    .send()
+                    .await
+            }
+        }
+        .map_err(|e| transport_error(e, "list documents"))?;
+        let status = response.status_code().as_u16();
+        let body: Json = response
+            .json()
+            .await
+            .map_err(|e| transport_error(e, "list documents"))?;
+        if status == 404 && cursor.is_none() {
+            return Ok((Vec::new(), None));
+        }
+        if status >= 300 {
+            return Err(status_error(status, format!("list documents: {body}")));
+        }
+        let ids: Vec<String> = body["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["_id"].as_str().map(str::to_string))
+            .collect();
+        let scroll_id = body["_scroll_id"].as_str().map(str::to_string);
+        if ids.is_empty() {
+            if let Some(id) = scroll_id {
+                let _ = self
+                    .client
+                    .clear_scroll(elasticsearch::ClearScrollParts::None)
+                    .body(json!({"scroll_id": [id]}))
+                    .send()
+                    .await;
+            }
+            return Ok((ids, None));
+        }
+        Ok((ids, scroll_id))
     }
 }
 

@@ -5,7 +5,8 @@
 use elasticsearch::indices::{IndicesDeleteParts, IndicesRefreshParts};
 use elasticsearch::{GetParts, SearchParts};
 use ripple_sink::{
-    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version,
+    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Target, Value,
+    Version,
 };
 use ripple_sink_elasticsearch::{ElasticsearchSink, ElasticsearchSinkConfig};
 use serde_json::{Value as Json, json};
@@ -152,8 +153,8 @@ async fn documents_follow_changes_and_never_go_back() {
         upsert(&s, 1, "one again", Value::Text("long".into()), 13),
         op(&s, Op::Delete, 2, 14),
     ];
-    sink.apply(&s.table, &batch).await.unwrap();
-    sink.apply(&s.table, &batch).await.unwrap();
+    sink.apply(Target::of(&s.table), &batch).await.unwrap();
+    sink.apply(Target::of(&s.table), &batch).await.unwrap();
     assert_eq!(ids(&sink, index).await, ["1", "3"]);
     let one = doc(&sink, index, "1").await.unwrap();
     assert_eq!(one["title"], "one again");
@@ -161,7 +162,7 @@ async fn documents_follow_changes_and_never_go_back() {
 
     // Stale changes: an older update, an older insert of a deleted document.
     sink.apply(
-        &s.table,
+        Target::of(&s.table),
         &[
             upsert(&s, 1, "stale", Value::Null, 12),
             upsert(&s, 2, "resurrected", Value::Null, 11),
@@ -177,7 +178,7 @@ async fn documents_follow_changes_and_never_go_back() {
 
     // An unchanged large value arrives as unavailable and stays as it was.
     sink.apply(
-        &s.table,
+        Target::of(&s.table),
         &[upsert(&s, 1, "renamed", Value::Unavailable, 20)],
     )
     .await
@@ -189,7 +190,7 @@ async fn documents_follow_changes_and_never_go_back() {
     );
 
     sink.apply(
-        &s.table,
+        Target::of(&s.table),
         &[
             op(&s, Op::Truncate, 0, 30),
             upsert(&s, 4, "after", Value::Null, 31),
@@ -204,14 +205,17 @@ async fn documents_follow_changes_and_never_go_back() {
 async fn rejected_documents_are_permanent_and_name_the_event() {
     let sink = sink("rtest-reject").await;
     let s = schema("items");
-    sink.apply(&s.table, &[upsert(&s, 1, "ok", Value::Null, 1)])
+    sink.apply(Target::of(&s.table), &[upsert(&s, 1, "ok", Value::Null, 1)])
         .await
         .unwrap();
     // `title` is mapped as text now; an object there is a mapping error.
     let mut bad = upsert(&s, 2, "x", Value::Null, 2);
     bad.row.as_mut().unwrap()[1] = Value::Json(r#"{"nested": true}"#.into());
     let err = sink
-        .apply(&s.table, &[upsert(&s, 3, "fine", Value::Null, 3), bad])
+        .apply(
+            Target::of(&s.table),
+            &[upsert(&s, 3, "fine", Value::Null, 3), bad],
+        )
         .await
         .unwrap_err();
     assert!(!err.is_retriable(), "{err}");

@@ -11,8 +11,9 @@ pub use config::PostgresSinkConfig;
 pub use sql::ident;
 
 use async_trait::async_trait;
+pub use plan::TargetTable;
 use plan::{Plan, PlanCache};
-use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, TableRef};
+use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, Target};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use std::sync::Arc;
@@ -76,6 +77,7 @@ impl PostgresSink {
     async fn apply_in(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        into: &TargetTable,
         events: &[ChangeEvent],
     ) -> Result<(), SinkError> {
         if !self.bookkeeping_ready.load(Ordering::Relaxed) {
@@ -87,14 +89,14 @@ impl PostgresSink {
             if e.op == Op::Truncate {
                 let tail = &events[start..i];
                 if !tail.is_empty() {
-                    self.apply_segment(tx, tail).await?;
+                    self.apply_segment(tx, into, tail).await?;
                 }
-                self.truncate(tx, e).await?;
+                self.truncate(tx, into, e).await?;
                 start = i + 1;
             }
         }
         if start < events.len() {
-            self.apply_segment(tx, &events[start..]).await?;
+            self.apply_segment(tx, into, &events[start..]).await?;
         }
         Ok(())
     }
@@ -102,10 +104,11 @@ impl PostgresSink {
     async fn apply_segment(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        into: &TargetTable,
         events: &[ChangeEvent],
     ) -> Result<(), SinkError> {
         for group in plan::reduce(events) {
-            let plan = self.plan(tx, group.first_event()).await?;
+            let plan = self.plan(tx, into, group.first_event()).await?;
             plan.execute(tx, &group).await?;
         }
         Ok(())
@@ -119,13 +122,10 @@ impl PostgresSink {
     async fn truncate(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        into: &TargetTable,
         event: &ChangeEvent,
     ) -> Result<(), SinkError> {
-        let table = event.table();
-        let target = sql::qualified(
-            self.config.schema.as_deref().unwrap_or(&table.namespace),
-            &table.name,
-        );
+        let target = into.sql();
         let (commit, change) = (event.version.commit as i64, event.version.change as i64);
         // A table that does not exist yet has nothing to remove.
         let Some(name) = plan::bookkeeping_name(tx, &target).await? else {
@@ -179,13 +179,14 @@ impl PostgresSink {
     async fn plan(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        into: &TargetTable,
         event: &ChangeEvent,
     ) -> Result<Arc<Plan>, SinkError> {
-        if let Some(p) = self.plans.get(&event.schema) {
+        if let Some(p) = self.plans.get(&event.schema, into) {
             return Ok(p);
         }
-        let plan = Arc::new(Plan::prepare(tx, &event.schema, &self.config).await?);
-        self.plans.insert(&event.schema, plan.clone());
+        let plan = Arc::new(Plan::prepare(tx, &event.schema, into, &self.config).await?);
+        self.plans.insert(&event.schema, into, plan.clone());
         Ok(plan)
     }
 }
@@ -208,13 +209,18 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
-    async fn apply(&self, _table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError> {
+    fn check_target(&self, template: &str) -> Result<(), String> {
+        TargetTable::check(template)
+    }
+
+    async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        let into = TargetTable::resolve(target, &self.config);
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| sql::classify(e, "begin"))?;
-        let result = self.apply_in(&mut tx, events).await;
+        let result = self.apply_in(&mut tx, &into, events).await;
         match result {
             Ok(()) => {
                 tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;

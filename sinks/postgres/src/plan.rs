@@ -17,24 +17,94 @@ use std::sync::{Arc, Mutex};
 /// pointer is a cheap key; the cache holds the Arc so the pointer cannot be reused.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: Mutex<AHashMap<usize, (Arc<TableSchema>, Arc<Plan>)>>,
+    plans: Mutex<AHashMap<(usize, TargetTable), (Arc<TableSchema>, Arc<Plan>)>>,
 }
 
 impl PlanCache {
-    pub fn get(&self, schema: &Arc<TableSchema>) -> Option<Arc<Plan>> {
+    pub fn get(&self, schema: &Arc<TableSchema>, target: &TargetTable) -> Option<Arc<Plan>> {
         let plans = self.plans.lock().expect("plan cache lock");
         plans
-            .get(&(Arc::as_ptr(schema) as usize))
+            .get(&(Arc::as_ptr(schema) as usize, target.clone()))
             .map(|(_, p)| p.clone())
     }
 
-    pub fn insert(&self, schema: &Arc<TableSchema>, plan: Arc<Plan>) {
+    pub fn insert(&self, schema: &Arc<TableSchema>, target: &TargetTable, plan: Arc<Plan>) {
         let mut plans = self.plans.lock().expect("plan cache lock");
-        plans.insert(Arc::as_ptr(schema) as usize, (schema.clone(), plan));
+        plans.insert(
+            (Arc::as_ptr(schema) as usize, target.clone()),
+            (schema.clone(), plan),
+        );
     }
 
     pub fn clear(&self) {
         self.plans.lock().expect("plan cache lock").clear();
+    }
+}
+
+/// The replica table a source table is written to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetTable {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl TargetTable {
+    /// Where `target.table` goes: the route's template (`{schema}` and `{table}` replaced; a dot
+    /// separates schema and table), else the source's name, in the sink's `schema` when set.
+    pub fn resolve(target: ripple_sink::Target<'_>, config: &PostgresSinkConfig) -> Self {
+        let table = target.table;
+        let default_namespace = || {
+            config
+                .schema
+                .clone()
+                .unwrap_or_else(|| table.namespace.clone())
+        };
+        match target.template {
+            None => Self {
+                namespace: default_namespace(),
+                name: table.name.clone(),
+            },
+            Some(t) => {
+                // Split the template, not the result: a substituted name may itself hold a dot.
+                let fill = |part: &str| {
+                    part.replace("{schema}", &table.namespace)
+                        .replace("{table}", &table.name)
+                };
+                match t.split_once('.') {
+                    Some((ns, name)) => Self {
+                        namespace: fill(ns),
+                        name: fill(name),
+                    },
+                    None => Self {
+                        namespace: default_namespace(),
+                        name: fill(t),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Refuses a template that cannot name a table.
+    pub fn check(template: &str) -> Result<(), String> {
+        let (ns, name) = template.split_once('.').unwrap_or(("x", template));
+        if ns.is_empty() || name.is_empty() || name.contains('.') {
+            return Err(format!(
+                "{template:?} is not TABLE or SCHEMA.TABLE (`{{schema}}` and `{{table}}` are replaced)"
+            ));
+        }
+        for part in [ns, name] {
+            let rest = part.replace("{schema}", "").replace("{table}", "");
+            if rest.contains(['{', '}']) {
+                return Err(format!(
+                    "{template:?} has a placeholder other than {{schema}} and {{table}}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sql(&self) -> String {
+        qualified(&self.namespace, &self.name)
     }
 }
 
@@ -57,14 +127,10 @@ impl Plan {
     pub async fn prepare(
         tx: &mut Transaction<'_, Postgres>,
         schema: &TableSchema,
+        into: &TargetTable,
         config: &PostgresSinkConfig,
     ) -> Result<Plan, SinkError> {
-        let namespace = config
-            .schema
-            .as_deref()
-            .unwrap_or(&schema.table.namespace)
-            .to_string();
-        let name = schema.table.name.clone();
+        let TargetTable { namespace, name } = into.clone();
         let target = qualified(&namespace, &name);
         if schema.key.is_empty() {
             return Err(SinkError::permanent(format!(

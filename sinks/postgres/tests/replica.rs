@@ -3,7 +3,8 @@
 //! batch, idempotent re-delivery, unchanged TOAST values, and identifiers that need quoting.
 
 use ripple_sink::{
-    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version,
+    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Target, Value,
+    Version,
 };
 use ripple_sink_postgres::{PostgresSink, PostgresSinkConfig};
 use sqlx::Row;
@@ -144,7 +145,7 @@ async fn batches_apply_in_order_and_replay_changes_nothing() {
         upsert(&s, 3, 1, "11.25", Value::Text("one again".into())),
         delete(&s, 4, 2),
     ];
-    sink.apply(&table, &batch).await.unwrap();
+    sink.apply(Target::of(&table), &batch).await.unwrap();
     let first = rows(&sink, ns).await;
     assert_eq!(first.len(), 2);
     assert_eq!(first[0].0, 1);
@@ -156,7 +157,7 @@ async fn batches_apply_in_order_and_replay_changes_nothing() {
     assert_eq!(first[1].3, None);
 
     // At-least-once delivery: the same batch again leaves the same table.
-    sink.apply(&table, &batch).await.unwrap();
+    sink.apply(Target::of(&table), &batch).await.unwrap();
     assert_eq!(rows(&sink, ns).await, first);
 
     // The created column types follow the propagated source types.
@@ -196,7 +197,7 @@ async fn truncate_in_the_middle_of_a_batch() {
         truncate(&s, 2),
         upsert(&s, 3, 3, "3", Value::Text("kept".into())),
     ];
-    sink.apply(&s.table, &batch).await.unwrap();
+    sink.apply(Target::of(&s.table), &batch).await.unwrap();
     let r = rows(&sink, ns).await;
     assert_eq!(r.iter().map(|r| r.0).collect::<Vec<_>>(), [3]);
 }
@@ -207,12 +208,15 @@ async fn unavailable_values_keep_what_the_replica_holds() {
     let sink = sink(ns).await;
     let s = schema_with_note(Some("TEXT"));
     let big = "x".repeat(20_000);
-    sink.apply(&s.table, &[upsert(&s, 0, 1, "1", Value::Text(big.clone()))])
-        .await
-        .unwrap();
+    sink.apply(
+        Target::of(&s.table),
+        &[upsert(&s, 0, 1, "1", Value::Text(big.clone()))],
+    )
+    .await
+    .unwrap();
     // A later update that did not touch the large column: Debezium sends the placeholder.
     sink.apply(
-        &s.table,
+        Target::of(&s.table),
         &[
             upsert(&s, 1, 1, "2", Value::Unavailable),
             upsert(&s, 2, 2, "3", Value::Text("b".into())),
@@ -237,7 +241,7 @@ async fn too_long_values_fail_instead_of_being_truncated() {
     let s = schema();
     let err = sink
         .apply(
-            &s.table,
+            Target::of(&s.table),
             &[upsert(&s, 0, 1, "1", Value::Text("y".repeat(300)))],
         )
         .await
@@ -252,7 +256,10 @@ async fn rejected_data_is_a_permanent_error() {
     let sink = sink(ns).await;
     let s = schema();
     let err = sink
-        .apply(&s.table, &[upsert(&s, 0, 1, "not a number", Value::Null)])
+        .apply(
+            Target::of(&s.table),
+            &[upsert(&s, 0, 1, "not a number", Value::Null)],
+        )
         .await
         .unwrap_err();
     assert!(!err.is_retriable(), "{err}");
@@ -271,7 +278,7 @@ async fn rows_never_move_back_in_time() {
     let s = schema();
     let t = s.table.clone();
     sink.apply(
-        &t,
+        Target::of(&t),
         &[at(
             upsert(&s, 0, 1, "2.00", Value::Text("new".into())),
             20,
@@ -282,7 +289,7 @@ async fn rows_never_move_back_in_time() {
     .unwrap();
     // A stale duplicate of an older change arrives late, alone and inside a batch.
     sink.apply(
-        &t,
+        Target::of(&t),
         &[at(
             upsert(&s, 0, 1, "1.00", Value::Text("old".into())),
             10,
@@ -292,7 +299,7 @@ async fn rows_never_move_back_in_time() {
     .await
     .unwrap();
     sink.apply(
-        &t,
+        Target::of(&t),
         &[
             at(upsert(&s, 0, 2, "5", Value::Null), 20, 6),
             at(upsert(&s, 0, 1, "1.50", Value::Null), 20, 4),
@@ -309,12 +316,15 @@ async fn rows_never_move_back_in_time() {
     assert_eq!(r.len(), 2);
 
     // A delete wins against a re-delivered older insert of the same key.
-    sink.apply(&t, &[at(delete(&s, 0, 2), 30, 1)])
+    sink.apply(Target::of(&t), &[at(delete(&s, 0, 2), 30, 1)])
         .await
         .unwrap();
-    sink.apply(&t, &[at(upsert(&s, 0, 2, "5", Value::Null), 20, 6)])
-        .await
-        .unwrap();
+    sink.apply(
+        Target::of(&t),
+        &[at(upsert(&s, 0, 2, "5", Value::Null), 20, 6)],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         rows(&sink, ns)
             .await
@@ -324,9 +334,12 @@ async fn rows_never_move_back_in_time() {
         [1]
     );
     // A newer insert after the delete does bring the key back.
-    sink.apply(&t, &[at(upsert(&s, 0, 2, "6", Value::Null), 31, 1)])
-        .await
-        .unwrap();
+    sink.apply(
+        Target::of(&t),
+        &[at(upsert(&s, 0, 2, "6", Value::Null), 31, 1)],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         rows(&sink, ns)
             .await
@@ -340,7 +353,7 @@ async fn rows_never_move_back_in_time() {
     // the same truncate delivered again removes nothing newer.
     let truncate_at = at(truncate(&s, 0), 40, 1);
     sink.apply(
-        &t,
+        Target::of(&t),
         &[
             truncate_at.clone(),
             at(upsert(&s, 0, 3, "3", Value::Null), 41, 1),
@@ -349,7 +362,7 @@ async fn rows_never_move_back_in_time() {
     .await
     .unwrap();
     sink.apply(
-        &t,
+        Target::of(&t),
         &[at(upsert(&s, 0, 1, "9", Value::Null), 39, 9), truncate_at],
     )
     .await

@@ -11,7 +11,12 @@ pub use config::{Format, RedisSinkConfig};
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, TableRef, Value};
+use ripple_sink::{
+    ChangeEvent, ConfigError, Op, ReadBack, RowState, Sink, SinkError, SinkFactory, TableRef,
+    Target, Value,
+};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use template::KeyTemplate;
 
@@ -92,6 +97,16 @@ impl RedisSink {
             .map_err(|e| classify(e, "connect"))
     }
 
+    /// The route's key template, or the sink's.
+    fn key_template(&self, target: Target<'_>) -> Result<Cow<'_, KeyTemplate>, SinkError> {
+        match target.template {
+            None => Ok(Cow::Borrowed(&self.key)),
+            Some(t) => KeyTemplate::parse(t)
+                .map(Cow::Owned)
+                .map_err(SinkError::permanent),
+        }
+    }
+
     fn table_keys(&self, table: &TableRef) -> TableKeys {
         let prefix = &self.config.key_set_prefix;
         let t = format!("{}.{}", table.namespace, table.name);
@@ -133,12 +148,12 @@ impl RedisSink {
     fn add(
         &self,
         pipe: &mut redis::Pipeline,
+        template: &KeyTemplate,
         keys: &TableKeys,
         event: &ChangeEvent,
         index: usize,
     ) -> Result<(), SinkError> {
-        let key = self
-            .key
+        let key = template
             .render(event)
             .map_err(|e| SinkError::permanent(e).at_event(index))?;
         let cmd = pipe
@@ -235,7 +250,17 @@ impl Sink for RedisSink {
         Ok(())
     }
 
-    async fn apply(&self, table: &TableRef, events: &[ChangeEvent]) -> Result<(), SinkError> {
+    fn check_target(&self, template: &str) -> Result<(), String> {
+        KeyTemplate::parse(template).map(|_| ())
+    }
+
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        Some(self)
+    }
+
+    async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        let table = target.table;
+        let template = self.key_template(target)?;
         let mut conn = self.connection().await?;
         // Pipelines call the script by hash; loading it first covers a server that restarted.
         self.apply_script
@@ -256,7 +281,7 @@ impl Sink for RedisSink {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 for (i, e) in events[start..end].iter().enumerate() {
-                    self.add(&mut pipe, &keys, e, start + i)?;
+                    self.add(&mut pipe, &template, &keys, e, start + i)?;
                 }
                 pipe.query_async::<()>(&mut conn)
                     .await
@@ -269,6 +294,163 @@ impl Sink for RedisSink {
         }
         Ok(())
     }
+}
+
+/// What a row looks like in Redis, in each format; `None`: no key at all.
+enum Stored {
+    Hash(HashMap<String, String>),
+    Json(serde_json::Value),
+    Text(String),
+}
+
+impl RedisSink {
+    /// The value an upsert of `event` leaves under its key (when nothing was unavailable).
+    fn expected(&self, event: &ChangeEvent) -> Result<Option<Stored>, SinkError> {
+        let row = event.row.as_deref().unwrap_or_default();
+        let columns = &event.schema.columns;
+        Ok(Some(match self.config.format {
+            Format::Hash => Stored::Hash(
+                columns
+                    .iter()
+                    .zip(row)
+                    .filter_map(|(c, v)| ripple_sink::to_text(v).map(|t| (c.name.clone(), t)))
+                    .collect(),
+            ),
+            Format::Json => Stored::Json(serde_json::Value::Object(
+                columns
+                    .iter()
+                    .zip(row)
+                    .map(|(c, v)| (c.name.clone(), ripple_sink::to_json(v)))
+                    .collect(),
+            )),
+            Format::String => {
+                let field = self.config.field.as_deref().unwrap_or_default();
+                let i = event.schema.column_index(field).ok_or_else(|| {
+                    SinkError::permanent(format!(
+                        "table {} has no column {field:?} (the sink's `field`)",
+                        event.table()
+                    ))
+                })?;
+                match ripple_sink::to_text(&row[i]) {
+                    Some(t) => Stored::Text(t),
+                    None => return Ok(None),
+                }
+            }
+        }))
+    }
+}
+
+#[async_trait]
+impl ReadBack for RedisSink {
+    async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError> {
+        let keys = self.table_keys(target.table);
+        let mut conn = self.connection().await?;
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(&keys.set)
+            .arg(&keys.versions)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(e, "read"))?;
+        Ok(n > 0)
+    }
+
+    fn row_id(&self, target: Target<'_>, event: &ChangeEvent) -> Result<String, SinkError> {
+        self.key_template(target)?
+            .render(event)
+            .map_err(SinkError::permanent)
+    }
+
+    async fn compare(
+        &self,
+        target: Target<'_>,
+        rows: &[ChangeEvent],
+    ) -> Result<Vec<RowState>, SinkError> {
+        let template = self.key_template(target)?;
+        let mut pipe = redis::pipe();
+        let mut expected = Vec::with_capacity(rows.len());
+        for e in rows {
+            let key = template.render(e).map_err(SinkError::permanent)?;
+            match self.config.format {
+                Format::Hash => pipe.cmd("HGETALL").arg(&key),
+                Format::Json | Format::String => pipe.cmd("GET").arg(&key),
+            };
+            expected.push(self.expected(e)?);
+        }
+        let mut conn = self.connection().await?;
+        let found: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(e, "read"))?;
+        let mut states = Vec::with_capacity(rows.len());
+        for (want, got) in expected.into_iter().zip(found) {
+            states.push(match (want, got) {
+                (None, redis::Value::Nil) => RowState::Equal,
+                (_, redis::Value::Nil) => RowState::Missing,
+                (Some(Stored::Hash(_)), redis::Value::Array(a)) if a.is_empty() => {
+                    RowState::Missing
+                }
+                (Some(Stored::Hash(_)), redis::Value::Map(m)) if m.is_empty() => RowState::Missing,
+                (None, _) => RowState::Different("a key is held for a NULL value".into()),
+                (Some(Stored::Hash(want)), got) => {
+                    match redis::from_redis_value::<HashMap<String, String>>(got) {
+                        Ok(got) => compare_maps(&want, &got),
+                        Err(e) => unreadable(e),
+                    }
+                }
+                (Some(Stored::Json(want)), got) => match redis::from_redis_value::<String>(got) {
+                    Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                        Ok(got) if got == want => RowState::Equal,
+                        Ok(got) => RowState::Different(ripple_sink::json_difference(&want, &got)),
+                        Err(e) => RowState::Different(format!("the value is not JSON: {e}")),
+                    },
+                    Err(e) => unreadable(e),
+                },
+                (Some(Stored::Text(want)), got) => match redis::from_redis_value::<String>(got) {
+                    Ok(got) if got == want => RowState::Equal,
+                    Ok(got) => RowState::Different(format!("holds {got:?}, the source {want:?}")),
+                    Err(e) => unreadable(e),
+                },
+            });
+        }
+        Ok(states)
+    }
+
+    async fn stored_ids(
+        &self,
+        target: Target<'_>,
+        cursor: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), SinkError> {
+        let keys = self.table_keys(target.table);
+        let mut conn = self.connection().await?;
+        let (next, ids): (String, Vec<String>) = redis::cmd("SSCAN")
+            .arg(&keys.set)
+            .arg(cursor.as_deref().unwrap_or("0"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(e, "list keys"))?;
+        Ok((ids, (next != "0").then_some(next)))
+    }
+}
+
+fn unreadable(e: impl std::fmt::Display) -> RowState {
+    RowState::Different(format!(
+        "the key holds another kind of value than the sink writes: {e}"
+    ))
+}
+
+fn compare_maps(want: &HashMap<String, String>, got: &HashMap<String, String>) -> RowState {
+    let mut names: Vec<&String> = want.keys().chain(got.keys()).collect();
+    names.sort();
+    names.dedup();
+    for n in names {
+        let (w, g) = (want.get(n), got.get(n));
+        if w != g {
+            return RowState::Different(format!("field {n:?}: holds {g:?}, the source {w:?}"));
+        }
+    }
+    RowState::Equal
 }
 
 /// Connection trouble and a busy or loading server are worth retrying; a rejected command is not.

@@ -4,7 +4,8 @@
 
 use redis::AsyncCommands;
 use ripple_sink::{
-    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Value, Version,
+    ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Target, Value,
+    Version,
 };
 use ripple_sink_redis::{Format, RedisSink, RedisSinkConfig};
 use std::collections::HashMap;
@@ -130,8 +131,8 @@ async fn hash_rows_follow_upserts_deletes_and_truncates() {
         op(&s, Op::Delete, 2),
         upsert(&s, 3, 1, Value::Text("x".into())),
     ];
-    sink.apply(&s.table, &batch).await.unwrap();
-    sink.apply(&s.table, &batch).await.unwrap();
+    sink.apply(Target::of(&s.table), &batch).await.unwrap();
+    sink.apply(Target::of(&s.table), &batch).await.unwrap();
     let one: HashMap<String, String> = conn.hgetall("rtest_hash:items:1").await.unwrap();
     assert_eq!(one.get("stock").map(String::as_str), Some("4"));
     assert_eq!(
@@ -147,7 +148,7 @@ async fn hash_rows_follow_upserts_deletes_and_truncates() {
     assert!(!gone);
 
     sink.apply(
-        &s.table,
+        Target::of(&s.table),
         &[op(&s, Op::Truncate, 0), upsert(&s, 9, 1, Value::Null)],
     )
     .await
@@ -165,12 +166,18 @@ async fn json_documents_keep_unavailable_values() {
     let (sink, mut conn) = sink(Format::Json, "rtest_json:{pk}", None, "rtest_json").await;
     let s = schema("docs");
     let big = "y".repeat(10_000);
-    sink.apply(&s.table, &[upsert(&s, 1, 5, Value::Text(big.clone()))])
-        .await
-        .unwrap();
-    sink.apply(&s.table, &[upsert(&s, 1, 6, Value::Unavailable)])
-        .await
-        .unwrap();
+    sink.apply(
+        Target::of(&s.table),
+        &[upsert(&s, 1, 5, Value::Text(big.clone()))],
+    )
+    .await
+    .unwrap();
+    sink.apply(
+        Target::of(&s.table),
+        &[upsert(&s, 1, 6, Value::Unavailable)],
+    )
+    .await
+    .unwrap();
     let doc: String = conn.get("rtest_json:1").await.unwrap();
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     assert_eq!(doc["stock"], 6);
@@ -193,7 +200,7 @@ async fn string_format_stores_one_column_under_a_template() {
     .await;
     let s = schema("inventory");
     sink.apply(
-        &s.table,
+        Target::of(&s.table),
         &[
             upsert(&s, 42, 17, Value::Null),
             upsert(&s, 43, 3, Value::Null),
@@ -203,7 +210,7 @@ async fn string_format_stores_one_column_under_a_template() {
     .unwrap();
     let stock: String = conn.get("rtest_inv:42").await.unwrap();
     assert_eq!(stock, "17");
-    sink.apply(&s.table, &[op(&s, Op::Delete, 43)])
+    sink.apply(Target::of(&s.table), &[op(&s, Op::Delete, 43)])
         .await
         .unwrap();
     assert!(!conn.exists::<_, bool>("rtest_inv:43").await.unwrap());
@@ -214,7 +221,7 @@ async fn templates_may_only_use_key_columns() {
     let (sink, _conn) = sink(Format::Hash, "rtest_bad:{stock}", None, "rtest_bad").await;
     let s = schema("items");
     let err = sink
-        .apply(&s.table, &[upsert(&s, 1, 5, Value::Null)])
+        .apply(Target::of(&s.table), &[upsert(&s, 1, 5, Value::Null)])
         .await
         .unwrap_err();
     assert!(!err.is_retriable());
@@ -247,15 +254,15 @@ async fn keys_never_move_back_in_time() {
     let (sink, mut conn) = sink(Format::Hash, "rtest_ver:row:{pk}", None, "rtest_ver").await;
     let s = schema("versions");
     let t = s.table.clone();
-    sink.apply(&t, &[at(upsert(&s, 1, 10, Value::Null), 50, 1)])
+    sink.apply(Target::of(&t), &[at(upsert(&s, 1, 10, Value::Null), 50, 1)])
         .await
         .unwrap();
     // A stale duplicate, alone and after the newer change in one batch.
-    sink.apply(&t, &[at(upsert(&s, 1, 3, Value::Null), 40, 9)])
+    sink.apply(Target::of(&t), &[at(upsert(&s, 1, 3, Value::Null), 40, 9)])
         .await
         .unwrap();
     sink.apply(
-        &t,
+        Target::of(&t),
         &[
             at(upsert(&s, 2, 1, Value::Null), 50, 2),
             at(upsert(&s, 1, 4, Value::Null), 49, 1),
@@ -267,14 +274,14 @@ async fn keys_never_move_back_in_time() {
     assert_eq!(stock, "10");
 
     // A delete wins against a late older insert; a newer insert brings the key back.
-    sink.apply(&t, &[at(op(&s, Op::Delete, 2), 60, 1)])
+    sink.apply(Target::of(&t), &[at(op(&s, Op::Delete, 2), 60, 1)])
         .await
         .unwrap();
-    sink.apply(&t, &[at(upsert(&s, 2, 1, Value::Null), 50, 2)])
+    sink.apply(Target::of(&t), &[at(upsert(&s, 2, 1, Value::Null), 50, 2)])
         .await
         .unwrap();
     assert!(!conn.exists::<_, bool>("rtest_ver:row:2").await.unwrap());
-    sink.apply(&t, &[at(upsert(&s, 2, 8, Value::Null), 61, 1)])
+    sink.apply(Target::of(&t), &[at(upsert(&s, 2, 8, Value::Null), 61, 1)])
         .await
         .unwrap();
     assert!(conn.exists::<_, bool>("rtest_ver:row:2").await.unwrap());
@@ -282,14 +289,17 @@ async fn keys_never_move_back_in_time() {
     // Nothing older than a truncate lands after it, and the same truncate again removes nothing newer.
     let truncate = at(op(&s, Op::Truncate, 0), 70, 1);
     sink.apply(
-        &t,
+        Target::of(&t),
         &[truncate.clone(), at(upsert(&s, 3, 1, Value::Null), 71, 1)],
     )
     .await
     .unwrap();
-    sink.apply(&t, &[at(upsert(&s, 1, 99, Value::Null), 69, 1), truncate])
-        .await
-        .unwrap();
+    sink.apply(
+        Target::of(&t),
+        &[at(upsert(&s, 1, 99, Value::Null), 69, 1), truncate],
+    )
+    .await
+    .unwrap();
     let left: Vec<String> = conn.keys("rtest_ver:row:*").await.unwrap();
     assert_eq!(left, ["rtest_ver:row:3"]);
 }
