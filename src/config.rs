@@ -49,6 +49,10 @@ pub struct SourceConfig {
     /// Name of an environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Debezium's `topic.prefix`: lets verify find each table's topic (`<prefix>.<schema>.<table>`)
+    /// and so the route, and its options, that brought the table to each sink.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -318,11 +322,6 @@ impl Config {
 }
 
 impl RouteConfig {
-    /// Whether this route changes the columns it sends.
-    pub fn shapes_columns(&self) -> bool {
-        self.include.is_some() || !self.exclude.is_empty() || !self.rename.is_empty()
-    }
-
     fn check_columns(&self, i: usize) -> Result<(), ConfigError> {
         if self.include.is_some() && !self.exclude.is_empty() {
             return Err(ConfigError::new(

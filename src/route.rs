@@ -27,7 +27,8 @@ pub struct RouteOptions {
 #[derive(Debug)]
 pub struct Shape {
     pub schema: Arc<TableSchema>,
-    keep: Vec<usize>,
+    /// Position in the source schema of each column of `schema`.
+    pub keep: Vec<usize>,
 }
 
 /// One sink owning a topic, with the options of the route that gave it the topic.
@@ -208,7 +209,7 @@ impl Router {
                             sink: *id,
                             options: options.clone(),
                         }),
-                        Some(first) => tracing::warn!(
+                        Some(first) => tracing::debug!(
                             topic = %topic,
                             "routes[{}] also matches this topic for a sink that routes[{}] already sends it to; routes[{}] applies",
                             options.route, first.options.route, first.options.route

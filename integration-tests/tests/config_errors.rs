@@ -111,3 +111,22 @@ fn unreachable_sink_names_the_sink() {
         "{err}"
     );
 }
+
+#[test]
+fn a_route_target_the_sink_cannot_use_is_named() {
+    // A key template without a key column would send every row to one key.
+    let text = format!(
+        "{}\n[sinks.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:16379\"\n\n[[routes]]\ntopics = [\"config_errors.public.t\"]\nsinks = [\"cache\"]\ntarget = \"stock\"\n",
+        good(BROKERS, REPLICA_URL)
+    );
+    let err = run_with("route_target", &text);
+    assert!(err.contains("routes[1].target"), "{err}");
+    assert!(err.contains("no key column"), "{err}");
+
+    let text = good(BROKERS, REPLICA_URL).replace(
+        "sinks = [\"replica\"]",
+        "sinks = [\"replica\"]\ninclude = [\"a\"]\nexclude = [\"b\"]",
+    );
+    let err = run_with("include_and_exclude", &text);
+    assert!(err.contains("routes[0].exclude"), "{err}");
+}

@@ -192,6 +192,32 @@ pub(crate) trait RowStore: Sync {
     fn count(&self, table: &TableName) -> impl Future<Output = Result<u64, VerifyError>> + Send;
 }
 
+/// Which source columns a replica holds, and under which names (a route may leave some out or
+/// rename them). Key columns are always held.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnMap {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl ColumnMap {
+    pub fn identity(table: &SourceTable) -> Self {
+        Self {
+            pairs: table
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.name.clone()))
+                .collect(),
+        }
+    }
+
+    fn replica_name<'a>(&'a self, source: &'a str) -> &'a str {
+        self.pairs
+            .iter()
+            .find(|(s, _)| s == source)
+            .map_or(source, |(_, r)| r)
+    }
+}
+
 /// Compares one source table with its counterpart in `replica`.
 pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     source: &S,
@@ -199,6 +225,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     table: &SourceTable,
     target: &TableName,
     target_columns: Option<Vec<Column>>,
+    columns: &ColumnMap,
     samples: usize,
 ) -> Result<TableReport, VerifyError> {
     let mut report = TableReport {
@@ -218,7 +245,13 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         }
         return Ok(report);
     }
-    let source_columns: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+    let source_columns: Vec<String> = columns.pairs.iter().map(|(s, _)| s.clone()).collect();
+    let replica_columns: Vec<String> = columns.pairs.iter().map(|(_, r)| r.clone()).collect();
+    let replica_key: Vec<String> = table
+        .key
+        .iter()
+        .map(|k| columns.replica_name(k).to_string())
+        .collect();
     let source_key_type = |k: &str| {
         table
             .columns
@@ -247,14 +280,12 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         return Ok(report);
     };
 
-    report.missing_columns = table
-        .columns
+    report.missing_columns = replica_columns
         .iter()
-        .filter(|c| !target_columns.iter().any(|t| t.name == c.name))
-        .map(|c| c.name.clone())
+        .filter(|name| !target_columns.iter().any(|t| &t.name == *name))
+        .cloned()
         .collect();
-    let missing_key: Vec<&String> = table
-        .key
+    let missing_key: Vec<&String> = replica_key
         .iter()
         .filter(|k| report.missing_columns.contains(k))
         .collect();
@@ -271,10 +302,11 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     let order: Vec<KeyOrder> = table
         .key
         .iter()
-        .map(|k| {
+        .zip(&replica_key)
+        .map(|(k, rk)| {
             let replica_type = target_columns
                 .iter()
-                .find(|c| &c.name == k)
+                .find(|c| &c.name == rk)
                 .map_or(KeyType::Other, |c| c.key_type);
             KeyOrder::choose(source_key_type(k), replica_type)
         })
@@ -282,18 +314,17 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     // Without every column on the replica no row can be equal; keys alone still tell missing and
     // extra rows apart.
     let schema_differs = !report.missing_columns.is_empty();
-    let values = (!schema_differs).then_some(source_columns.as_slice());
     let left = source.rows(Scan {
         table: &table.name,
         key: &table.key,
         order: &order,
-        values,
+        values: (!schema_differs).then_some(source_columns.as_slice()),
     });
     let right = replica.rows(Scan {
         table: target,
-        key: &table.key,
+        key: &replica_key,
         order: &order,
-        values,
+        values: (!schema_differs).then_some(replica_columns.as_slice()),
     });
     let labels = (source.label(), replica.label());
     merge(
@@ -403,6 +434,7 @@ async fn merge(
         missing: sample_missing,
         extra: sample_extra,
         different: sample_different,
+        ..
     } = &mut report.samples;
     loop {
         let step = match (&left.head, &right.head) {

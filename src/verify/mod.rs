@@ -3,6 +3,7 @@
 
 mod compare;
 mod postgres;
+mod readback;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -10,8 +11,12 @@ mod tests;
 pub use report::{AbsentTable, Samples, SkippedSink, TableReport, VerifyReport};
 
 use crate::config::Config;
-use compare::{RowStore, TableName};
+use crate::route::{RouteOptions, Router};
+use compare::{ColumnMap, RowStore, SourceTable, TableName};
 use postgres::{PgAddress, PgStore};
+use ripple_sink::{Sink, TableRef, TableSchema, Target};
+use ripple_sink_postgres::TargetTable;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// `ripple verify` options.
@@ -22,7 +27,8 @@ pub struct VerifyArgs {
     /// source table the replica also has, outside the system schemas and schemas named `_ripple*`.
     #[arg(long = "table", value_name = "SCHEMA.TABLE")]
     pub tables: Vec<String>,
-    /// Check only this sink (repeatable). Default: every sink verify can read back (type = "postgres").
+    /// Check only this sink (repeatable). Default: every sink verify can read back (postgres, redis,
+    /// elasticsearch).
     #[arg(long = "sink", value_name = "NAME")]
     pub sinks: Vec<String>,
     /// Sample keys shown for each kind of difference (missing, extra, different).
@@ -42,14 +48,14 @@ pub enum VerifyError {
     )]
     NoSource,
     #[error(
-        "no sink to verify: verify reads back sinks with type = \"postgres\", and the config has none{}",
+        "no sink to verify: the config has no sink verify can read back (postgres, redis, elasticsearch){}",
         if .skipped.is_empty() { String::new() } else { format!(" (not readable yet: {})", .skipped.join(", ")) }
     )]
     NoSinks { skipped: Vec<String> },
     #[error("--sink {name:?} is not a configured sink (configured: {known})")]
     UnknownSink { name: String, known: String },
     #[error(
-        "--sink {name:?} has type = {kind:?}, which verify cannot read back yet (it reads type = \"postgres\")"
+        "--sink {name:?} has type = {kind:?}, which verify cannot read back (it reads postgres, redis and elasticsearch sinks)"
     )]
     UnsupportedSink { name: String, kind: String },
     #[error("config key `{key}`: {message}")]
@@ -64,6 +70,8 @@ pub enum VerifyError {
     },
     #[error("{what}: {error}")]
     Query { what: String, error: sqlx::Error },
+    #[error("reading {table} back from a sink: {error}")]
+    Sink { table: String, error: String },
     #[error("--table {arg:?}: {message}")]
     TableArg { arg: String, message: String },
     #[error(
@@ -83,13 +91,25 @@ pub enum VerifyError {
 /// The one identifier-quoting helper, shared with the postgres sink.
 pub use ripple_sink_postgres::ident as quote_ident;
 
-/// A `[sinks.<name>]` verify reads back.
-struct PostgresSink {
-    name: String,
-    url: String,
-    password_env: Option<String>,
-    /// `schema`: when set, every table lives in this schema of the replica.
-    schema: Option<String>,
+/// A sink verify can read back.
+enum VerifySink {
+    /// A replica database: compared by a merge-join of both sides in key order.
+    Postgres {
+        name: String,
+        url: String,
+        password_env: Option<String>,
+        config: ripple_sink_postgres::PostgresSinkConfig,
+    },
+    /// Any other sink that implements `ReadBack`.
+    ReadBack { name: String, sink: Arc<dyn Sink> },
+}
+
+impl VerifySink {
+    fn name(&self) -> &str {
+        match self {
+            VerifySink::Postgres { name, .. } | VerifySink::ReadBack { name, .. } => name,
+        }
+    }
 }
 
 /// Compares every selected source table with every selected sink.
@@ -100,7 +120,7 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         .as_ref()
         .filter(|s| !s.url.trim().is_empty())
         .ok_or(VerifyError::NoSource)?;
-    let (sinks, skipped_sinks) = select_sinks(config, args)?;
+    let (sinks, skipped_sinks) = select_sinks(config, args).await?;
     let requested = args
         .tables
         .iter()
@@ -139,51 +159,117 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         }
     }
 
+    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+    let mut router = Router::new(config, &sink_names).map_err(|e| VerifyError::Config {
+        key: e.key,
+        message: e.message,
+    })?;
     let mut report = VerifyReport {
         json: args.json,
         skipped_sinks,
         ..Default::default()
     };
     for sink in &sinks {
-        let replica = PgStore::connect(PgAddress {
-            what: format!("sink {:?}", sink.name),
-            key: format!("sinks.{}", sink.name),
-            url: &sink.url,
-            password_env: sink.password_env.as_deref(),
-        })
-        .await?;
+        let sink_id = sink_names.iter().position(|n| n == sink.name());
+        let replica = match sink {
+            VerifySink::Postgres {
+                name,
+                url,
+                password_env,
+                ..
+            } => Some(
+                PgStore::connect(PgAddress {
+                    what: format!("sink {name:?}"),
+                    key: format!("sinks.{name}"),
+                    url,
+                    password_env: password_env.as_deref(),
+                })
+                .await?,
+            ),
+            VerifySink::ReadBack { .. } => None,
+        };
         for table in &tables {
-            let target = TableName {
-                schema: sink
-                    .schema
-                    .clone()
-                    .unwrap_or_else(|| table.name.schema.clone()),
-                name: table.name.name.clone(),
+            let source_ref = TableRef::new(&table.name.schema, &table.name.name);
+            // The route that brings this table to this sink, when the table's topic is known; a
+            // sink no route gives the table to has nothing to hold.
+            let route = match topic_of(config, &table.name) {
+                Some(topic) => {
+                    let assigned = router.sinks_for(&Arc::from(topic.as_str()));
+                    match assigned.iter().find(|a| Some(a.sink) == sink_id) {
+                        Some(a) => Some(a.options.clone()),
+                        None => continue,
+                    }
+                }
+                None => None,
             };
-            let target_columns = replica.columns(&target).await?;
-            if target_columns.is_none() && requested.is_empty() {
-                report.absent_tables.push(AbsentTable {
-                    sink: sink.name.clone(),
-                    table: table.name.to_string(),
-                    target: target.to_string(),
-                });
-                continue;
-            }
+            let options = route.unwrap_or_default();
+            let target = Target::of(&source_ref).with_template(options.target.as_deref());
             let table_started = Instant::now();
-            tracing::info!(sink = %sink.name, table = %table.name, "verifying");
-            let mut result = compare::compare_table(
-                &source,
-                &replica,
-                table,
-                &target,
-                target_columns,
-                args.samples,
-            )
-            .await?;
-            result.sink = sink.name.clone();
+            let mut result = match (sink, &replica) {
+                (VerifySink::Postgres { config: pg, .. }, Some(replica)) => {
+                    let into = TargetTable::resolve(target, pg);
+                    let target_name = TableName {
+                        schema: into.namespace,
+                        name: into.name,
+                    };
+                    let target_columns = replica.columns(&target_name).await?;
+                    if target_columns.is_none() && requested.is_empty() {
+                        report.absent_tables.push(AbsentTable {
+                            sink: sink.name().to_string(),
+                            table: table.name.to_string(),
+                            target: target_name.to_string(),
+                        });
+                        continue;
+                    }
+                    tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
+                    compare::compare_table(
+                        &source,
+                        replica,
+                        table,
+                        &target_name,
+                        target_columns,
+                        &column_map(table, &options)?,
+                        args.samples,
+                    )
+                    .await?
+                }
+                (VerifySink::ReadBack { sink: s, .. }, _) => {
+                    let read_back = s.read_back().expect("selected for read-back");
+                    let has = read_back
+                        .has_table(target)
+                        .await
+                        .map_err(|e| VerifyError::Sink {
+                            table: table.name.to_string(),
+                            error: e.to_string(),
+                        })?;
+                    let target_text = read_back.target_name(target);
+                    if !has && requested.is_empty() {
+                        report.absent_tables.push(AbsentTable {
+                            sink: sink.name().to_string(),
+                            table: table.name.to_string(),
+                            target: target_text,
+                        });
+                        continue;
+                    }
+                    tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
+                    let mut r = readback::compare_table(
+                        &source,
+                        read_back,
+                        target,
+                        table,
+                        &options,
+                        args.samples,
+                    )
+                    .await?;
+                    r.target = target_text;
+                    r
+                }
+                (VerifySink::Postgres { .. }, None) => unreachable!("connected above"),
+            };
+            result.sink = sink.name().to_string();
             result.elapsed_ms = table_started.elapsed().as_millis() as u64;
             tracing::info!(
-                sink = %sink.name,
+                sink = %sink.name(),
                 table = %table.name,
                 equal = result.equal(),
                 rows = result.source_rows,
@@ -197,11 +283,77 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
     Ok(report)
 }
 
-/// The postgres sinks to verify, and the other sinks left out (kinds verify cannot read back yet).
-fn select_sinks(
+/// The topic Debezium writes `table` to: from `source.topic_prefix`, else the one exact topic
+/// among the routes' and `kafka.topics` that ends in `.<schema>.<table>`.
+fn topic_of(config: &Config, table: &TableName) -> Option<String> {
+    let suffix = format!(".{}.{}", table.schema, table.name);
+    if let Some(prefix) = config
+        .source
+        .as_ref()
+        .and_then(|s| s.topic_prefix.as_deref())
+    {
+        return Some(format!("{prefix}{suffix}"));
+    }
+    config
+        .routes
+        .iter()
+        .flat_map(|r| r.topics.iter())
+        .chain(&config.kafka.topics)
+        .find(|t| !t.starts_with('^') && t.ends_with(&suffix))
+        .cloned()
+}
+
+/// The source columns a route writes to a replica table, under the names it gives them.
+fn column_map(table: &SourceTable, options: &RouteOptions) -> Result<ColumnMap, VerifyError> {
+    let schema = Arc::new(TableSchema {
+        table: TableRef::new(&table.name.schema, &table.name.name),
+        columns: table
+            .columns
+            .iter()
+            .map(|c| ripple_sink::Column {
+                name: c.name.clone(),
+                ty: ripple_sink::ColumnType::Other(c.type_name.clone()),
+                nullable: true,
+                source_type: None,
+            })
+            .collect(),
+        key: table
+            .key
+            .iter()
+            .filter_map(|k| table.columns.iter().position(|c| &c.name == k))
+            .collect(),
+    });
+    let shape = options
+        .shape(&schema)
+        .map_err(|message| VerifyError::Sink {
+            table: table.name.to_string(),
+            error: message,
+        })?;
+    if shape.keep.len() == table.columns.len()
+        && shape
+            .schema
+            .columns
+            .iter()
+            .zip(&table.columns)
+            .all(|(a, b)| a.name == b.name)
+    {
+        return Ok(ColumnMap::identity(table));
+    }
+    Ok(ColumnMap {
+        pairs: shape
+            .keep
+            .iter()
+            .zip(&shape.schema.columns)
+            .map(|(&i, c)| (table.columns[i].name.clone(), c.name.clone()))
+            .collect(),
+    })
+}
+
+/// The sinks to verify, and the other sinks left out (kinds verify cannot read back).
+async fn select_sinks(
     config: &Config,
     args: &VerifyArgs,
-) -> Result<(Vec<PostgresSink>, Vec<SkippedSink>), VerifyError> {
+) -> Result<(Vec<VerifySink>, Vec<SkippedSink>), VerifyError> {
     for name in &args.sinks {
         if !config.sinks.contains_key(name) {
             let known: Vec<&str> = config.sinks.keys().map(String::as_str).collect();
@@ -211,6 +363,7 @@ fn select_sinks(
             });
         }
     }
+    let factories = crate::registry::builtin();
     let mut sinks = Vec::new();
     let mut skipped = Vec::new();
     for (name, section) in &config.sinks {
@@ -219,17 +372,45 @@ fn select_sinks(
         }
         let key = |k: &str| format!("sinks.{name}.{k}");
         let kind = section.get("type").and_then(|v| v.as_str()).unwrap_or("");
-        if kind != "postgres" {
-            if args.sinks.contains(name) {
-                return Err(VerifyError::UnsupportedSink {
-                    name: name.clone(),
-                    kind: kind.into(),
-                });
-            }
+        if !args.sinks.contains(name) && !config.routes.iter().any(|r| r.sinks.contains(name)) {
             skipped.push(SkippedSink {
                 sink: name.clone(),
                 kind: kind.into(),
+                reason: "no route sends it anything".into(),
             });
+            continue;
+        }
+        if kind != "postgres" {
+            let built = match factories.iter().find(|f| f.kind() == kind) {
+                Some(f) => Some(
+                    f.build(name, &format!("sinks.{name}"), section.clone())
+                        .await
+                        .map_err(|e| VerifyError::Config {
+                            key: e.key,
+                            message: e.message,
+                        })?,
+                ),
+                None => None,
+            };
+            match built {
+                Some(sink) if sink.read_back().is_some() => {
+                    sinks.push(VerifySink::ReadBack {
+                        name: name.clone(),
+                        sink,
+                    });
+                }
+                _ if args.sinks.contains(name) => {
+                    return Err(VerifyError::UnsupportedSink {
+                        name: name.clone(),
+                        kind: kind.into(),
+                    });
+                }
+                _ => skipped.push(SkippedSink {
+                    sink: name.clone(),
+                    kind: kind.into(),
+                    reason: format!("verify cannot read back type = {kind:?}"),
+                }),
+            }
             continue;
         }
         let text = |k: &str| -> Result<Option<String>, VerifyError> {
@@ -246,18 +427,22 @@ fn select_sinks(
             key: key("url"),
             message: "is not set: verify needs the replica's postgres://user@host:port/db".into(),
         })?;
-        let schema = text("schema")?;
-        if schema.as_deref() == Some("") {
+        if text("schema")?.as_deref() == Some("") {
             return Err(VerifyError::Config {
                 key: key("schema"),
                 message: "cannot be empty: leave it out to keep each table's source schema".into(),
             });
         }
-        sinks.push(PostgresSink {
+        let pg_config = ripple_sink::parse_section(&format!("sinks.{name}"), section.clone())
+            .map_err(|e| VerifyError::Config {
+                key: e.key,
+                message: e.message,
+            })?;
+        sinks.push(VerifySink::Postgres {
             name: name.clone(),
             url,
             password_env: text("password_env")?,
-            schema,
+            config: pg_config,
         });
     }
     if sinks.is_empty() {

@@ -8,6 +8,7 @@ use super::compare::{
 use super::quote_ident;
 use crate::config::mask_url;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use std::str::FromStr;
@@ -255,6 +256,51 @@ fn decode(row: &PgRow, keys: usize) -> Result<KeyedRow, sqlx::Error> {
         key,
         fingerprint: row.try_get(keys)?,
     })
+}
+
+impl PgStore {
+    /// Every row of `table`, each column in the text form read-back verification parses (see
+    /// `readback::select_expression`), in no particular order.
+    pub fn text_rows<'a>(
+        &'a self,
+        table: &'a SourceTable,
+    ) -> BoxStream<'a, Result<Vec<Option<String>>, VerifyError>> {
+        let select: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| {
+                super::readback::select_expression(
+                    &format!("t.{}", quote_ident(&c.name)),
+                    &c.type_name,
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} AS t",
+            if select.is_empty() {
+                "1".to_string()
+            } else {
+                select.join(", ")
+            },
+            table.name.sql()
+        );
+        let n = table.columns.len();
+        let what = format!("reading {} from {}", table.name, self.label);
+        sqlx::query(AssertSqlSafe(sql))
+            .fetch(&self.pool)
+            .map(move |row| {
+                row.and_then(|row| {
+                    (0..n)
+                        .map(|i| row.try_get::<Option<String>, _>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(|error| VerifyError::Query {
+                    what: what.clone(),
+                    error,
+                })
+            })
+            .boxed()
+    }
 }
 
 impl RowStore for PgStore {

@@ -56,6 +56,9 @@ pub struct Samples {
     pub missing: Vec<Vec<Option<String>>>,
     pub extra: Vec<Vec<Option<String>>>,
     pub different: Vec<Vec<Option<String>>>,
+    /// Where each sample in `different` differs, when the store can say (read-back sinks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why_different: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +72,8 @@ pub struct AbsentTable {
 pub struct SkippedSink {
     pub sink: String,
     pub kind: String,
+    /// Why it was left out.
+    pub reason: String,
 }
 
 impl TableReport {
@@ -207,6 +212,9 @@ impl fmt::Display for VerifyReport {
                     writeln!(f, "      {label}: {}{more}", shown.join("; "))?;
                 }
             }
+            for (key, why) in t.samples.different.iter().zip(&t.samples.why_different) {
+                writeln!(f, "        {}: {why}", t.key_text(key))?;
+            }
         }
         let mut absent_by_sink: Vec<(&str, Vec<&str>)> = Vec::new();
         for a in &self.absent_tables {
@@ -230,11 +238,7 @@ impl fmt::Display for VerifyReport {
             )?;
         }
         for s in &self.skipped_sinks {
-            writeln!(
-                f,
-                "sink {}: not checked, verify cannot read back type = {:?} yet",
-                s.sink, s.kind
-            )?;
+            writeln!(f, "sink {}: not checked, {}", s.sink, s.reason)?;
         }
         if self.tables.is_empty() {
             return writeln!(

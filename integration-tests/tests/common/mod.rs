@@ -252,3 +252,68 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Runs a redis-cli command against the stack's Redis and returns its trimmed output.
+pub fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", "16379"])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Sends a request to the stack's OpenSearch and returns the JSON answer (`null` if none).
+pub fn search_request(method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-X", method, &format!("http://127.0.0.1:9251/{path}")]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "-d", b]);
+    }
+    let out = cmd.output().expect("run curl");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Produces `records` (`key<TAB>value` lines) to `topic` with kcat, as a late re-delivery would.
+pub fn produce(topic: &str, records: &[String]) {
+    use std::io::Write;
+    let mut producer = Command::new("kcat")
+        .args(["-b", BROKERS, "-P", "-t", topic, "-K", "\t"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kcat producer");
+    producer
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all((records.join("\n") + "\n").as_bytes())
+        .unwrap();
+    assert!(producer.wait().unwrap().success());
+}
+
+/// The first `count` records of `topic` as `key<TAB>value` lines, tombstones left out.
+pub fn consume(topic: &str, count: usize) -> Vec<String> {
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            BROKERS,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-c",
+            &count.to_string(),
+            "-e",
+            "-q",
+            "-f",
+            "%k\t%s\n",
+        ])
+        .output()
+        .expect("run kcat");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.ends_with('\t'))
+        .map(str::to_string)
+        .collect()
+}

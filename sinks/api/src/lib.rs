@@ -76,6 +76,9 @@ pub enum RowState {
 /// find rows the source no longer has.
 #[async_trait]
 pub trait ReadBack: Send + Sync {
+    /// Where the table's rows live, for the report: a key template, an index name.
+    fn target_name(&self, target: Target<'_>) -> String;
+
     /// Whether the store holds anything at all for this table (a table, an index, a key set).
     async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError>;
 

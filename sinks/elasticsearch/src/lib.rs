@@ -447,6 +447,10 @@ fn document(event: &ChangeEvent) -> Json {
 
 #[async_trait]
 impl ReadBack for ElasticsearchSink {
+    fn target_name(&self, target: Target<'_>) -> String {
+        format!("index {}", self.index_name(target))
+    }
+
     async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError> {
         let index = self.index_name(target);
         let response = self

@@ -221,3 +221,48 @@ async fn rejected_documents_are_permanent_and_name_the_event() {
     assert!(!err.is_retriable(), "{err}");
     assert_eq!(err.event_index, Some(1), "{err}");
 }
+
+#[tokio::test]
+async fn read_back_tells_equal_missing_different_and_lists_documents() {
+    use ripple_sink::RowState;
+    let sink = sink("rtest-rb").await;
+    let s = schema("items");
+    // The route's target names the index here, over the sink's own template.
+    let target = Target::of(&s.table).with_template(Some("rtest-rb-catalog"));
+    let read = sink.read_back().expect("the search sink reads back");
+    assert!(!read.has_table(target).await.unwrap());
+    sink.apply(
+        target,
+        &[
+            upsert(&s, 1, "one", Value::Null, 10),
+            upsert(&s, 2, "two", Value::Null, 11),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(read.has_table(target).await.unwrap());
+    assert_eq!(ids(&sink, "rtest-rb-catalog").await, ["1", "2"]);
+    let rows = [
+        upsert(&s, 1, "one", Value::Null, 0),
+        upsert(&s, 2, "changed in the source", Value::Null, 0),
+        upsert(&s, 3, "three", Value::Null, 0),
+    ];
+    let states = read.compare(target, &rows).await.unwrap();
+    assert_eq!(states[0], RowState::Equal);
+    match &states[1] {
+        RowState::Different(why) => assert!(why.contains("title"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(states[2], RowState::Missing);
+    let (mut listed, mut cursor) = (Vec::new(), None);
+    loop {
+        let (page, next) = read.stored_ids(target, cursor).await.unwrap();
+        listed.extend(page);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, ["1", "2"]);
+}

@@ -24,7 +24,8 @@ pub struct RedisSinkConfig {
     /// Expire keys this many seconds after their last write; 0 keeps them.
     #[serde(default)]
     pub ttl_seconds: u64,
-    /// Prefix of the per-table sets that list the keys written, used to truncate a table.
+    /// Prefix of Ripple's per-table bookkeeping keys (`<prefix><sink>:<schema>.<table>`: the set of
+    /// keys written, used to truncate a table, plus `:versions` and `:truncated`).
     #[serde(default = "default_key_set_prefix")]
     pub key_set_prefix: String,
 }

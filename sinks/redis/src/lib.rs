@@ -108,8 +108,10 @@ impl RedisSink {
     }
 
     fn table_keys(&self, table: &TableRef) -> TableKeys {
+        // Per sink as well as per table: two sinks sharing one Redis each keep their own key set
+        // and truncate watermark, so one's truncate cannot hide the other's keys from it.
         let prefix = &self.config.key_set_prefix;
-        let t = format!("{}.{}", table.namespace, table.name);
+        let t = format!("{}:{}.{}", self.name, table.namespace, table.name);
         TableKeys {
             set: format!("{prefix}{t}"),
             versions: format!("{prefix}{t}:versions"),
@@ -342,6 +344,17 @@ impl RedisSink {
 
 #[async_trait]
 impl ReadBack for RedisSink {
+    fn target_name(&self, target: Target<'_>) -> String {
+        let template = target.template.unwrap_or(&self.config.key);
+        let table = target.table;
+        format!(
+            "keys {}",
+            template
+                .replace("{schema}", &table.namespace)
+                .replace("{table}", &table.name)
+        )
+    }
+
     async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError> {
         let keys = self.table_keys(target.table);
         let mut conn = self.connection().await?;

@@ -308,3 +308,65 @@ fn at(mut e: ChangeEvent, commit: u64, change: u64) -> ChangeEvent {
     e.version = Version { commit, change };
     e
 }
+
+#[tokio::test]
+async fn read_back_tells_equal_missing_different_and_lists_keys() {
+    use ripple_sink::RowState;
+    for format in [Format::Hash, Format::Json, Format::String] {
+        let field = (format == Format::String).then_some("stock");
+        let prefix = format!("rtest_rb_{format:?}").to_lowercase();
+        let (sink, mut conn) =
+            sink(format.clone(), &format!("{prefix}:{{pk}}"), field, &prefix).await;
+        let s = schema("read_back");
+        let t = TableRef::new("public", "read_back");
+        let read = sink.read_back().expect("redis reads back");
+        assert!(!read.has_table(Target::of(&t)).await.unwrap());
+        sink.apply(
+            Target::of(&t),
+            &[
+                upsert(&s, 1, 5, Value::Text("a".into())),
+                upsert(&s, 2, 6, Value::Null),
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(read.has_table(Target::of(&t)).await.unwrap());
+        let _: () = match format {
+            Format::Hash => conn
+                .hset(format!("{prefix}:2"), "stock", "60")
+                .await
+                .unwrap(),
+            _ => conn
+                .set(format!("{prefix}:2"), "{\"stock\": 60}")
+                .await
+                .unwrap(),
+        };
+        let rows = [
+            upsert(&s, 1, 5, Value::Text("a".into())),
+            upsert(&s, 2, 6, Value::Null),
+            upsert(&s, 3, 7, Value::Null),
+        ];
+        let states = read.compare(Target::of(&t), &rows).await.unwrap();
+        assert_eq!(states[0], RowState::Equal, "{format:?}");
+        assert!(
+            matches!(&states[1], RowState::Different(_)),
+            "{format:?}: {states:?}"
+        );
+        assert_eq!(states[2], RowState::Missing, "{format:?}");
+        let (mut ids, mut cursor) = (Vec::new(), None);
+        loop {
+            let (page, next) = read.stored_ids(Target::of(&t), cursor).await.unwrap();
+            ids.extend(page);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        ids.sort();
+        assert_eq!(ids, [format!("{prefix}:1"), format!("{prefix}:2")]);
+        assert_eq!(
+            read.row_id(Target::of(&t), &rows[2]).unwrap(),
+            format!("{prefix}:3")
+        );
+    }
+}
