@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::route::{RouteOptions, Router};
 use compare::{ColumnMap, RowStore, SourceTable, TableName};
 use postgres::{PgAddress, PgStore};
-use ripple_sink::{Sink, TableRef, TableSchema, Target};
+use ripple_sink::{Sink, TableRef, Target};
 use ripple_sink_postgres::TargetTable;
 use std::sync::Arc;
 use std::time::Instant;
@@ -305,24 +305,7 @@ fn topic_of(config: &Config, table: &TableName) -> Option<String> {
 
 /// The source columns a route writes to a replica table, under the names it gives them.
 fn column_map(table: &SourceTable, options: &RouteOptions) -> Result<ColumnMap, VerifyError> {
-    let schema = Arc::new(TableSchema {
-        table: TableRef::new(&table.name.schema, &table.name.name),
-        columns: table
-            .columns
-            .iter()
-            .map(|c| ripple_sink::Column {
-                name: c.name.clone(),
-                ty: ripple_sink::ColumnType::Other(c.type_name.clone()),
-                nullable: true,
-                source_type: None,
-            })
-            .collect(),
-        key: table
-            .key
-            .iter()
-            .filter_map(|k| table.columns.iter().position(|c| &c.name == k))
-            .collect(),
-    });
+    let schema = Arc::new(readback::table_schema(table));
     let shape = options
         .shape(&schema)
         .map_err(|message| VerifyError::Sink {

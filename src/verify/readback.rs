@@ -133,7 +133,7 @@ pub(crate) async fn compare_table(
 }
 
 /// The source table as the change stream would describe it; only names and the key matter here.
-fn table_schema(table: &SourceTable) -> TableSchema {
+pub(crate) fn table_schema(table: &SourceTable) -> TableSchema {
     TableSchema {
         table: TableRef::new(&table.name.schema, &table.name.name),
         columns: table
