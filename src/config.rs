@@ -22,6 +22,28 @@ pub struct Config {
     pub sinks: BTreeMap<String, toml::Table>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Where records that cannot be decoded, and events a sink permanently rejects, go. Without
+    /// this section Ripple stops at the first such record (after applying what came before it).
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// The topic bad records are written to, unchanged, with `ripple.*` headers saying why.
+    pub topic: String,
+    /// `all` (default): dead-letter every bad record and go on. `none`: stop at the first one.
+    #[serde(default)]
+    pub tolerance: Tolerance,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tolerance {
+    #[default]
+    All,
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -284,6 +306,25 @@ impl Config {
                 }
             }
         }
+        if let Some(dl) = &self.dead_letter {
+            if dl.topic.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "dead_letter.topic",
+                    "cannot be empty: name the topic bad records go to",
+                ));
+            }
+            for (i, t) in self.kafka.topics.iter().enumerate() {
+                if TopicMatcher::parse(&format!("kafka.topics[{i}]"), t)?.matches(&dl.topic) {
+                    return Err(ConfigError::new(
+                        "dead_letter.topic",
+                        format!(
+                            "{:?} is matched by kafka.topics[{i}] = {t:?}: Ripple would consume its own dead letters; pick a name outside the pattern",
+                            dl.topic
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(source) = &self.source {
             check_env("source.password_env", source.password_env.as_deref())?;
         }
@@ -439,6 +480,17 @@ mod tests {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.kafka.group_id, "ripple");
         assert_eq!(c.pipeline.batch_size, 10_000);
+    }
+
+    #[test]
+    fn a_dead_letter_topic_ripple_would_consume_is_refused() {
+        let text = format!("{GOOD}\n[dead_letter]\ntopic = \"ripple.public.dlq\"\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "dead_letter.topic", "{err}");
+        assert!(err.to_string().contains("its own dead letters"), "{err}");
+        let text = format!("{GOOD}\n[dead_letter]\ntopic = \"ripple-dlq\"\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.dead_letter.unwrap().tolerance, Tolerance::All);
     }
 
     #[test]

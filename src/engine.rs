@@ -1,7 +1,8 @@
 //! The engine: builds sinks from the config through the registered factories, then runs the loop
 //! consume -> decode -> route -> batch -> apply -> commit until shut down.
 
-use crate::config::Config;
+use crate::config::{Config, Tolerance};
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::{Decoded, Decoder, Record};
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
@@ -60,6 +61,36 @@ impl EngineBuilder {
 
     /// Builds every configured sink, checks each is reachable, connects to Kafka.
     pub async fn build(self) -> Result<Engine, EngineError> {
+        let sinks = self.build_sinks().await?;
+        let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
+        let router = Router::new(&self.config, &names)?;
+        for (route, template, ids) in router.targets() {
+            for &id in ids {
+                sinks[id].check_target(template).map_err(|message| {
+                    ConfigError::new(format!("routes[{route}].target"), message)
+                })?;
+            }
+        }
+        let source = KafkaSource::connect(&self.config.kafka).await?;
+        let dead_letters = match &self.config.dead_letter {
+            Some(dl) if dl.tolerance == Tolerance::All => Some(Arc::new(
+                DeadLetters::new(&self.config.kafka, dl).map_err(PipelineError::from)?,
+            )),
+            _ => None,
+        };
+        let applier = Applier::new(sinks, &self.config.pipeline, dead_letters);
+        Ok(Engine {
+            config: self.config,
+            source,
+            router,
+            applier,
+            exit_when_idle: self.exit_when_idle,
+        })
+    }
+
+    /// Builds every configured sink (and the embedded ones) and checks each is reachable. The
+    /// position of a sink in the list is its id for routing.
+    pub async fn build_sinks(&self) -> Result<Vec<Arc<dyn Sink>>, EngineError> {
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         for (name, section) in &self.config.sinks {
             let key = format!("sinks.{name}");
@@ -80,7 +111,7 @@ impl EngineBuilder {
                 })?;
             sinks.push(factory.build(name, &key, section.clone()).await?);
         }
-        sinks.extend(self.extra_sinks);
+        sinks.extend(self.extra_sinks.iter().cloned());
         for sink in &sinks {
             sink.ready()
                 .await
@@ -89,24 +120,7 @@ impl EngineBuilder {
                     error,
                 })?;
         }
-        let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
-        let router = Router::new(&self.config, &names)?;
-        for (route, template, ids) in router.targets() {
-            for &id in ids {
-                sinks[id].check_target(template).map_err(|message| {
-                    ConfigError::new(format!("routes[{route}].target"), message)
-                })?;
-            }
-        }
-        let source = KafkaSource::connect(&self.config.kafka).await?;
-        let applier = Applier::new(sinks, &self.config.pipeline);
-        Ok(Engine {
-            config: self.config,
-            source,
-            router,
-            applier,
-            exit_when_idle: self.exit_when_idle,
-        })
+        Ok(sinks)
     }
 }
 
@@ -123,6 +137,8 @@ pub struct Engine {
 pub struct RunSummary {
     pub events: u64,
     pub skipped: u64,
+    /// Records written to the dead-letter topic: undecodable ones, and events a sink rejected.
+    pub dead_lettered: u64,
     pub batches: u64,
     pub elapsed: Duration,
     /// Time from the first record to the last applied batch: the figure benchmarks want.
@@ -134,9 +150,10 @@ impl fmt::Display for RunSummary {
         let secs = self.busy.as_secs_f64().max(1e-9);
         write!(
             f,
-            "applied {} events ({} records skipped) in {} batches; {:.1} s from first record to last apply, {:.0} events/s",
+            "applied {} events ({} records skipped, {} dead-lettered) in {} batches; {:.1} s from first record to last apply, {:.0} events/s",
             self.events,
             self.skipped,
+            self.dead_lettered,
             self.batches,
             secs,
             self.events as f64 / secs
@@ -176,6 +193,7 @@ impl Engine {
         let started = Instant::now();
         let mut progress = Progress::default();
         let mut collector = Collector {
+            dead_letters: applier.dead_letters(),
             decoder: Decoder::new(),
             topics: HashSet::new(),
             batch_size: config.pipeline.batch_size,
@@ -219,6 +237,7 @@ impl Engine {
         // Asynchronous commits may still be under way: repeat the newest offsets synchronously.
         source.commit(&progress.committed, CommitMode::Sync)?;
         let mut summary = progress.summary;
+        summary.dead_lettered += applier.rejected();
         summary.elapsed = started.elapsed();
         summary.busy = progress
             .first_record
@@ -254,6 +273,7 @@ impl Progress {
             .extend(batch.offsets.iter().map(|(p, o)| (p.clone(), *o)));
         self.summary.events += batch.events as u64;
         self.summary.skipped += batch.skipped as u64;
+        self.summary.dead_lettered += batch.dead_lettered as u64;
         self.summary.batches += 1;
         self.last_apply = Some(Instant::now());
         tracing::debug!(
@@ -267,6 +287,8 @@ impl Progress {
 
 /// Consumes, decodes and routes records into batches.
 struct Collector {
+    /// Where undecodable records go; without it, the first one stops the run.
+    dead_letters: Option<Arc<DeadLetters>>,
     decoder: Decoder,
     topics: HashSet<Arc<str>>,
     batch_size: usize,
@@ -289,7 +311,26 @@ impl Collector {
             match message {
                 Ok(m) => {
                     if let Err(e) = self.add(&mut batch, router, &m) {
-                        return Ok((batch, Some(e)));
+                        let (Some(dl), PipelineError::Decode { reason, .. }) =
+                            (&self.dead_letters, &e)
+                        else {
+                            return Ok((batch, Some(e)));
+                        };
+                        dl.send(DeadLetter {
+                            topic: m.topic(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key(),
+                            value: m.payload(),
+                            stage: "decode",
+                            sink: None,
+                            reason,
+                        })
+                        .await
+                        .map_err(PipelineError::from)?;
+                        let topic = Arc::from(m.topic());
+                        batch.mark(&topic, m.partition(), m.offset());
+                        batch.dead_lettered += 1;
                     }
                     if batch.events + batch.skipped >= self.batch_size {
                         break;

@@ -3,11 +3,13 @@
 //! and may register their own sinks on it.
 
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
 pub mod engine;
 pub mod loadgen;
 pub mod pipeline;
 pub mod registry;
+pub mod replay;
 pub mod route;
 pub mod source;
 pub mod verify;

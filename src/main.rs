@@ -35,6 +35,14 @@ enum Command {
         #[command(flatten)]
         args: ripple::verify::VerifyArgs,
     },
+    /// Re-drive a dead-letter topic once the cause is fixed: each record is applied again to the
+    /// sinks that route its original topic (or to the one sink that rejected it).
+    Replay {
+        #[arg(long, short, default_value = "ripple.toml", env = "RIPPLE_CONFIG")]
+        config: PathBuf,
+        #[command(flatten)]
+        args: ripple::replay::ReplayArgs,
+    },
     /// Write the seed workload (card transactions) into the source database.
     Loadgen(ripple::loadgen::LoadgenArgs),
     /// Validate a config and print it with defaults filled in and secrets masked.
@@ -86,6 +94,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let report = ripple::verify::run(&config, &args).await?;
             print!("{report}");
             Ok(if report.all_equal() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        Command::Replay { config, args } => {
+            let config = load(&config)?;
+            let summary = ripple::replay::run(config, &args).await?;
+            println!("{summary}");
+            Ok(if summary.undecodable == 0 {
                 std::process::ExitCode::SUCCESS
             } else {
                 std::process::ExitCode::FAILURE

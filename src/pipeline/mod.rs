@@ -3,12 +3,14 @@
 //! may be committed once every owner has applied them.
 
 use crate::config::PipelineConfig;
+use crate::dead_letter::{DeadLetterError, DeadLetters};
 use crate::route::Assignment;
 use crate::source::Partition;
 use backon::{ExponentialBuilder, Retryable};
 use ripple_sink::{ChangeEvent, Sink, SinkError, TableRef, Target};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,8 @@ pub enum PipelineError {
         table: TableRef,
         error: SinkError,
     },
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
     #[error("cannot decode record at {topic}[{partition}]@{offset}: {reason}")]
     Decode {
         topic: String,
@@ -44,6 +48,8 @@ pub struct Batch {
     pub offsets: BTreeMap<Partition, i64>,
     pub events: usize,
     pub skipped: usize,
+    /// Records that could not be decoded, written to the dead-letter topic.
+    pub dead_lettered: usize,
 }
 
 impl Batch {
@@ -83,16 +89,37 @@ impl Batch {
 pub struct Applier {
     sinks: Vec<Arc<dyn Sink>>,
     backoff: ExponentialBuilder,
+    dead_letters: Option<Arc<DeadLetters>>,
+    /// Events sinks rejected for good, written to the dead-letter topic.
+    rejected: AtomicU64,
 }
 
 impl Applier {
-    pub fn new(sinks: Vec<Arc<dyn Sink>>, config: &PipelineConfig) -> Self {
+    pub fn new(
+        sinks: Vec<Arc<dyn Sink>>,
+        config: &PipelineConfig,
+        dead_letters: Option<Arc<DeadLetters>>,
+    ) -> Self {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(config.retry_initial_delay_ms))
             .with_max_delay(Duration::from_millis(config.retry_max_delay_ms))
             .with_max_times(config.max_retries)
             .with_jitter();
-        Self { sinks, backoff }
+        Self {
+            sinks,
+            backoff,
+            dead_letters,
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    pub fn dead_letters(&self) -> Option<Arc<DeadLetters>> {
+        self.dead_letters.clone()
+    }
+
+    /// Events dead-lettered after a sink rejected them, so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     pub fn sinks(&self) -> &[Arc<dyn Sink>] {
@@ -127,16 +154,83 @@ impl Applier {
             table: t.table.clone(),
             error,
         };
-        let events = route.options.shape_events(&t.events).map_err(failed)?;
+        let events = match route.options.shape_events(&t.events) {
+            Ok(events) => events,
+            Err(error) => return self.reject(sink, &t.events, error, &failed).await,
+        };
         let target = Target::of(&t.table).with_template(route.options.target.as_deref());
-        let attempt = || async { sink.apply(target, &events).await };
-        attempt
-            .retry(self.backoff)
-            .when(SinkError::is_retriable)
-            .notify(|e, delay| {
-                tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "retrying after a retriable failure");
-            })
-            .await
-            .map_err(failed)
+        // Parts of the batch still to apply, in order. A permanent rejection splits the part it
+        // happened in, so only the rejected event is dead-lettered: at the index the sink names,
+        // or, when it names none, by halving until the culprit is alone. What a failed call had
+        // applied is applied again harmlessly: sinks are idempotent.
+        let mut pending = std::collections::VecDeque::from([0..events.len()]);
+        while let Some(part) = pending.pop_front() {
+            if part.is_empty() {
+                continue;
+            }
+            let slice = &events[part.clone()];
+            let attempt = || async { sink.apply(target, slice).await };
+            let result = attempt
+                .retry(self.backoff)
+                .when(SinkError::is_retriable)
+                .notify(|e, delay| {
+                    tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "retrying after a retriable failure");
+                })
+                .await;
+            let error = match result {
+                Ok(()) => continue,
+                Err(e) if e.is_retriable() || self.dead_letters.is_none() => return Err(failed(e)),
+                Err(e) => e,
+            };
+            match error.event_index.filter(|&i| i < slice.len()) {
+                Some(i) => {
+                    self.dead_letter(sink, &slice[i], &error.to_string())
+                        .await?;
+                    pending.push_front(part.start + i + 1..part.end);
+                    pending.push_front(part.start..part.start + i);
+                }
+                None if slice.len() == 1 => {
+                    self.dead_letter(sink, &slice[0], &error.to_string())
+                        .await?;
+                }
+                None => {
+                    let mid = part.start + slice.len() / 2;
+                    pending.push_front(mid..part.end);
+                    pending.push_front(part.start..mid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A permanent failure before any event reached the sink (the route cannot shape the table):
+    /// every event is dead-lettered for this sink, or, without a dead-letter topic, the run stops.
+    async fn reject(
+        &self,
+        sink: &dyn Sink,
+        events: &[ChangeEvent],
+        error: SinkError,
+        failed: &impl Fn(SinkError) -> PipelineError,
+    ) -> Result<(), PipelineError> {
+        if self.dead_letters.is_none() || error.is_retriable() {
+            return Err(failed(error));
+        }
+        let reason = error.to_string();
+        for e in events {
+            self.dead_letter(sink, e, &reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        sink: &dyn Sink,
+        event: &ChangeEvent,
+        reason: &str,
+    ) -> Result<(), PipelineError> {
+        let dl = self.dead_letters.as_ref().expect("checked by the caller");
+        dl.send_event(&event.origin, sink.name(), reason).await?;
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }

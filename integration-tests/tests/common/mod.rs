@@ -279,6 +279,8 @@ pub fn produce(topic: &str, records: &[String]) {
     use std::io::Write;
     let mut producer = Command::new("kcat")
         .args(["-b", BROKERS, "-P", "-t", topic, "-K", "\t"])
+        // Room for the large records tests produce (the stack's broker takes up to 10 MB).
+        .args(["-X", "message.max.bytes=10000000"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("run kcat producer");
