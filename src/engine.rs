@@ -201,41 +201,69 @@ impl Engine {
         };
         let idle = exit_when_idle.unwrap_or(Duration::from_secs(3600));
         let mut in_flight: Option<JoinHandle<Result<Batch, PipelineError>>> = None;
-        tokio::pin!(shutdown);
+        let mut stop = Stop {
+            signal: Box::pin(futures::FutureExt::fuse(shutdown)),
+            requested: false,
+        };
 
         loop {
+            if stop.requested {
+                break;
+            }
             let first = tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut stop.signal => break,
                 m = source.consumer().recv() => m,
                 _ = tokio::time::sleep(idle) => {
-                    progress.settle(&source, in_flight.take()).await?;
-                    if exit_when_idle.is_some() && source.caught_up().await? {
+                    // Only a finished batch is settled here: one still waiting for a sink is waited
+                    // for below, with consumption paused.
+                    if in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
+                        progress.settle(&source, in_flight.take(), &mut stop, None).await?;
+                    }
+                    if exit_when_idle.is_some() && in_flight.is_none() && source.caught_up().await? {
                         break;
                     }
                     continue;
                 }
             };
             progress.first_record.get_or_insert_with(Instant::now);
-            let (batch, failure) = collector
+            let (mut batch, mut failure) = collector
                 .collect(source.consumer(), &mut router, first)
                 .await?;
             // The previous batch must be durable before this one starts: per-key order.
-            progress.settle(&source, in_flight.take()).await?;
+            let waiting = Waiting {
+                collector: &mut collector,
+                router: &mut router,
+                batch: &mut batch,
+                failure: &mut failure,
+            };
+            progress
+                .settle(&source, in_flight.take(), &mut stop, Some(waiting))
+                .await?;
+            if stop.requested {
+                break;
+            }
             if !batch.is_empty() {
                 let applier = applier.clone();
                 in_flight = Some(tokio::spawn(async move {
                     applier.apply(&batch).await.map(|()| batch)
                 }));
             }
-            if let Some(e) = failure {
+            if let Some(e) = failure.take() {
                 // Apply and commit what preceded the bad record, then report it.
-                progress.settle(&source, in_flight.take()).await?;
+                progress
+                    .settle(&source, in_flight.take(), &mut stop, None)
+                    .await?;
                 return Err(e.into());
             }
         }
-        progress.settle(&source, in_flight.take()).await?;
+        stop.requested = true;
+        progress
+            .settle(&source, in_flight.take(), &mut stop, None)
+            .await?;
         // Asynchronous commits may still be under way: repeat the newest offsets synchronously.
-        source.commit(&progress.committed, CommitMode::Sync)?;
+        if let Err(e) = source.commit(&progress.committed, CommitMode::Sync) {
+            tracing::warn!(error = %e, "final offset commit failed; the last batches will be delivered again (and change nothing)");
+        }
         let mut summary = progress.summary;
         summary.dead_lettered += applier.rejected();
         summary.elapsed = started.elapsed();
@@ -257,18 +285,93 @@ struct Progress {
     last_apply: Option<Instant>,
 }
 
+/// How long a batch still being applied may keep a shutdown waiting before it is abandoned (its
+/// offsets uncommitted, so its events are delivered again on the next start).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a batch may take before consumption pauses: a healthy batch finishes well within
+/// this, a sink that is down or slow does not.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// The shutdown signal, and whether it came.
+struct Stop<'a> {
+    signal: std::pin::Pin<Box<dyn futures::future::FusedFuture<Output = ()> + 'a>>,
+    requested: bool,
+}
+
+/// The next batch, ready while the previous one is still being applied.
+struct Waiting<'a> {
+    collector: &'a mut Collector,
+    router: &'a mut Router,
+    batch: &'a mut Batch,
+    failure: &'a mut Option<PipelineError>,
+}
+
 impl Progress {
     /// Waits for the batch being applied, if any, and commits its offsets.
+    ///
+    /// Backpressure: when the batch takes longer than `PAUSE_AFTER` (a sink down or slow) and the
+    /// next batch is ready, every assigned partition is paused, so nothing more is fetched and
+    /// memory stays bounded; the consumer is still polled, so it keeps its group membership however
+    /// long the sink takes, and records fetched before the pause join the waiting batch. When the
+    /// batch lands, consumption resumes. A shutdown gives the batch `SHUTDOWN_GRACE`, then abandons
+    /// it uncommitted.
     async fn settle(
         &mut self,
         source: &KafkaSource,
         in_flight: Option<JoinHandle<Result<Batch, PipelineError>>>,
+        stop: &mut Stop<'_>,
+        mut next: Option<Waiting<'_>>,
     ) -> Result<(), EngineError> {
-        let Some(handle) = in_flight else {
+        let Some(mut handle) = in_flight else {
             return Ok(());
         };
-        let batch = handle.await.expect("apply task panicked")?;
-        source.commit(&batch.offsets, CommitMode::Async)?;
+        let mut paused = false;
+        let waited = Instant::now();
+        let result = loop {
+            if stop.requested {
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut handle).await {
+                    Ok(r) => break Some(r),
+                    Err(_) => break None,
+                }
+            }
+            tokio::select! {
+                r = &mut handle => break Some(r),
+                _ = &mut stop.signal => stop.requested = true,
+                _ = tokio::time::sleep(PAUSE_AFTER), if !paused && next.is_some() => {
+                    source.pause_all()?;
+                    paused = true;
+                    tracing::warn!("a sink is slow or down: consumption paused until the batch in hand is applied");
+                }
+                m = source.consumer().recv(), if paused => {
+                    let w = next.as_mut().expect("paused only with a waiting batch");
+                    if w.failure.is_none() {
+                        *w.failure = w.collector.take(w.batch, w.router, m).await?;
+                    }
+                    // Partitions assigned by a rebalance meanwhile are paused too.
+                    source.pause_all()?;
+                }
+            }
+        };
+        if paused {
+            source.resume_all()?;
+            tracing::info!(
+                waited_s = waited.elapsed().as_secs(),
+                "sinks caught up: consumption resumed"
+            );
+        }
+        let Some(result) = result else {
+            handle.abort();
+            tracing::warn!(
+                "shutting down with a batch still unapplied: its events will be delivered again"
+            );
+            return Ok(());
+        };
+        let batch = result.expect("apply task panicked")?;
+        if let Err(e) = source.commit(&batch.offsets, CommitMode::Async) {
+            // The next commit covers these offsets too; until then a restart re-delivers them.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
         self.committed
             .extend(batch.offsets.iter().map(|(p, o)| (p.clone(), *o)));
         self.summary.events += batch.events as u64;
@@ -297,7 +400,8 @@ struct Collector {
 
 impl Collector {
     /// Fills a batch starting with `first`, until it is full or `linger` has passed. A record that
-    /// cannot be decoded ends the batch before it and comes back as the failure.
+    /// cannot be decoded (and cannot be dead-lettered) ends the batch before it and comes back as
+    /// the failure.
     async fn collect(
         &mut self,
         consumer: &StreamConsumer,
@@ -308,46 +412,59 @@ impl Collector {
         let deadline = tokio::time::Instant::now() + self.linger;
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            match message {
-                Ok(m) => {
-                    if let Err(e) = self.add(&mut batch, router, &m) {
-                        let (Some(dl), PipelineError::Decode { reason, .. }) =
-                            (&self.dead_letters, &e)
-                        else {
-                            return Ok((batch, Some(e)));
-                        };
-                        dl.send(DeadLetter {
-                            topic: m.topic(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            key: m.key(),
-                            value: m.payload(),
-                            stage: "decode",
-                            sink: None,
-                            reason,
-                        })
-                        .await
-                        .map_err(PipelineError::from)?;
-                        let topic = Arc::from(m.topic());
-                        batch.mark(&topic, m.partition(), m.offset());
-                        batch.dead_lettered += 1;
-                    }
-                    if batch.events + batch.skipped >= self.batch_size {
-                        break;
-                    }
-                }
-                // librdkafka reconnects and retries by itself; what it reports here (a topic not
-                // created yet, a broker going away) passes unless it says it is fatal.
-                Err(e) if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fatal) => {
-                    tracing::warn!(error = %e, "Kafka consumer reported a problem; carrying on");
-                }
-                Err(e) => return Err(SourceError::from(e).into()),
+            if let Some(failure) = self.take(&mut batch, router, message).await? {
+                return Ok((batch, Some(failure)));
+            }
+            if batch.events + batch.skipped >= self.batch_size {
+                break;
             }
             next = tokio::time::timeout_at(deadline, consumer.recv())
                 .await
                 .ok();
         }
         Ok((batch, None))
+    }
+
+    /// Adds one consumed message to `batch`: decoded and routed, or dead-lettered when it cannot
+    /// be decoded. Returns the decode failure when there is no dead-letter topic to take it.
+    async fn take(
+        &mut self,
+        batch: &mut Batch,
+        router: &mut Router,
+        message: KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<Option<PipelineError>, EngineError> {
+        let m = match message {
+            Ok(m) => m,
+            // librdkafka reconnects and retries by itself; what it reports here (a topic not
+            // created yet, a broker going away) passes unless it says it is fatal.
+            Err(e) if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fatal) => {
+                tracing::warn!(error = %e, "Kafka consumer reported a problem; carrying on");
+                return Ok(None);
+            }
+            Err(e) => return Err(SourceError::from(e).into()),
+        };
+        let Err(e) = self.add(batch, router, &m) else {
+            return Ok(None);
+        };
+        let (Some(dl), PipelineError::Decode { reason, .. }) = (&self.dead_letters, &e) else {
+            return Ok(Some(e));
+        };
+        dl.send(DeadLetter {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            value: m.payload(),
+            stage: "decode",
+            sink: None,
+            reason,
+        })
+        .await
+        .map_err(PipelineError::from)?;
+        let topic = Arc::from(m.topic());
+        batch.mark(&topic, m.partition(), m.offset());
+        batch.dead_lettered += 1;
+        Ok(None)
     }
 
     fn add(

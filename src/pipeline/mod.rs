@@ -6,7 +6,7 @@ use crate::config::PipelineConfig;
 use crate::dead_letter::{DeadLetterError, DeadLetters};
 use crate::route::Assignment;
 use crate::source::Partition;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use ripple_sink::{ChangeEvent, Sink, SinkError, TableRef, Target};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,7 +88,11 @@ impl Batch {
 /// Applies batches to the sinks with the configured retry policy.
 pub struct Applier {
     sinks: Vec<Arc<dyn Sink>>,
+    /// Retries of a retriable failure: exponential with jitter, `max_retries` times.
     backoff: ExponentialBuilder,
+    /// After that the sink counts as down: retried every `retry_max_delay_ms` until it is back,
+    /// while the engine keeps consumption paused.
+    patience: ConstantBuilder,
     dead_letters: Option<Arc<DeadLetters>>,
     /// Events sinks rejected for good, written to the dead-letter topic.
     rejected: AtomicU64,
@@ -105,9 +109,14 @@ impl Applier {
             .with_max_delay(Duration::from_millis(config.retry_max_delay_ms))
             .with_max_times(config.max_retries)
             .with_jitter();
+        let patience = ConstantBuilder::default()
+            .with_delay(Duration::from_millis(config.retry_max_delay_ms))
+            .with_jitter()
+            .without_max_times();
         Self {
             sinks,
             backoff,
+            patience,
             dead_letters,
             rejected: AtomicU64::new(0),
         }
@@ -170,13 +179,28 @@ impl Applier {
             }
             let slice = &events[part.clone()];
             let attempt = || async { sink.apply(target, slice).await };
-            let result = attempt
+            let mut result = attempt
                 .retry(self.backoff)
                 .when(SinkError::is_retriable)
                 .notify(|e, delay| {
                     tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "retrying after a retriable failure");
                 })
                 .await;
+            if let Err(e) = &result
+                && e.is_retriable()
+            {
+                tracing::error!(sink = sink.name(), table = %t.table, error = %e, "sink down: retries used up; waiting for it with consumption paused");
+                result = attempt
+                    .retry(self.patience)
+                    .when(SinkError::is_retriable)
+                    .notify(|e, delay| {
+                        tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "sink still down");
+                    })
+                    .await;
+                if result.is_ok() {
+                    tracing::info!(sink = sink.name(), table = %t.table, "sink is back");
+                }
+            }
             let error = match result {
                 Ok(()) => continue,
                 Err(e) if e.is_retriable() || self.dead_letters.is_none() => return Err(failed(e)),

@@ -97,6 +97,23 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Stops fetching from every assigned partition (backpressure); polling goes on.
+    pub fn pause_all(&self) -> Result<(), SourceError> {
+        let assignment = self.consumer.assignment()?;
+        if assignment.count() > 0 {
+            self.consumer.pause(&assignment)?;
+        }
+        Ok(())
+    }
+
+    pub fn resume_all(&self) -> Result<(), SourceError> {
+        let assignment = self.consumer.assignment()?;
+        if assignment.count() > 0 {
+            self.consumer.resume(&assignment)?;
+        }
+        Ok(())
+    }
+
     /// True when every assigned partition has been consumed up to its high watermark. Only
     /// meaningful while no batch is in flight.
     pub async fn caught_up(&self) -> Result<bool, SourceError> {
