@@ -1,6 +1,6 @@
 //! The middle of the pipeline: a batch of decoded, routed events grouped per (topic, table), applied
-//! to every owning sink (sinks concurrently, each table in order) with retries, and the offsets that
-//! may be committed once every owner has applied them.
+//! to every owning sink (sinks concurrently, tables concurrently, each table in order) with retries
+//! and dead-lettering, and the offsets that may be committed once every owner has applied them.
 
 use crate::config::PipelineConfig;
 use crate::dead_letter::{DeadLetterError, DeadLetters};
@@ -139,15 +139,40 @@ impl Applier {
     /// tables go one after another, each in offset order. Returns once everything is durable.
     pub async fn apply(&self, batch: &Batch) -> Result<(), PipelineError> {
         let per_sink = self.sinks.iter().enumerate().map(|(id, sink)| async move {
+            // Different tables are independent, so they go concurrently (a sink's connection
+            // pool bounds how many really run at once); one table's parts stay in order.
+            let mut per_table: Vec<Vec<(&TableBatch, &Assignment)>> = Vec::new();
             for t in &batch.tables {
-                if let Some(a) = t.sinks.iter().find(|a| a.sink == id) {
-                    self.apply_with_retry(sink.as_ref(), t, a).await?;
+                let Some(a) = t.sinks.iter().find(|a| a.sink == id) else {
+                    continue;
+                };
+                match per_table.iter_mut().find(|g| g[0].0.table == t.table) {
+                    Some(group) => group.push((t, a)),
+                    None => per_table.push(vec![(t, a)]),
                 }
             }
-            Ok::<(), PipelineError>(())
+            futures::future::try_join_all(
+                per_table
+                    .into_iter()
+                    .map(|group| self.apply_in_order(sink.as_ref(), group)),
+            )
+            .await
+            .map(|_| ())
         });
         for result in futures::future::join_all(per_sink).await {
             result?;
+        }
+        Ok(())
+    }
+
+    /// One table's parts, one after another.
+    async fn apply_in_order(
+        &self,
+        sink: &dyn Sink,
+        group: Vec<(&TableBatch, &Assignment)>,
+    ) -> Result<(), PipelineError> {
+        for (t, a) in group {
+            self.apply_with_retry(sink, t, a).await?;
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 /// The contract:
 /// - **Order.** `apply` receives the events of one table in the order they were committed in the
 ///   source, and the engine never calls `apply` for a table again before the previous call returned.
+///   Calls for different tables may run concurrently.
 ///   Within a call a sink may reduce the batch (for example to the last event per key) as long as the
 ///   store ends in the state that applying every event in order would give.
 /// - **At least once.** After a crash the engine re-delivers everything after the last committed Kafka
