@@ -251,7 +251,8 @@ fn every_store_ends_equal_whatever_fails() {
         "loadgen", "--url", SOURCE_URL, "--table", &t, "--drop", "--setup", "--count", "0",
     ]);
     assert!(setup.status.success(), "{}", text(&setup));
-    let connector = Connector::start(&t.replace('_', "-"), &t, &format!("public.{t}"));
+    // Three partitions, so the second instance really takes some of them over.
+    let connector = Connector::with_partitions(&t.replace('_', "-"), &t, &format!("public.{t}"), 3);
     let topic = connector.topic(&t);
     let config = config(&dir, &t, &topic, &dlq);
 
@@ -322,14 +323,28 @@ fn every_store_ends_equal_whatever_fails() {
     produce(&topic, &bad);
     note(format!("{} malformed records produced", bad.len()));
 
-    // A second instance in the same group, mid-stream.
+    // A second instance in the same group, mid-stream: it takes over some partitions, applies
+    // their changes, and hands them back when it stops.
+    // The group first waits out the session timeout (10 s) of members SIGKILLed above.
     let second = RippleProcess::start(&config, &[]);
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(20));
+    let second_log = second.log.clone();
     assert!(
         second.signal("TERM").success(),
         "the second instance did not stop cleanly"
     );
-    note("a second instance joined the group for 6 s and left".into());
+    let second_text = std::fs::read_to_string(&second_log).unwrap_or_default();
+    let applied: u64 = second_text
+        .lines()
+        .find_map(|l| l.strip_prefix("applied ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        applied > 0,
+        "the second instance applied nothing:\n{second_text}"
+    );
+    note(format!(
+        "a second instance joined the group for 20 s, applied {applied} events, and left"
+    ));
 
     // Each store down for longer than the retries last.
     for svc in ["pg-replica", "redis", "opensearch"] {
@@ -364,8 +379,8 @@ fn every_store_ends_equal_whatever_fails() {
     let load = load.join().unwrap();
     assert!(load.status.success(), "{}", text(&load));
     note(format!(
-        "load done: {}",
-        text(&load).lines().last().unwrap_or_default()
+        "load: {}",
+        String::from_utf8_lossy(&load.stdout).trim()
     ));
 
     // Every store equal to the source.
@@ -444,7 +459,7 @@ fn every_store_ends_equal_whatever_fails() {
     let rss = rss.lock().unwrap();
     let report = format!(
         "chaos report ({} mode, {:.0} s): {} SIGKILLs survived; outages survived: pg-replica, redis, opensearch ({} s each) and one Kafka restart; \
-         a second instance joined and left; {} malformed records, all dead-lettered with reasons; {} version samples, 0 regressions; \
+         a second instance shared the partitions; {} malformed records, all dead-lettered with reasons; {} version samples, 0 regressions; \
          Ripple peak RSS {} MB overall, {} MB during the outages\n{}\n{}",
         if plan.kills > 3 { "full" } else { "short" },
         started.elapsed().as_secs_f64(),

@@ -88,7 +88,19 @@ pub struct Connector {
 impl Connector {
     /// Registers a connector capturing `tables` (`public.x,public.y`) under topic prefix `prefix`.
     pub fn start(name: &str, prefix: &str, tables: &str) -> Self {
-        stack(&["debezium", name, prefix, tables, "initial"]);
+        Self::with_partitions(name, prefix, tables, 1)
+    }
+
+    /// Like `start`, with each table's topic created with `partitions` partitions.
+    pub fn with_partitions(name: &str, prefix: &str, tables: &str, partitions: u32) -> Self {
+        stack(&[
+            "debezium",
+            name,
+            prefix,
+            tables,
+            "initial",
+            &partitions.to_string(),
+        ]);
         Connector {
             name: name.to_string(),
             prefix: prefix.to_string(),
