@@ -193,3 +193,85 @@ fn repeated_schema_fast_path_still_checks_the_payload() {
     let e = change(&mut d, &t, KEY, &other);
     assert_eq!(e.op, Op::Upsert);
 }
+
+/// The decoder never panics, whatever arrives: arbitrary bytes, and real records with arbitrary
+/// bytes spliced in, cut short, or a value replaced by another JSON value. Each input is decoded
+/// twice by one decoder, so the schema cache's fast path is exercised as well.
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_twice(key: Option<&[u8]>, value: Option<&[u8]>) {
+        let t = topic();
+        let mut d = Decoder::new();
+        for _ in 0..2 {
+            let r = Record {
+                topic: &t,
+                partition: 0,
+                offset: 1,
+                key,
+                value,
+            };
+            let _ = d.decode(&r);
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            "[a-zA-Z0-9 _\\-:.]{0,20}".prop_map(|s| format!("{s:?}")),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            Just("[1,[2,{\"a\":null}]]".to_string()),
+            Just("\"__debezium_unavailable_value\"".to_string()),
+            Just("\"AAAA\"".to_string()),
+            Just("{\"scale\":-3,\"value\":\"//8=\"}".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn on_arbitrary_bytes(key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+                              value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..512))) {
+            decode_twice(key.as_deref(), value.as_deref());
+        }
+
+        #[test]
+        fn on_damaged_real_records(at in 0usize..VALUE.len(), cut in 0usize..VALUE.len(),
+                                   junk in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let mut spliced = VALUE.as_bytes().to_vec();
+            spliced.splice(at..at, junk.iter().copied());
+            decode_twice(Some(KEY.as_bytes()), Some(&spliced));
+            decode_twice(Some(KEY.as_bytes()), Some(&VALUE.as_bytes()[..cut]));
+        }
+
+        #[test]
+        fn on_real_records_with_a_value_replaced(nth in 0usize..400, replacement in json_value()) {
+            // Replace the nth JSON scalar of the payload (a string, number, bool or null) with
+            // something else: a type the schema does not expect, a bad base64, a huge number.
+            let payload_at = VALUE.find("\"payload\"").unwrap_or(0);
+            let mut scalars = Vec::new();
+            let bytes = VALUE.as_bytes();
+            let mut i = payload_at;
+            while i < bytes.len() {
+                if bytes[i] == b':' {
+                    let start = i + 1;
+                    let end = VALUE[start..].find([',', '}']).map_or(VALUE.len(), |e| start + e);
+                    if !VALUE[start..end].trim_start().starts_with(['{', '[']) {
+                        scalars.push((start, end));
+                    }
+                }
+                i += 1;
+            }
+            prop_assume!(!scalars.is_empty());
+            let (start, end) = scalars[nth % scalars.len()];
+            let changed = format!("{}{}{}", &VALUE[..start], replacement, &VALUE[end..]);
+            decode_twice(Some(KEY.as_bytes()), Some(changed.as_bytes()));
+        }
+    }
+}
