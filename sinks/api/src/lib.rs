@@ -11,7 +11,7 @@ pub use error::{ConfigError, FailureKind, SinkError};
 pub use event::{
     ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Target, Version,
 };
-pub use render::{json_difference, to_json, to_text};
+pub use render::{json_difference, json_rows_equal, to_json, to_text};
 pub use value::Value;
 
 use async_trait::async_trait;

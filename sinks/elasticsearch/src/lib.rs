@@ -482,7 +482,7 @@ impl ReadBack for ElasticsearchSink {
                 None => RowState::Missing,
                 Some(got) => {
                     let want = document(e);
-                    if *got == want {
+                    if ripple_sink::json_rows_equal(&want, got) {
                         RowState::Equal
                     } else {
                         RowState::Different(ripple_sink::json_difference(&want, got))

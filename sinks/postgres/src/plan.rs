@@ -189,6 +189,36 @@ impl Plan {
             };
             casts.push(cast);
         }
+        // Columns the stream no longer carries (dropped in the source, or left out by a route)
+        // stay with their data; rows written from now on leave them NULL, so they must allow it.
+        let gone: Vec<&String> = existing
+            .keys()
+            .filter(|c| !c.starts_with("_ripple") && schema.column_index(c).is_none())
+            .collect();
+        if !gone.is_empty() {
+            let not_null: Vec<String> = sqlx::query_scalar(
+                "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+                 AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull",
+            )
+            .bind(&target)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| classify(e, "read catalog"))?;
+            for column in gone {
+                let relaxed = not_null.contains(column);
+                if relaxed {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "ALTER TABLE {target} ALTER COLUMN {} DROP NOT NULL",
+                        ident(column)
+                    )))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| classify(e, "relax a dropped column"))?;
+                }
+                tracing::warn!(table = %target, column = %column, now_nullable = relaxed,
+                    "the change stream no longer carries this column: the replica keeps it (with its data); new rows leave it NULL");
+            }
+        }
         for version_column in [COMMIT_COLUMN, CHANGE_COLUMN] {
             if !existing.contains_key(version_column) {
                 sqlx::query(AssertSqlSafe(format!(
