@@ -67,6 +67,11 @@ pub enum FieldDecoder {
     ZonedTime,
     /// `io.debezium.time.MicroDuration`: microseconds; kept as an integer.
     MicroDuration,
+    /// `io.debezium.data.Bits`: a little-endian bit set, as the bit string PostgreSQL reads
+    /// (`1010`), left-padded with zeros to `pad` bits for a fixed-length `bit(n)`.
+    Bits {
+        pad: Option<usize>,
+    },
     Array(Box<FieldDecoder>),
 }
 
@@ -176,6 +181,14 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
         }
         Some("io.debezium.data.Json") => (ColumnType::Json, FieldDecoder::Json),
         Some("io.debezium.data.Uuid") => (ColumnType::Uuid, FieldDecoder::Text),
+        Some("io.debezium.data.Bits") => {
+            // A varbit's own length is not in the stream (only the declared maximum), so its
+            // leading zeros cannot be restored; a bit(n) is always n long.
+            let pad = (source.as_deref() == Some("BIT"))
+                .then(|| s.param("length").and_then(|l| l.parse().ok()))
+                .flatten();
+            (ColumnType::Other("bit".into()), FieldDecoder::Bits { pad })
+        }
         _ => match s.ty.as_str() {
             "boolean" => (ColumnType::Bool, FieldDecoder::Bool),
             "int8" | "int16" => (ColumnType::Int16, FieldDecoder::Int),

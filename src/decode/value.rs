@@ -162,6 +162,10 @@ impl FieldSeed<'_> {
                     .map(Value::Bytes)
                     .map_err(|e| E::custom(format!("invalid base64 in a bytes field: {e}")))
             }
+            FieldDecoder::Bits { pad } => BASE64
+                .decode(v.as_bytes())
+                .map(|bytes| Value::Text(bit_string(&bytes, *pad)))
+                .map_err(|e| E::custom(format!("invalid base64 in a bits field: {e}"))),
             FieldDecoder::ZonedTimestamp => parse_zoned_timestamp(&v)
                 .map(Value::TimestampTz)
                 .map_err(E::custom),
@@ -229,6 +233,27 @@ pub fn parse_zoned_timestamp(v: &str) -> Result<i64, String> {
         .map_err(|e| format!("invalid zoned timestamp {v:?}: {e}"))
 }
 
+/// A little-endian bit set (Java's `BitSet.toByteArray`: bit 0 is the lowest bit of byte 0) as a
+/// bit string, most significant bit first, without leading zeros beyond `pad` bits.
+fn bit_string(bytes: &[u8], pad: Option<usize>) -> String {
+    let bits = bytes.len() * 8;
+    let text: String = (0..bits)
+        .rev()
+        .map(|i| {
+            if bytes[i / 8] >> (i % 8) & 1 == 1 {
+                '1'
+            } else {
+                '0'
+            }
+        })
+        .collect();
+    let significant = text.trim_start_matches('0');
+    match pad {
+        Some(n) if n > significant.len() => format!("{significant:0>n$}"),
+        _ => significant.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +261,15 @@ mod tests {
     fn decode(dec: &FieldDecoder, json: &str) -> Result<Value, serde_json::Error> {
         let mut d = serde_json::Deserializer::from_str(json);
         FieldSeed(dec).deserialize(&mut d)
+    }
+
+    #[test]
+    fn bit_sets_become_bit_strings() {
+        assert_eq!(bit_string(&[0x0a], Some(4)), "1010");
+        assert_eq!(bit_string(&[], Some(4)), "0000");
+        assert_eq!(bit_string(&[0x05], None), "101");
+        assert_eq!(bit_string(&[0xf0, 0x01], None), "111110000");
+        assert_eq!(bit_string(&[0x01], Some(12)), "000000000001");
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub(crate) struct Scan<'a> {
     pub order: &'a [KeyOrder],
     /// The columns to fingerprint; `None` reads keys only.
     pub values: Option<&'a [String]>,
+    /// Of those, the `timetz` ones, compared as UTC times: Debezium carries a timetz as the same
+    /// time of day in UTC, without its original offset.
+    pub utc_times: &'a [String],
 }
 
 /// A key: the text form of each key column (`None` for NULL, which sorts last).
@@ -273,6 +276,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
             key: &table.key,
             order: &order,
             values: None,
+            utc_times: &[],
         });
         let right: RowStream<'_> = Box::pin(futures::stream::empty());
         let labels = (source.label(), replica.label());
@@ -314,17 +318,33 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     // Without every column on the replica no row can be equal; keys alone still tell missing and
     // extra rows apart.
     let schema_differs = !report.missing_columns.is_empty();
+    let timetz = |name: &String| {
+        table.columns.iter().any(|c| {
+            &c.name == name
+                && c.type_name.starts_with("time")
+                && c.type_name.ends_with("with time zone")
+                && !c.type_name.starts_with("timestamp")
+        })
+    };
+    let (source_utc, replica_utc): (Vec<String>, Vec<String>) = columns
+        .pairs
+        .iter()
+        .filter(|(s, _)| timetz(s))
+        .cloned()
+        .unzip();
     let left = source.rows(Scan {
         table: &table.name,
         key: &table.key,
         order: &order,
         values: (!schema_differs).then_some(source_columns.as_slice()),
+        utc_times: &source_utc,
     });
     let right = replica.rows(Scan {
         table: target,
         key: &replica_key,
         order: &order,
         values: (!schema_differs).then_some(replica_columns.as_slice()),
+        utc_times: &replica_utc,
     });
     let labels = (source.label(), replica.label());
     merge(

@@ -224,7 +224,13 @@ pub(crate) fn rows_sql(scan: &Scan<'_>) -> String {
         Some(values) => {
             let texts: Vec<String> = values
                 .iter()
-                .map(|v| format!("{}::text", column(v)))
+                .map(|v| {
+                    if scan.utc_times.contains(v) {
+                        format!("({} AT TIME ZONE 'UTC')::text", column(v))
+                    } else {
+                        format!("{}::text", column(v))
+                    }
+                })
                 .collect();
             format!("md5(ROW({})::text) AS fingerprint", texts.join(", "))
         }
@@ -365,6 +371,7 @@ mod unit_tests {
             key: &key,
             order: &[KeyOrder::Integer, KeyOrder::Text],
             values: Some(&values),
+            utc_times: &[],
         });
         assert_eq!(
             sql,
@@ -378,6 +385,7 @@ mod unit_tests {
             key: &key[..1],
             order: &[KeyOrder::Text],
             values: None,
+            utc_times: &[],
         });
         assert!(
             keys_only.starts_with("SELECT t.\"Id\"::text AS k0, NULL::text AS fingerprint FROM"),

@@ -551,10 +551,14 @@ fn from_source_type(source: &str) -> Option<String> {
         ("varchar", [n]) if *n > 0 && *n < 10_485_760 => Some(format!("varchar({n})")),
         ("bpchar", [n]) if *n > 0 && *n < 10_485_760 => Some(format!("char({n})")),
         ("numeric", [p, s]) if *p > 0 && *p <= 1000 && s <= p => Some(format!("numeric({p},{s})")),
+        ("bit", [n]) if *n > 0 && *n <= 83_886_080 => Some(format!("bit({n})")),
+        ("varbit", [n]) if *n > 0 && *n <= 83_886_080 => Some(format!("varbit({n})")),
+        ("varbit", []) => Some("varbit".into()),
         (
             "varchar" | "text" | "json" | "jsonb" | "uuid" | "xml" | "inet" | "cidr" | "macaddr"
             | "macaddr8" | "money" | "citext" | "ltree" | "hstore" | "tsvector" | "int4range"
-            | "int8range" | "numrange" | "tsrange" | "tstzrange" | "daterange",
+            | "int8range" | "numrange" | "tsrange" | "tstzrange" | "daterange" | "interval"
+            | "timetz",
             _,
         ) => Some(lower),
         _ => None,
