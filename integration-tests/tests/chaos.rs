@@ -419,35 +419,16 @@ fn every_store_ends_equal_whatever_fails() {
     );
 
     // Every malformed record dead-lettered with its reason.
-    let out = Command::new("kcat")
-        .args([
-            "-b",
-            BROKERS,
-            "-C",
-            "-t",
-            &dlq,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%h\t%S\n",
-        ])
-        .output()
-        .unwrap();
-    let letters: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let letters = dead_letters(&dlq);
     let decode = letters
         .iter()
-        .filter(|l| l.contains("ripple.error.stage=decode") && l.contains("ripple.error.reason="))
+        .filter(|(h, _)| {
+            h.contains("ripple.error.stage=decode") && h.contains("ripple.error.reason=")
+        })
         .count();
     assert_eq!(decode, bad.len(), "{letters:#?}");
     assert!(
-        letters.iter().any(|l| l
-            .rsplit_once('\t')
-            .is_some_and(|(_, s)| s.parse::<u64>().unwrap_or(0) > 2_000_000)),
+        letters.iter().any(|(_, size)| *size > 2_000_000),
         "the 2 MB record is dead-lettered whole"
     );
     assert!(

@@ -7,33 +7,7 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
-
-/// Every dead letter as (headers, value size).
-fn dead_letters(topic: &str) -> Vec<(String, usize)> {
-    let out = Command::new("kcat")
-        .args([
-            "-b",
-            BROKERS,
-            "-C",
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%h\t%S\n",
-        ])
-        .output()
-        .expect("run kcat");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.rsplit_once('\t'))
-        .map(|(h, size)| (h.to_string(), size.parse().unwrap_or(0)))
-        .collect()
-}
 
 fn verify(config: &std::path::Path, table: &str) -> std::process::Output {
     ripple(&[

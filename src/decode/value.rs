@@ -152,7 +152,7 @@ impl FieldSeed<'_> {
                 }
             }
             FieldDecoder::Decimal { scale } => decode_decimal(&v, *scale).map_err(E::custom),
-            FieldDecoder::DecimalText => Ok(Value::Decimal(v.into_owned())),
+            FieldDecoder::DecimalText => Ok(Value::Decimal(canonical_decimal(v.into_owned()))),
             FieldDecoder::Bytes => {
                 if v == UNAVAILABLE_BASE64 {
                     return Ok(Value::Unavailable);
@@ -231,6 +231,17 @@ pub fn parse_zoned_timestamp(v: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(v)
         .map(|t| t.timestamp_micros())
         .map_err(|e| format!("invalid zoned timestamp {v:?}: {e}"))
+}
+
+/// Debezium's string mode spells a numeric NaN `NAN`; PostgreSQL's own text is `NaN` (and
+/// `Infinity`), which is what every sink should hold.
+fn canonical_decimal(text: String) -> String {
+    match text.to_ascii_lowercase().as_str() {
+        "nan" => "NaN".into(),
+        "infinity" | "+infinity" => "Infinity".into(),
+        "-infinity" => "-Infinity".into(),
+        _ => text,
+    }
 }
 
 /// A little-endian bit set (Java's `BitSet.toByteArray`: bit 0 is the lowest bit of byte 0) as a

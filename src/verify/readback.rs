@@ -255,6 +255,26 @@ fn parse_array(json_text: &str, element: &str) -> Value {
 pub(crate) fn select_expression(column: &str, type_name: &str) -> String {
     if type_name.ends_with("[]") {
         format!("to_json({column})::text")
+    } else if type_name == "money" {
+        // Debezium sends money as a decimal, without the currency symbol.
+        format!("{column}::numeric::text")
+    } else if type_name.starts_with("interval") {
+        // Debezium's interval.handling.mode=string form: every part present, seconds trimmed.
+        format!(
+            "CASE WHEN {column} IS NULL THEN NULL ELSE format('P%sY%sM%sDT%sH%sM%sS', \
+             extract(year from {column})::int, extract(month from {column})::int, \
+             extract(day from {column})::int, extract(hour from {column})::int, \
+             extract(minute from {column})::int, trim_scale(extract(second from {column}))) END"
+        )
+    } else if type_name.starts_with("time")
+        && type_name.ends_with("with time zone")
+        && !type_name.starts_with("timestamp")
+    {
+        // Debezium's ZonedTime: the time of day in UTC, fraction without trailing zeros, `Z`.
+        format!(
+            "CASE WHEN {column} IS NULL THEN NULL ELSE \
+             rtrim(rtrim(to_char(({column} AT TIME ZONE 'UTC')::time, 'HH24:MI:SS.US'), '0'), '.') || 'Z' END"
+        )
     } else {
         format!("CASE WHEN {column} IS NULL THEN NULL ELSE concat({column}) END")
     }

@@ -331,3 +331,28 @@ pub fn consume(topic: &str, count: usize) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Every dead letter as (headers, value size).
+pub fn dead_letters(topic: &str) -> Vec<(String, usize)> {
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            BROKERS,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%h\t%S\n",
+        ])
+        .output()
+        .expect("run kcat");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit_once('\t'))
+        .map(|(h, size)| (h.to_string(), size.parse().unwrap_or(0)))
+        .collect()
+}

@@ -109,7 +109,14 @@ impl ElasticsearchSink {
             .client
             .indices()
             .create(IndicesCreateParts::Index(index))
-            .body(json!({"settings": {"index": {"gc_deletes": self.config.gc_deletes}}}))
+            .body(json!({
+                "settings": {"index": {"gc_deletes": self.config.gc_deletes}},
+                // Dynamic mapping would make every fractional number a 32-bit float, which turns
+                // a double such as 1e308 into Infinity and rejects the document.
+                "mappings": {"dynamic_templates": [
+                    {"fractions_as_double": {"match_mapping_type": "double", "mapping": {"type": "double"}}}
+                ]}
+            }))
             .send()
             .await
             .map_err(|e| transport_error(e, "create index"))?;
@@ -234,7 +241,23 @@ impl ElasticsearchSink {
                 .cloned()
                 .unwrap_or(Json::Null);
             let status = result["status"].as_u64().unwrap_or(0) as u16;
-            if status < 300 || status == 409 || (status == 404 && item.get("delete").is_some()) {
+            // A delete of a missing document answers 404 with `result: not_found` and no error:
+            // done. A 404 with an error (an index not recovered yet after a restart) is not.
+            let missing_doc =
+                status == 404 && item.get("delete").is_some() && result.get("error").is_none();
+            if status < 300 || status == 409 || missing_doc {
+                continue;
+            }
+            if status == 404 {
+                let error = status_error(
+                    503,
+                    format!(
+                        "delete in {} not applied, the index is not available yet: {}",
+                        event_table(events, i),
+                        result["error"]
+                    ),
+                );
+                retriable.get_or_insert(error);
                 continue;
             }
             let (index, event) = events.get(i).copied().unwrap_or((0, events[0].1));
@@ -309,7 +332,7 @@ impl ElasticsearchSink {
                                 .and_then(|p| p.get(&c.name))
                                 .cloned()
                                 .unwrap_or(Json::Null),
-                            v => ripple_sink::to_json(v),
+                            v => field_json(v),
                         };
                         doc.insert(c.name.clone(), value);
                     }
@@ -432,6 +455,19 @@ impl Sink for ElasticsearchSink {
     }
 }
 
+/// A value as a document field. NaN and ±Infinity have no JSON number and no date either, and the
+/// index's numeric and date fields refuse them as strings: they are stored as null.
+fn field_json(v: &Value) -> Json {
+    match v {
+        Value::Float(f) if !f.is_finite() => Json::Null,
+        Value::Timestamp(t) | Value::TimestampTz(t) if *t == i64::MAX || *t == i64::MIN => {
+            Json::Null
+        }
+        Value::Array(items) => Json::Array(items.iter().map(field_json).collect()),
+        v => ripple_sink::to_json(v),
+    }
+}
+
 /// The document an upsert of `event` leaves (when nothing was unavailable).
 fn document(event: &ChangeEvent) -> Json {
     Json::Object(
@@ -440,7 +476,7 @@ fn document(event: &ChangeEvent) -> Json {
             .columns
             .iter()
             .zip(event.row.as_deref().unwrap_or_default())
-            .map(|(c, v)| (c.name.clone(), ripple_sink::to_json(v)))
+            .map(|(c, v)| (c.name.clone(), field_json(v)))
             .collect(),
     )
 }
@@ -554,6 +590,13 @@ impl ReadBack for ElasticsearchSink {
         }
         Ok((ids, scroll_id))
     }
+}
+
+fn event_table(events: &[(usize, &ChangeEvent)], i: usize) -> String {
+    events
+        .get(i)
+        .or(events.first())
+        .map_or_else(String::new, |(_, e)| e.table().to_string())
 }
 
 fn transport_error(err: elasticsearch::Error, doing: &str) -> SinkError {
