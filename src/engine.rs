@@ -461,10 +461,22 @@ impl Collector {
         })
         .await
         .map_err(PipelineError::from)?;
-        let topic = Arc::from(m.topic());
+        let topic = self.topic(m.topic());
         batch.mark(&topic, m.partition(), m.offset());
         batch.dead_lettered += 1;
         Ok(None)
+    }
+
+    /// The one shared name of a topic, so batches compare topics by pointer.
+    fn topic(&mut self, name: &str) -> Arc<str> {
+        match self.topics.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(name);
+                self.topics.insert(t.clone());
+                t
+            }
+        }
     }
 
     fn add(
@@ -473,14 +485,7 @@ impl Collector {
         router: &mut Router,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), PipelineError> {
-        let topic = match self.topics.get(message.topic()) {
-            Some(t) => t.clone(),
-            None => {
-                let t: Arc<str> = Arc::from(message.topic());
-                self.topics.insert(t.clone());
-                t
-            }
-        };
+        let topic = self.topic(message.topic());
         let record = Record {
             topic: &topic,
             partition: message.partition(),

@@ -20,8 +20,11 @@ pub struct RouteOptions {
     exclude: Vec<String>,
     rename: Vec<(String, String)>,
     /// Projections already worked out, by the source schema they apply to.
-    shapes: Mutex<Vec<(Arc<TableSchema>, Result<Arc<Shape>, String>)>>,
+    shapes: Mutex<Vec<(Arc<TableSchema>, ShapeResult)>>,
 }
+
+/// A route's shape for one schema, or why the route cannot shape it.
+type ShapeResult = Result<Arc<Shape>, String>;
 
 /// A route's columns for one source schema: which source columns are kept, under which schema.
 #[derive(Debug)]
@@ -129,10 +132,19 @@ impl RouteOptions {
             return Ok(Cow::Borrowed(events));
         }
         let mut out = Vec::with_capacity(events.len());
+        // A batch nearly always has one schema: look the shape up only when it changes.
+        let mut current: Option<(&Arc<TableSchema>, Arc<Shape>)> = None;
         for (i, e) in events.iter().enumerate() {
-            let shape = self
-                .shape(&e.schema)
-                .map_err(|m| SinkError::permanent(m).at_event(i))?;
+            let shape = match &current {
+                Some((schema, shape)) if Arc::ptr_eq(schema, &e.schema) => shape.clone(),
+                _ => {
+                    let shape = self
+                        .shape(&e.schema)
+                        .map_err(|m| SinkError::permanent(m).at_event(i))?;
+                    current = Some((&e.schema, shape.clone()));
+                    shape
+                }
+            };
             out.push(shape.apply(e));
         }
         Ok(Cow::Owned(out))

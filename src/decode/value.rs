@@ -236,11 +236,21 @@ pub fn parse_zoned_timestamp(v: &str) -> Result<i64, String> {
 /// Debezium's string mode spells a numeric NaN `NAN`; PostgreSQL's own text is `NaN` (and
 /// `Infinity`), which is what every sink should hold.
 fn canonical_decimal(text: String) -> String {
-    match text.to_ascii_lowercase().as_str() {
-        "nan" => "NaN".into(),
-        "infinity" | "+infinity" => "Infinity".into(),
-        "-infinity" => "-Infinity".into(),
-        _ => text,
+    // Digits are the rule: only a value starting with a letter (or a signed one) is looked at.
+    let special = |t: &str| {
+        if t.eq_ignore_ascii_case("nan") {
+            Some("NaN")
+        } else if t.eq_ignore_ascii_case("infinity") || t.eq_ignore_ascii_case("+infinity") {
+            Some("Infinity")
+        } else if t.eq_ignore_ascii_case("-infinity") {
+            Some("-Infinity")
+        } else {
+            None
+        }
+    };
+    match text.bytes().next() {
+        Some(b) if b.is_ascii_digit() => text,
+        _ => special(&text).map_or(text, str::to_string),
     }
 }
 

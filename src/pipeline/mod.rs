@@ -197,7 +197,8 @@ impl Applier {
         // happened in, so only the rejected event is dead-lettered: at the index the sink names,
         // or, when it names none, by halving until the culprit is alone. What a failed call had
         // applied is applied again harmlessly: sinks are idempotent.
-        let mut pending = std::collections::VecDeque::from([0..events.len()]);
+        let mut pending = std::collections::VecDeque::new();
+        pending.push_back(0..events.len());
         while let Some(part) = pending.pop_front() {
             if part.is_empty() {
                 continue;

@@ -103,6 +103,13 @@ pub(crate) fn display_ident(s: &str) -> String {
     if plain { s.to_string() } else { quote_ident(s) }
 }
 
+/// `time with time zone`, with or without a precision (`time(3) with time zone`).
+pub(crate) fn is_timetz(type_name: &str) -> bool {
+    type_name.starts_with("time")
+        && !type_name.starts_with("timestamp")
+        && type_name.ends_with("with time zone")
+}
+
 /// What decides how a key column may be ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyType {
@@ -319,12 +326,10 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     // extra rows apart.
     let schema_differs = !report.missing_columns.is_empty();
     let timetz = |name: &String| {
-        table.columns.iter().any(|c| {
-            &c.name == name
-                && c.type_name.starts_with("time")
-                && c.type_name.ends_with("with time zone")
-                && !c.type_name.starts_with("timestamp")
-        })
+        table
+            .columns
+            .iter()
+            .any(|c| &c.name == name && is_timetz(&c.type_name))
     };
     let (source_utc, replica_utc): (Vec<String>, Vec<String>) = columns
         .pairs

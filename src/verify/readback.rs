@@ -3,7 +3,7 @@
 //! `ReadBack` says whether it holds exactly that. Then the ids the sink holds are listed, so rows
 //! the source no longer has show up as extra.
 
-use super::compare::SourceTable;
+use super::compare::{SourceTable, is_timetz};
 use super::postgres::PgStore;
 use super::{TableReport, VerifyError};
 use crate::route::RouteOptions;
@@ -168,10 +168,7 @@ pub(crate) fn parse_value(text: Option<&str>, type_name: &str) -> Value {
         "real" | "double precision" => t.parse().ok().map(Value::Float),
         "numeric" => Some(Value::Decimal(t.to_string())),
         "json" | "jsonb" => Some(Value::Json(t.to_string())),
-        "bytea" => t
-            .strip_prefix("\\x")
-            .and_then(|h| hex_decode(h))
-            .map(Value::Bytes),
+        "bytea" => t.strip_prefix("\\x").and_then(hex_decode).map(Value::Bytes),
         "date" => NaiveDate::parse_from_str(t, "%Y-%m-%d")
             .ok()
             .map(|d| Value::Date((d - NaiveDate::default()).num_days() as i32)),
@@ -266,10 +263,7 @@ pub(crate) fn select_expression(column: &str, type_name: &str) -> String {
              extract(day from {column})::int, extract(hour from {column})::int, \
              extract(minute from {column})::int, trim_scale(extract(second from {column}))) END"
         )
-    } else if type_name.starts_with("time")
-        && type_name.ends_with("with time zone")
-        && !type_name.starts_with("timestamp")
-    {
+    } else if is_timetz(type_name) {
         // Debezium's ZonedTime: the time of day in UTC, fraction without trailing zeros, `Z`.
         format!(
             "CASE WHEN {column} IS NULL THEN NULL ELSE \

@@ -191,11 +191,7 @@ impl ElasticsearchSink {
             .send()
             .await
             .map_err(|e| transport_error(e, "read documents"))?;
-        let status = response.status_code().as_u16();
-        let body: Json = response
-            .json()
-            .await
-            .map_err(|e| transport_error(e, "read documents"))?;
+        let (status, body) = status_and_json(response, "read documents").await?;
         if status >= 300 {
             return Err(status_error(status, format!("mget {index}: {body}")));
         }
@@ -221,11 +217,7 @@ impl ElasticsearchSink {
             .send()
             .await
             .map_err(|e| transport_error(e, "bulk"))?;
-        let status = response.status_code().as_u16();
-        let body: Json = response
-            .json()
-            .await
-            .map_err(|e| transport_error(e, "bulk response"))?;
+        let (status, body) = status_and_json(response, "bulk response").await?;
         if status >= 300 {
             return Err(status_error(status, format!("bulk: {body}")));
         }
@@ -559,11 +551,7 @@ impl ReadBack for ElasticsearchSink {
             }
         }
         .map_err(|e| transport_error(e, "list documents"))?;
-        let status = response.status_code().as_u16();
-        let body: Json = response
-            .json()
-            .await
-            .map_err(|e| transport_error(e, "list documents"))?;
+        let (status, body) = status_and_json(response, "list documents").await?;
         if status == 404 && cursor.is_none() {
             return Ok((Vec::new(), None));
         }
@@ -597,6 +585,19 @@ fn event_table(events: &[(usize, &ChangeEvent)], i: usize) -> String {
         .get(i)
         .or(events.first())
         .map_or_else(String::new, |(_, e)| e.table().to_string())
+}
+
+/// A response's status and JSON body; a body that does not arrive is a transport failure.
+async fn status_and_json(
+    response: elasticsearch::http::response::Response,
+    doing: &str,
+) -> Result<(u16, Json), SinkError> {
+    let status = response.status_code().as_u16();
+    let body = response
+        .json()
+        .await
+        .map_err(|e| transport_error(e, doing))?;
+    Ok((status, body))
 }
 
 fn transport_error(err: elasticsearch::Error, doing: &str) -> SinkError {
