@@ -2,6 +2,11 @@
 //! primary key, written with `_bulk` requests sized by count and bytes. Documents carry external
 //! versions, so the index itself refuses anything not newer than what it holds; a 409 "version
 //! conflict" therefore means "already newer" and counts as applied.
+//!
+//! The index remembers a deleted document's version only in memory (and for `gc_deletes`): after a
+//! node restart a stale insert of a deleted row would be `created` again. So each delete also leaves
+//! a tombstone document in `meta_index` (`deleted:<index>:<id>`, versioned like the row), and writes
+//! older than a row's tombstone or than the index's last truncate are dropped before they are sent.
 
 mod config;
 
@@ -144,7 +149,7 @@ impl ElasticsearchSink {
     async fn truncate(&self, index: &str, event: &ChangeEvent) -> Result<(), SinkError> {
         let response = self
             .client
-            .index(IndexParts::IndexId(&self.config.meta_index, &format!("truncated:{index}")))
+            .index(IndexParts::IndexId(&self.config.meta_index, &truncated_id(index)))
             .version(external_version(event))
             .version_type(VersionType::External)
             .body(json!({"index": index, "commit": event.version.commit, "change": event.version.change}))
@@ -177,6 +182,53 @@ impl ElasticsearchSink {
             return Err(status_error(status, format!("truncate {index}: {body}")));
         }
         Ok(())
+    }
+
+    /// The versions below which writes to `ids` are stale: the newest of the index's last truncate
+    /// and each row's tombstone. A tombstone that cannot be read (shards still recovering) is a
+    /// retriable error, never "no tombstone".
+    async fn stale_below(
+        &self,
+        index: &str,
+        ids: &[&str],
+    ) -> Result<(i64, HashMap<String, i64>), SinkError> {
+        let mut docs = vec![json!({"_id": truncated_id(index), "_source": false})];
+        docs.extend(
+            ids.iter()
+                .map(|id| json!({"_id": tombstone_id(index, id), "_source": false})),
+        );
+        let response = self
+            .client
+            .mget(MgetParts::Index(&self.config.meta_index))
+            .body(json!({ "docs": docs }))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read tombstones"))?;
+        let (status, body) = status_and_json(response, "read tombstones").await?;
+        if status >= 300 {
+            return Err(status_error(status, format!("read tombstones: {body}")));
+        }
+        let mut truncated = 0;
+        let mut deleted = HashMap::new();
+        let found = body["docs"].as_array().into_iter().flatten();
+        for (i, doc) in found.enumerate() {
+            if let Some(error) = doc.get("error") {
+                return Err(status_error(
+                    503,
+                    format!("read tombstones of {index}: {error}"),
+                ));
+            }
+            let Some(version) = doc["_version"].as_i64().filter(|_| doc["found"] == true) else {
+                continue;
+            };
+            match i {
+                0 => truncated = version,
+                i => {
+                    deleted.insert(ids[i - 1].to_string(), version);
+                }
+            }
+        }
+        Ok((truncated, deleted))
     }
 
     /// The stored documents for the ids whose changes lack some values (unchanged TOAST columns).
@@ -277,7 +329,7 @@ impl ElasticsearchSink {
         // segment, or, when there is none, from the document the index holds.
         let mut seen = HashSet::new();
         let mut to_read = Vec::new();
-        for e in events {
+        for e in events.iter().filter(|e| e.op == Op::Upsert) {
             let id = doc_id(e);
             let lacks_values = e
                 .row
@@ -289,6 +341,8 @@ impl ElasticsearchSink {
             seen.insert(id);
         }
         let stored = self.stored(index, &to_read).await?;
+        let upserted: Vec<&str> = seen.iter().map(String::as_str).collect();
+        let (truncated, deleted) = self.stale_below(index, &upserted).await?;
 
         let mut latest: HashMap<String, Option<Map<String, Json>>> = HashMap::new();
         let mut operations = Vec::new();
@@ -300,7 +354,16 @@ impl ElasticsearchSink {
             let operation: BulkOperation<Json> = match e.op {
                 Op::Delete => {
                     latest.insert(id.clone(), None);
-                    bytes += 100 + id.len();
+                    bytes += 200 + 2 * id.len();
+                    // The tombstone first: should the delete then fail, the row is still refused
+                    // to older writes, and the retry sends both again.
+                    let tombstone = BulkOperation::index(json!({}))
+                        .id(tombstone_id(index, &id))
+                        .index(&self.config.meta_index)
+                        .version(version)
+                        .version_type(VersionType::External);
+                    operations.push(tombstone.into());
+                    owners.push((offset + i, e));
                     BulkOperation::delete(&id)
                         .index(index)
                         .version(version)
@@ -308,6 +371,10 @@ impl ElasticsearchSink {
                         .into()
                 }
                 Op::Upsert => {
+                    let stale_below = deleted.get(&id).copied().unwrap_or(0).max(truncated);
+                    if version <= stale_below {
+                        continue;
+                    }
                     let previous = match latest.get(&id) {
                         Some(doc) => doc.as_ref(),
                         None => stored.get(&id).and_then(Json::as_object),
@@ -369,6 +436,16 @@ pub fn doc_id(event: &ChangeEvent) -> String {
         .join(":")
 }
 
+/// The `meta_index` document recording a row's delete.
+fn tombstone_id(index: &str, id: &str) -> String {
+    format!("deleted:{index}:{id}")
+}
+
+/// The `meta_index` document recording an index's last truncate.
+fn truncated_id(index: &str) -> String {
+    format!("truncated:{index}")
+}
+
 /// External versions are one `long`. Changes to one row are serialised by the source's row locks,
 /// so per document the change's log position alone grows with commit order; the commit part of
 /// the version, needed to order different rows, does not fit beside it.
@@ -419,6 +496,7 @@ impl Sink for ElasticsearchSink {
 
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
         let index = self.index_name(target);
+        self.ensure_index(&self.config.meta_index).await?;
         self.ensure_index(&index).await?;
         let mut start = 0;
         let ends = events

@@ -16,8 +16,8 @@ fn url() -> String {
     std::env::var("RIPPLE_TEST_SEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9251".into())
 }
 
-async fn sink(index: &str) -> ElasticsearchSink {
-    let config = ElasticsearchSinkConfig {
+fn config(index: &str) -> ElasticsearchSinkConfig {
+    ElasticsearchSinkConfig {
         kind: "elasticsearch".into(),
         url: url(),
         username: None,
@@ -27,8 +27,11 @@ async fn sink(index: &str) -> ElasticsearchSink {
         bulk_max_bytes: 1 << 20,
         gc_deletes: "1d".into(),
         meta_index: format!("{index}-meta"),
-    };
-    let sink = ElasticsearchSink::new("search", "sinks.search", config).unwrap();
+    }
+}
+
+async fn sink(index: &str) -> ElasticsearchSink {
+    let sink = ElasticsearchSink::new("search", "sinks.search", config(index)).unwrap();
     sink.ready().await.unwrap_or_else(|e| {
         panic!(
             "search node at {} is not reachable ({e}): run scripts/stack up",
@@ -199,6 +202,75 @@ async fn documents_follow_changes_and_never_go_back() {
     .await
     .unwrap();
     assert_eq!(ids(&sink, index).await, ["4"]);
+}
+
+/// The index keeps a deleted document's version in memory only, and forgets it when the node
+/// restarts; dropping the index here forgets it the same way (and more). The sink's own tombstones
+/// and truncate record must still refuse the stale writes.
+#[tokio::test]
+async fn deletes_and_truncates_outlive_an_index_that_forgot_them() {
+    let sink = sink("rtest-tomb").await;
+    let s = schema("items");
+    let index = "rtest-tomb-items";
+    let target = Target::of(&s.table);
+    let forget = || async {
+        sink.client()
+            .indices()
+            .delete(IndicesDeleteParts::Index(&[index]))
+            .send()
+            .await
+            .unwrap();
+        // A sink that has not seen the index yet, as after a restart of Ripple too.
+        ElasticsearchSink::new("search", "sinks.search", config("rtest-tomb")).unwrap()
+    };
+    sink.apply(
+        target,
+        &[
+            upsert(&s, 1, "one", Value::Null, 5),
+            upsert(&s, 2, "two", Value::Null, 6),
+            op(&s, Op::Delete, 1, 9),
+        ],
+    )
+    .await
+    .unwrap();
+    let fresh = forget().await;
+    fresh
+        .apply(
+            target,
+            &[
+                upsert(&s, 1, "stale", Value::Null, 7),
+                upsert(&s, 2, "two again", Value::Null, 8),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&fresh, index).await,
+        ["2"],
+        "an insert older than the row's delete stays out"
+    );
+    fresh
+        .apply(target, &[upsert(&s, 1, "reborn", Value::Null, 10)])
+        .await
+        .unwrap();
+    assert_eq!(doc(&fresh, index, "1").await.unwrap()["title"], "reborn");
+
+    fresh
+        .apply(target, &[op(&s, Op::Truncate, 0, 20)])
+        .await
+        .unwrap();
+    let fresh = forget().await;
+    fresh
+        .apply(
+            target,
+            &[
+                upsert(&s, 3, "before the truncate", Value::Null, 15),
+                upsert(&s, 4, "after it", Value::Null, 21),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&fresh, index).await, ["4"], "the truncate still holds");
 }
 
 #[tokio::test]
