@@ -6,10 +6,9 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::{Decoded, Decoder, Record};
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
-use crate::source::{KafkaSource, Partition, SourceError};
+use crate::source::{Applied, KafkaSource, Partition, RippleConsumer, SourceError};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::BorrowedMessage;
@@ -181,7 +180,10 @@ impl Engine {
     ///
     /// One batch is applied while the next is being consumed and decoded; batches still reach the
     /// sinks one at a time and in order, and each batch's offsets are committed after it applied.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<RunSummary, EngineError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<RunSummary, EngineError> {
         let Engine {
             config,
             source,
@@ -193,6 +195,7 @@ impl Engine {
         let started = Instant::now();
         let mut progress = Progress::default();
         let mut collector = Collector {
+            applied: source.applied().clone(),
             dead_letters: applier.dead_letters(),
             decoder: Decoder::new(),
             topics: HashSet::new(),
@@ -242,10 +245,20 @@ impl Engine {
             if stop.requested {
                 break;
             }
+            // A revocation can also come in a poll that returned nothing.
+            let revoked = source.applied().take_revoked();
+            if !revoked.is_empty() {
+                batch.forget(&revoked);
+            }
             if !batch.is_empty() {
                 let applier = applier.clone();
+                let landing = InFlight::start(source.applied().clone());
                 in_flight = Some(tokio::spawn(async move {
-                    applier.apply(&batch).await.map(|()| batch)
+                    let result = applier.apply(&batch).await;
+                    if result.is_ok() {
+                        landing.0.landed(Some(&batch.offsets));
+                    }
+                    result.map(|()| batch)
                 }));
             }
             if let Some(e) = failure.take() {
@@ -276,6 +289,23 @@ impl Engine {
     }
 }
 
+/// Tells the rebalance callbacks that a batch is being applied, and when it ended, even by being
+/// aborted.
+struct InFlight(Arc<Applied>);
+
+impl InFlight {
+    fn start(applied: Arc<Applied>) -> Self {
+        applied.start();
+        Self(applied)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.landed(None);
+    }
+}
+
 /// What the run loop has applied and committed so far.
 #[derive(Default)]
 struct Progress {
@@ -295,7 +325,7 @@ const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// The shutdown signal, and whether it came.
 struct Stop<'a> {
-    signal: std::pin::Pin<Box<dyn futures::future::FusedFuture<Output = ()> + 'a>>,
+    signal: std::pin::Pin<Box<dyn futures::future::FusedFuture<Output = ()> + Send + 'a>>,
     requested: bool,
 }
 
@@ -390,6 +420,8 @@ impl Progress {
 
 /// Consumes, decodes and routes records into batches.
 struct Collector {
+    /// Where the rebalance callbacks say which partitions were taken away.
+    applied: Arc<Applied>,
     /// Where undecodable records go; without it, the first one stops the run.
     dead_letters: Option<Arc<DeadLetters>>,
     decoder: Decoder,
@@ -404,7 +436,7 @@ impl Collector {
     /// the failure.
     async fn collect(
         &mut self,
-        consumer: &StreamConsumer,
+        consumer: &RippleConsumer,
         router: &mut Router,
         first: KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<(Batch, Option<PipelineError>), EngineError> {
@@ -433,6 +465,12 @@ impl Collector {
         router: &mut Router,
         message: KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<Option<PipelineError>, EngineError> {
+        // A revocation happens inside the poll that returned `message`: what the batch holds of
+        // the revoked partitions was fetched before it, `message` after it.
+        let revoked = self.applied.take_revoked();
+        if !revoked.is_empty() {
+            batch.forget(&revoked);
+        }
         let m = match message {
             Ok(m) => m,
             // librdkafka reconnects and retries by itself; what it reports here (a topic not

@@ -83,6 +83,24 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
+
+    /// Leaves out everything from partitions this consumer no longer owns: their next owner
+    /// starts at the last committed offset and applies those records itself.
+    pub fn forget(&mut self, revoked: &[(String, i32)]) {
+        let gone = |topic: &str, partition: i32| {
+            revoked
+                .iter()
+                .any(|(t, p)| *p == partition && t.as_str() == topic)
+        };
+        self.offsets.retain(|(t, p), _| !gone(t, *p));
+        for table in &mut self.tables {
+            table
+                .events
+                .retain(|e| !gone(&e.origin.topic, e.origin.partition));
+        }
+        self.tables.retain(|t| !t.events.is_empty());
+        self.events = self.tables.iter().map(|t| t.events.len()).sum();
+    }
 }
 
 /// Applies batches to the sinks with the configured retry policy.

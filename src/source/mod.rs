@@ -1,16 +1,149 @@
 //! The Kafka side: a consumer with manual commits, a reachability check at start-up that names the
-//! broker address, offset commits of what the sinks applied, and the caught-up check.
+//! broker address, offset commits of what the sinks applied, the rebalance callbacks that commit
+//! before partitions move, and the caught-up check.
 
 use crate::config::KafkaConfig;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// A topic partition, as the pipeline tracks it.
 pub type Partition = (Arc<str>, i32);
+
+/// The consumer Ripple runs: librdkafka's stream consumer with Ripple's rebalance callbacks.
+pub type RippleConsumer = StreamConsumer<RebalanceContext>;
+
+/// How long a revocation waits for the batch being applied before it gives the partitions up with
+/// that batch uncommitted (its events then reach the new owner again, and change nothing).
+pub const REVOKE_GRACE: Duration = Duration::from_secs(10);
+
+/// What the run loop shares with the rebalance callbacks: whether a batch is being applied, the
+/// offsets applied so far, and the partitions revoked since the loop last looked.
+#[derive(Default)]
+pub struct Applied {
+    state: Mutex<AppliedState>,
+    landed: Condvar,
+}
+
+#[derive(Default)]
+struct AppliedState {
+    in_flight: bool,
+    offsets: BTreeMap<Partition, i64>,
+    revoked: Vec<(String, i32)>,
+}
+
+impl Applied {
+    fn state(&self) -> std::sync::MutexGuard<'_, AppliedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch starts being applied; `landed` ends it.
+    pub fn start(&self) {
+        self.state().in_flight = true;
+    }
+
+    /// The batch in flight ended: applied (its offsets given) or abandoned (`None`).
+    pub fn landed(&self, offsets: Option<&BTreeMap<Partition, i64>>) {
+        let mut state = self.state();
+        state.in_flight = false;
+        if let Some(offsets) = offsets {
+            state
+                .offsets
+                .extend(offsets.iter().map(|(p, o)| (p.clone(), *o)));
+        }
+        self.landed.notify_all();
+    }
+
+    /// Partitions revoked since the last call: what the loop still holds of them must go.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut self.state().revoked)
+    }
+
+    /// Waits up to `grace` for the batch in flight, then returns the applied offsets of `revoked`
+    /// and notes them as revoked.
+    fn revoke(&self, revoked: &TopicPartitionList, grace: Duration) -> TopicPartitionList {
+        let wait = || {
+            let deadline = Instant::now() + grace;
+            let mut state = self.state();
+            while state.in_flight {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    tracing::warn!(
+                        "partitions revoked while a batch is still being applied: it is given up uncommitted"
+                    );
+                    break;
+                }
+                state = self
+                    .landed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            state
+        };
+        // The callback runs inside the loop's poll, on a runtime worker: let the runtime move that
+        // worker's other tasks (the batch being applied among them) while this one waits.
+        let mut state = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        };
+        let mut commit = TopicPartitionList::new();
+        for ((topic, partition), offset) in &state.offsets {
+            if revoked.find_partition(topic, *partition).is_some() {
+                let _ = commit.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
+            }
+        }
+        let gone: HashSet<(String, i32)> = revoked
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        state
+            .offsets
+            .retain(|(t, p), _| !gone.contains(&(t.to_string(), *p)));
+        state.revoked.extend(gone);
+        commit
+    }
+}
+
+/// The consumer's callbacks. Before partitions are taken away, the batch being applied may finish
+/// and what was applied is committed, so the next owner starts where this instance stopped.
+pub struct RebalanceContext {
+    applied: Arc<Applied>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let commit = self.applied.revoke(revoked, REVOKE_GRACE);
+        tracing::info!(
+            partitions = revoked.count(),
+            committed = commit.count(),
+            "partitions revoked: applied offsets committed"
+        );
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit on revocation failed; the next owner re-applies those events (and they change nothing)");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            tracing::info!(partitions = assigned.count(), "partitions assigned");
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -25,7 +158,8 @@ pub enum SourceError {
 }
 
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<RippleConsumer>,
+    applied: Arc<Applied>,
 }
 
 impl KafkaSource {
@@ -51,8 +185,12 @@ impl KafkaSource {
         for (k, v) in &config.options {
             cc.set(k, v);
         }
-        let consumer: StreamConsumer = cc
-            .create()
+        let applied = Arc::new(Applied::default());
+        let context = RebalanceContext {
+            applied: applied.clone(),
+        };
+        let consumer: RippleConsumer = cc
+            .create_with_context(context)
             .map_err(|e| SourceError::Config(e.to_string()))?;
         let consumer = Arc::new(consumer);
 
@@ -73,14 +211,21 @@ impl KafkaSource {
                 topics: config.topics.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { consumer })
+        Ok(Self { consumer, applied })
     }
 
-    pub fn consumer(&self) -> &StreamConsumer {
+    pub fn consumer(&self) -> &RippleConsumer {
         &self.consumer
     }
 
-    /// Commits, for each partition, the offset after the last applied record.
+    /// What the run loop tells the rebalance callbacks.
+    pub fn applied(&self) -> &Arc<Applied> {
+        &self.applied
+    }
+
+    /// Commits, for each partition still assigned, the offset after the last applied record. A
+    /// partition revoked meanwhile was committed by the revocation, and belongs to another
+    /// consumer now.
     pub fn commit(
         &self,
         applied: &BTreeMap<Partition, i64>,
@@ -89,11 +234,16 @@ impl KafkaSource {
         if applied.is_empty() {
             return Ok(());
         }
+        let assignment = self.consumer.assignment()?;
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in applied {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+            if assignment.find_partition(topic, *partition).is_some() {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+            }
         }
-        self.consumer.commit(&tpl, mode)?;
+        if tpl.count() > 0 {
+            self.consumer.commit(&tpl, mode)?;
+        }
         Ok(())
     }
 

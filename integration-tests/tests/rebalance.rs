@@ -1,0 +1,156 @@
+//! Two Ripple instances in one consumer group, as engines in this process over a slow recording sink:
+//! when the second joins mid-stream, the first lets the batch it is applying land and commits it
+//! before its partitions move, and drops what it had fetched of them, so every event is applied
+//! and none twice. (Without the commit on revocation, the new owner starts from an older offset and
+//! applies the first instance's last batch again.)
+
+mod common;
+
+use async_trait::async_trait;
+use common::*;
+use ripple::config::Config;
+use ripple_sink::{ChangeEvent, Sink, SinkError, Target, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Remembers every key it was given; slow enough that a rebalance lands mid-batch.
+struct Recorder {
+    keys: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl Sink for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    async fn ready(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    async fn apply(&self, _target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut keys = self.keys.lock().unwrap();
+        for e in events {
+            match e.key.first() {
+                Some(Value::Int(id)) => keys.push(*id),
+                other => panic!("unexpected key {other:?}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn instance(config: std::path::PathBuf, recorder: Arc<Recorder>) -> ripple::RunSummary {
+    let config = Config::load_with_sinks(&config, &["recorder"]).unwrap();
+    let engine = ripple::Engine::builder(config)
+        .sink(recorder)
+        .exit_when_idle(Some(Duration::from_secs(4)))
+        .build()
+        .await
+        .unwrap();
+    engine.run(std::future::pending()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joining_instance_takes_over_where_the_first_stopped() {
+    require_stack();
+    let table = unique("rebal");
+    let rows = 1200;
+    psql(
+        SOURCE_URL,
+        &format!(
+            "DROP TABLE IF EXISTS public.{table}; \
+             CREATE TABLE public.{table} (id bigint PRIMARY KEY, note text); \
+             INSERT INTO public.{table} SELECT g, 'row ' || g FROM generate_series(1, {rows}) g;"
+        ),
+    );
+    let connector = Connector::with_partitions(
+        &table.replace('_', "-"),
+        &table,
+        &format!("public.{table}"),
+        4,
+    );
+    let topic = connector.topic(&table);
+    wait_until(
+        Duration::from_secs(60),
+        "the snapshot to reach the topic",
+        || text(&stack(&["topic-size", &topic])).trim() == rows.to_string(),
+    );
+    let dir = temp_dir(&table);
+    let config = dir.join("rebalance.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{BROKERS}"
+group_id = "{table}"
+topics = ["{topic}"]
+
+[pipeline]
+batch_size = 60
+batch_linger_ms = 50
+
+[[routes]]
+topics = ["{topic}"]
+sinks = ["recorder"]
+"#
+        ),
+    )
+    .unwrap();
+
+    let first = Arc::new(Recorder {
+        keys: Mutex::default(),
+    });
+    let second = Arc::new(Recorder {
+        keys: Mutex::default(),
+    });
+    let one = tokio::spawn(instance(config.clone(), first.clone()));
+    // The second joins once the first is well into the stream.
+    let started = std::time::Instant::now();
+    while first.keys.lock().unwrap().len() < 120 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first instance applied nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let two = tokio::spawn(instance(config.clone(), second.clone()));
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+
+    let mut applied: BTreeMap<i64, usize> = BTreeMap::new();
+    for id in first
+        .keys
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(second.keys.lock().unwrap().iter())
+    {
+        *applied.entry(*id).or_default() += 1;
+    }
+    let missing: Vec<i64> = (1..=rows).filter(|id| !applied.contains_key(id)).collect();
+    let twice: Vec<i64> = applied
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    let (by_first, by_second) = (
+        first.keys.lock().unwrap().len(),
+        second.keys.lock().unwrap().len(),
+    );
+    println!(
+        "rebalance: first applied {by_first}, second {by_second}; missing {}, applied twice {}\n  first: {one}\n  second: {two}",
+        missing.len(),
+        twice.len()
+    );
+    assert!(missing.is_empty(), "events never applied: {missing:?}");
+    assert!(by_second > 0, "the second instance got no partition");
+    assert!(
+        twice.is_empty(),
+        "{} events applied twice (first instance {by_first}, second {by_second}): {:?}",
+        twice.len(),
+        &twice[..twice.len().min(20)]
+    );
+}
