@@ -4,9 +4,10 @@
 use crate::config::{Config, Tolerance};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::{Decoded, Decoder, Record};
+use crate::exactly_once::StoredStart;
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
-use crate::source::{Applied, KafkaSource, Partition, RippleConsumer, SourceError};
+use crate::source::{Applied, KafkaSource, Partition, RippleConsumer, SourceError, StartPositions};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaResult;
@@ -70,7 +71,11 @@ impl EngineBuilder {
                 })?;
             }
         }
-        let source = KafkaSource::connect(&self.config.kafka).await?;
+        let start = StoredStart::new(&self.config, &sinks)
+            .await
+            .map_err(|(name, error)| EngineError::SinkNotReady { name, error })?
+            .map(|s| Arc::new(s) as Arc<dyn StartPositions>);
+        let source = KafkaSource::connect(&self.config.kafka, start).await?;
         let dead_letters = match &self.config.dead_letter {
             Some(dl) if dl.tolerance == Tolerance::All => Some(Arc::new(
                 DeadLetters::new(&self.config.kafka, dl).map_err(PipelineError::from)?,

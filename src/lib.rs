@@ -6,6 +6,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod engine;
+pub mod exactly_once;
 pub mod loadgen;
 pub mod pipeline;
 pub mod registry;

@@ -6,8 +6,10 @@ use crate::config::KafkaConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,6 +38,8 @@ struct AppliedState {
     in_flight: bool,
     offsets: BTreeMap<Partition, i64>,
     revoked: Vec<(String, i32)>,
+    /// Where assigned partitions were told to start (exactly-once), until a record is consumed.
+    starts: BTreeMap<(String, i32), i64>,
 }
 
 impl Applied {
@@ -58,6 +62,13 @@ impl Applied {
                 .extend(offsets.iter().map(|(p, o)| (p.clone(), *o)));
         }
         self.landed.notify_all();
+    }
+
+    fn started_at(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.state()
+            .starts
+            .get(&(topic.to_string(), partition))
+            .copied()
     }
 
     /// Partitions revoked since the last call: what the loop still holds of them must go.
@@ -107,20 +118,88 @@ impl Applied {
         state
             .offsets
             .retain(|(t, p), _| !gone.contains(&(t.to_string(), *p)));
+        state.starts.retain(|k, _| !gone.contains(k));
         state.revoked.extend(gone);
         commit
     }
 }
 
+/// Where assigned partitions start when not at Kafka's committed offsets: offsets a store keeps
+/// with its data (exactly-once). Called inside the rebalance, so it may block briefly.
+pub trait StartPositions: Send + Sync {
+    /// The next offset to read for those of `partitions` it knows better than Kafka does.
+    fn positions(&self, partitions: &[(String, i32)]) -> Vec<((String, i32), i64)>;
+}
+
 /// The consumer's callbacks. Before partitions are taken away, the batch being applied may finish
-/// and what was applied is committed, so the next owner starts where this instance stopped.
+/// and what was applied is committed, so the next owner starts where this instance stopped. When
+/// partitions arrive, stores that keep their own offsets say where they start.
 pub struct RebalanceContext {
     applied: Arc<Applied>,
+    start: Option<Arc<dyn StartPositions>>,
 }
 
 impl ClientContext for RebalanceContext {}
 
 impl ConsumerContext for RebalanceContext {
+    /// librdkafka's default handling, except that an assignment may carry start offsets.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(start) = &self.start {
+                    let partitions: Vec<(String, i32)> = tpl
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect();
+                    for ((topic, partition), next) in start.positions(&partitions) {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            next,
+                            "partition starts at the offset its store keeps"
+                        );
+                        let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(next));
+                        self.applied.state().starts.insert((topic, partition), next);
+                    }
+                }
+                let rebalance = Rebalance::Assign(tpl);
+                self.pre_rebalance(consumer, &rebalance);
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                self.post_rebalance(consumer, &rebalance);
+                result
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; giving up the assignment");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying the rebalance failed");
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
@@ -163,8 +242,12 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Creates the consumer, checks the brokers answer, and subscribes.
-    pub async fn connect(config: &KafkaConfig) -> Result<Self, SourceError> {
+    /// Creates the consumer, checks the brokers answer, and subscribes. `start`, when given, says
+    /// where assigned partitions begin instead of the committed offsets.
+    pub async fn connect(
+        config: &KafkaConfig,
+        start: Option<Arc<dyn StartPositions>>,
+    ) -> Result<Self, SourceError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group_id)
@@ -188,6 +271,7 @@ impl KafkaSource {
         let applied = Arc::new(Applied::default());
         let context = RebalanceContext {
             applied: applied.clone(),
+            start,
         };
         let consumer: RippleConsumer = cc
             .create_with_context(context)
@@ -268,6 +352,7 @@ impl KafkaSource {
     /// meaningful while no batch is in flight.
     pub async fn caught_up(&self) -> Result<bool, SourceError> {
         let consumer = self.consumer.clone();
+        let applied = self.applied.clone();
         tokio::task::spawn_blocking(move || {
             let assignment = consumer.assignment()?;
             if assignment.count() == 0 {
@@ -288,7 +373,11 @@ impl KafkaSource {
                     Some(Offset::Offset(o)) => Some(o),
                     _ => None,
                 };
-                let at = pos(&positions).or_else(|| pos(&committed)).unwrap_or(low);
+                // Nothing consumed yet: the partition is where it was told to start.
+                let at = pos(&positions)
+                    .or_else(|| applied.started_at(elem.topic(), elem.partition()))
+                    .or_else(|| pos(&committed))
+                    .unwrap_or(low);
                 if at < high {
                     return Ok(false);
                 }

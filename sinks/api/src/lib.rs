@@ -60,6 +60,23 @@ pub trait Sink: Send + Sync {
     fn read_back(&self) -> Option<&dyn ReadBack> {
         None
     }
+
+    /// Offsets the store keeps with the data, written in the same transaction as the changes
+    /// (exactly-once delivery): for each topic partition it holds changes of, the offset of the
+    /// next record to apply. `None` (the default) for a store that does not keep them; Kafka's
+    /// committed offsets are then the only ones. A partition owned only by sinks that keep offsets
+    /// starts from the smallest of theirs when it is assigned.
+    async fn stored_offsets(&self) -> Result<Option<Vec<StoredOffset>>, SinkError> {
+        Ok(None)
+    }
+}
+
+/// One partition's offset as a store keeps it: the next record to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next: i64,
 }
 
 /// How a stored row compares with the row the source holds.

@@ -23,6 +23,10 @@ pub struct PostgresSinkConfig {
     pub create_tables: bool,
     #[serde(default = "default_connections")]
     pub max_connections: u32,
+    /// Keep the Kafka offsets of what each table holds in `_ripple.offsets`, written in the same
+    /// transaction as the rows, and start partitions that only this sink owns from them.
+    #[serde(default)]
+    pub exactly_once: bool,
 }
 
 fn yes() -> bool {

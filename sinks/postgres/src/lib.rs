@@ -13,7 +13,9 @@ pub use sql::ident;
 use async_trait::async_trait;
 pub use plan::TargetTable;
 use plan::{Plan, PlanCache};
-use ripple_sink::{ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, Target};
+use ripple_sink::{
+    ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, StoredOffset, Target,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use std::sync::Arc;
@@ -97,6 +99,9 @@ impl PostgresSink {
         }
         if start < events.len() {
             self.apply_segment(tx, into, &events[start..]).await?;
+        }
+        if self.config.exactly_once {
+            store_offsets(tx, into, events).await?;
         }
         Ok(())
     }
@@ -191,6 +196,48 @@ impl PostgresSink {
     }
 }
 
+/// Records, in the transaction that applies `events`, the offset after the last of them per
+/// partition. Offsets only move forward: a stale re-delivery leaves them as they are.
+async fn store_offsets(
+    tx: &mut Transaction<'_, Postgres>,
+    into: &TargetTable,
+    events: &[ChangeEvent],
+) -> Result<(), SinkError> {
+    let mut next: Vec<(&str, i32, i64)> = Vec::new();
+    for e in events {
+        let (topic, partition) = (&*e.origin.topic, e.origin.partition);
+        match next
+            .iter_mut()
+            .find(|(t, p, _)| *t == topic && *p == partition)
+        {
+            Some(slot) => slot.2 = slot.2.max(e.origin.offset + 1),
+            None => next.push((topic, partition, e.origin.offset + 1)),
+        }
+    }
+    let (topics, partitions, offsets): (Vec<&str>, Vec<i32>, Vec<i64>) =
+        next.into_iter()
+            .fold(Default::default(), |mut acc, (t, p, o)| {
+                acc.0.push(t);
+                acc.1.push(p);
+                acc.2.push(o);
+                acc
+            });
+    sqlx::query(
+        "INSERT INTO _ripple.offsets AS o (topic, partition, table_name, next_offset) \
+         SELECT t, p, $4, n FROM UNNEST($1::text[], $2::int[], $3::int8[]) AS u(t, p, n) \
+         ON CONFLICT (topic, partition, table_name) DO UPDATE SET next_offset = EXCLUDED.next_offset \
+         WHERE o.next_offset < EXCLUDED.next_offset",
+    )
+    .bind(topics)
+    .bind(partitions)
+    .bind(offsets)
+    .bind(into.sql())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| sql::classify(e, "store offsets"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl Sink for PostgresSink {
     fn name(&self) -> &str {
@@ -211,6 +258,35 @@ impl Sink for PostgresSink {
 
     fn check_target(&self, template: &str) -> Result<(), String> {
         TargetTable::check(template)
+    }
+
+    async fn stored_offsets(&self) -> Result<Option<Vec<StoredOffset>>, SinkError> {
+        if !self.config.exactly_once {
+            return Ok(None);
+        }
+        // Several tables may share a partition (one topic for many tables): the partition is
+        // only as far as its least advanced table.
+        let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT topic, partition, min(next_offset)::int8 FROM _ripple.offsets \
+             GROUP BY topic, partition",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .or_else(|e| match &e {
+            // A replica Ripple never wrote to has no bookkeeping yet.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+            _ => Err(e),
+        })
+        .map_err(|e| sql::classify(e, "read stored offsets"))?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|(topic, partition, next)| StoredOffset {
+                    topic,
+                    partition,
+                    next,
+                })
+                .collect(),
+        ))
     }
 
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {

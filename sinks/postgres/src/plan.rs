@@ -413,6 +413,8 @@ pub async fn ensure_bookkeeping(tx: &mut Transaction<'_, Postgres>) -> Result<()
          commit_lsn bigint NOT NULL, change_lsn bigint NOT NULL, PRIMARY KEY (table_name, key))",
         "CREATE TABLE IF NOT EXISTS _ripple.truncations (table_name text PRIMARY KEY, \
          commit_lsn bigint NOT NULL, change_lsn bigint NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS _ripple.offsets (topic text NOT NULL, partition int NOT NULL, \
+         table_name text NOT NULL, next_offset bigint NOT NULL, PRIMARY KEY (topic, partition, table_name))",
     ] {
         sqlx::query(ddl)
             .execute(&mut **tx)
