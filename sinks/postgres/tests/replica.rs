@@ -23,6 +23,7 @@ async fn sink(schema: &str) -> PostgresSink {
         schema: Some(schema.into()),
         create_tables: true,
         max_connections: 2,
+        exactly_once: false,
     };
     let sink = PostgresSink::new("replica", "sinks.replica", config).unwrap();
     sink.ready().await.unwrap_or_else(|e| {
