@@ -26,6 +26,18 @@ pub struct Config {
     /// this section Ripple stops at the first such record (after applying what came before it).
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
+    #[serde(default)]
+    pub decode: DecodeConfig,
+}
+
+/// `[decode]`: connector settings the records themselves do not reveal.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeConfig {
+    /// The connector's `binary.handling.mode`: `bytes` (default), `base64`, `base64-url-safe`
+    /// or `hex`. Only `bytes` is marked as such in the records.
+    #[serde(default)]
+    pub binary_handling_mode: crate::decode::BinaryMode,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

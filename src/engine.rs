@@ -202,7 +202,7 @@ impl Engine {
         let mut collector = Collector {
             applied: source.applied().clone(),
             dead_letters: applier.dead_letters(),
-            decoder: Decoder::new(),
+            decoder: Decoder::new().binary_mode(config.decode.binary_handling_mode),
             topics: HashSet::new(),
             batch_size: config.pipeline.batch_size,
             linger: Duration::from_millis(config.pipeline.batch_linger_ms),

@@ -85,7 +85,7 @@ pub async fn run(
     let applier = Applier::new(sinks, &pipeline, None);
 
     let records = read_all(&kafka, &args.dead_letter).await?;
-    let mut decoder = Decoder::new();
+    let mut decoder = Decoder::new().binary_mode(config.decode.binary_handling_mode);
     let mut summary = ReplaySummary::default();
     let mut batch = Batch::default();
     for r in &records {

@@ -2,7 +2,8 @@
 //! when the second joins mid-stream, the first lets the batch it is applying land and commits it
 //! before its partitions move, and drops what it had fetched of them, so every event is applied
 //! and none twice. (Without the commit on revocation, the new owner starts from an older offset and
-//! applies the first instance's last batch again.)
+//! applies the first instance's last batch again.) And when the first is paused for a sink that is
+//! down as the second joins, the partitions it gets back are not left paused.
 
 mod common;
 
@@ -12,11 +13,22 @@ use ripple::config::Config;
 use ripple_sink::{ChangeEvent, Sink, SinkError, Target, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Remembers every key it was given; slow enough that a rebalance lands mid-batch.
+/// Remembers every key it was given; slow enough that a rebalance lands mid-batch, and down (every
+/// apply fails, retriably) until `down_until`.
 struct Recorder {
     keys: Mutex<Vec<i64>>,
+    down_until: Instant,
+}
+
+impl Recorder {
+    fn new(down_for: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            keys: Mutex::default(),
+            down_until: Instant::now() + down_for,
+        })
+    }
 }
 
 #[async_trait]
@@ -30,6 +42,9 @@ impl Sink for Recorder {
     }
 
     async fn apply(&self, _target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        if Instant::now() < self.down_until {
+            return Err(SinkError::retriable("the recorder is down"));
+        }
         tokio::time::sleep(Duration::from_millis(700)).await;
         let mut keys = self.keys.lock().unwrap();
         for e in events {
@@ -53,11 +68,11 @@ async fn instance(config: std::path::PathBuf, recorder: Arc<Recorder>) -> ripple
     engine.run(std::future::pending()).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_joining_instance_takes_over_where_the_first_stopped() {
+/// A table of `rows` rows snapshotted into a 4-partition topic, and a config routing it to the
+/// recorder.
+fn setup(prefix: &str, rows: i64) -> (Connector, std::path::PathBuf) {
     require_stack();
-    let table = unique("rebal");
-    let rows = 1200;
+    let table = unique(prefix);
     psql(
         SOURCE_URL,
         &format!(
@@ -78,8 +93,7 @@ async fn a_joining_instance_takes_over_where_the_first_stopped() {
         "the snapshot to reach the topic",
         || text(&stack(&["topic-size", &topic])).trim() == rows.to_string(),
     );
-    let dir = temp_dir(&table);
-    let config = dir.join("rebalance.toml");
+    let config = temp_dir(&table).join("rebalance.toml");
     std::fs::write(
         &config,
         format!(
@@ -92,6 +106,9 @@ topics = ["{topic}"]
 [pipeline]
 batch_size = 60
 batch_linger_ms = 50
+max_retries = 2
+retry_initial_delay_ms = 100
+retry_max_delay_ms = 400
 
 [[routes]]
 topics = ["{topic}"]
@@ -100,16 +117,29 @@ sinks = ["recorder"]
         ),
     )
     .unwrap();
+    (connector, config)
+}
 
-    let first = Arc::new(Recorder {
-        keys: Mutex::default(),
-    });
-    let second = Arc::new(Recorder {
-        keys: Mutex::default(),
-    });
+/// How often each id was applied, over both recorders.
+fn tally(recorders: &[&Recorder]) -> BTreeMap<i64, usize> {
+    let mut applied = BTreeMap::new();
+    for r in recorders {
+        for id in r.keys.lock().unwrap().iter() {
+            *applied.entry(*id).or_default() += 1;
+        }
+    }
+    applied
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joining_instance_takes_over_where_the_first_stopped() {
+    let rows = 1200;
+    let (_connector, config) = setup("rebal", rows);
+    let first = Recorder::new(Duration::ZERO);
+    let second = Recorder::new(Duration::ZERO);
     let one = tokio::spawn(instance(config.clone(), first.clone()));
     // The second joins once the first is well into the stream.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     while first.keys.lock().unwrap().len() < 120 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -120,16 +150,7 @@ sinks = ["recorder"]
     let two = tokio::spawn(instance(config.clone(), second.clone()));
     let (one, two) = (one.await.unwrap(), two.await.unwrap());
 
-    let mut applied: BTreeMap<i64, usize> = BTreeMap::new();
-    for id in first
-        .keys
-        .lock()
-        .unwrap()
-        .iter()
-        .chain(second.keys.lock().unwrap().iter())
-    {
-        *applied.entry(*id).or_default() += 1;
-    }
+    let applied = tally(&[&first, &second]);
     let missing: Vec<i64> = (1..=rows).filter(|id| !applied.contains_key(id)).collect();
     let twice: Vec<i64> = applied
         .iter()
@@ -153,4 +174,37 @@ sinks = ["recorder"]
         twice.len(),
         &twice[..twice.len().min(20)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_assigned_while_paused_resume_with_the_sink() {
+    let rows = 600;
+    let (_connector, config) = setup("rebal_paused", rows);
+    // The first instance's sink is down long enough for consumption to pause (after 1 s), and
+    // comes back while the second instance's joining revokes the first's partitions.
+    let first = Recorder::new(Duration::from_secs(4));
+    let second = Recorder::new(Duration::ZERO);
+    let one = tokio::spawn(instance(config.clone(), first.clone()));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let two = tokio::spawn(instance(config.clone(), second.clone()));
+    // A partition left paused never catches up, so its instance never exits.
+    let both = async { (one.await.unwrap(), two.await.unwrap()) };
+    let (one, two) = tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .unwrap_or_else(|_| {
+            let applied = tally(&[&first, &second]);
+            panic!(
+                "not caught up after 60 s ({} of {rows} events applied): a partition stayed paused",
+                applied.len()
+            )
+        });
+    let applied = tally(&[&first, &second]);
+    let missing: Vec<i64> = (1..=rows).filter(|id| !applied.contains_key(id)).collect();
+    println!(
+        "paused rebalance: first applied {}, second {}; missing {}\n  first: {one}\n  second: {two}",
+        first.keys.lock().unwrap().len(),
+        second.keys.lock().unwrap().len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "events never applied: {missing:?}");
 }

@@ -5,7 +5,7 @@
 mod schema;
 mod value;
 
-pub use schema::{ConnectSchema, FieldDecoder};
+pub use schema::{BinaryMode, ConnectSchema, FieldDecoder};
 pub use value::{UNAVAILABLE, decode_decimal, parse_zoned_timestamp};
 
 use ahash::AHashMap;
@@ -84,6 +84,7 @@ pub struct Decoder {
     hasher: ahash::RandomState,
     /// Per topic, the last value schema's bytes and hash: see `split_known_schema`.
     last_schema: AHashMap<Arc<str>, (Vec<u8>, u64)>,
+    binary: BinaryMode,
 }
 
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
@@ -127,6 +128,13 @@ impl Decoder {
         Self::default()
     }
 
+    /// How the connector sends bytea values (its `binary.handling.mode`).
+    pub fn binary_mode(mut self, binary: BinaryMode) -> Self {
+        self.binary = binary;
+        self.cache.clear();
+        self
+    }
+
     pub fn decode(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
         let Some(value) = record.value else {
             return Ok(Decoded::Skip(Skip::Tombstone));
@@ -163,7 +171,7 @@ impl Decoder {
                 };
                 let hash = self.hash(schema.get());
                 if !self.cache.contains_key(&(hash, key_hash)) {
-                    let kind = analyse(schema, key_schema)?;
+                    let kind = analyse(schema, key_schema, self.binary)?;
                     self.cache.insert((hash, key_hash), kind);
                 }
                 self.last_schema.insert(
@@ -180,7 +188,7 @@ impl Decoder {
             let schema = framed
                 .schema
                 .ok_or_else(|| DecodeError::new("value has no `schema`"))?;
-            let kind = analyse(schema, key_schema)?;
+            let kind = analyse(schema, key_schema, self.binary)?;
             self.cache.insert((value_hash, key_hash), kind);
         }
         match self.cache.get_mut(&(value_hash, key_hash)) {
@@ -200,7 +208,11 @@ impl Decoder {
 }
 
 /// Works out what a record with these schemas is and, for change envelopes, how to decode it.
-fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kind, DecodeError> {
+fn analyse(
+    value_schema: &RawValue,
+    key_schema: Option<&RawValue>,
+    binary: BinaryMode,
+) -> Result<Kind, DecodeError> {
     let schema: ConnectSchema = serde_json::from_str(value_schema.get())
         .map_err(|e| DecodeError::new(format!("value schema is not a Connect schema: {e}")))?;
     match schema.name.as_deref() {
@@ -224,8 +236,12 @@ fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kin
         .ok_or_else(|| {
             DecodeError::new("change envelope schema has neither `before` nor `after`")
         })?;
-    let (columns, decoders): (Vec<Column>, Vec<FieldDecoder>) =
-        row.fields.iter().flatten().map(schema::column_for).unzip();
+    let (columns, decoders): (Vec<Column>, Vec<FieldDecoder>) = row
+        .fields
+        .iter()
+        .flatten()
+        .map(|f| schema::column_for(f, binary))
+        .unzip();
     let positions = columns
         .iter()
         .enumerate()
@@ -244,7 +260,7 @@ fn analyse(value_schema: &RawValue, key_schema: Option<&RawValue>) -> Result<Kin
                 DecodeError::new(format!("key field {name:?} is not a column of the row"))
             })?;
             key.push(pos);
-            key_decoders.push(schema::column_for(f).1);
+            key_decoders.push(schema::column_for(f, binary).1);
             key_positions.insert(name, i);
         }
     }

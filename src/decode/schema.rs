@@ -2,7 +2,7 @@
 //! from them once per distinct schema: the table's columns and how to decode each field.
 
 use ripple_sink::{Column, ColumnType};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// A Connect schema as the JsonConverter writes it.
@@ -38,6 +38,18 @@ impl ConnectSchema {
     }
 }
 
+/// How bytea values arrive: the connector's `binary.handling.mode`. Only `bytes` says so in the
+/// schema; the others arrive as strings that look alike, so Ripple must be told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BinaryMode {
+    #[default]
+    Bytes,
+    Base64,
+    Base64UrlSafe,
+    Hex,
+}
+
 /// How one field's JSON value becomes a [`ripple_sink::Value`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldDecoder {
@@ -55,6 +67,16 @@ pub enum FieldDecoder {
     /// A decimal that arrives as a JSON number or string (`decimal.handling.mode` double/string).
     DecimalText,
     Bytes,
+    /// A bytea column sent as a string, in the given encoding.
+    BytesText(BinaryMode),
+    /// A Connect `map` (hstore with `hstore.handling.mode=map`): kept as a JSON object.
+    JsonMap,
+    /// `io.debezium.time.IsoDate` (`time.precision.mode=isostring`).
+    IsoDate,
+    /// `io.debezium.time.IsoTime`.
+    IsoTime,
+    /// `io.debezium.time.IsoTimestamp`: a timestamp without zone, as UTC.
+    IsoTimestamp,
     /// `io.debezium.time.Date`: days since epoch.
     Date,
     /// Time of day in the given number of microseconds per unit (ms = 1000, µs = 1, ns = 1/1000).
@@ -93,8 +115,8 @@ impl TimeUnit {
 }
 
 /// The column type and decoder for one field of a row struct.
-pub fn column_for(field: &ConnectSchema) -> (Column, FieldDecoder) {
-    let (ty, decoder) = type_of(field);
+pub fn column_for(field: &ConnectSchema, binary: BinaryMode) -> (Column, FieldDecoder) {
+    let (ty, decoder) = type_of(field, binary);
     let column = Column {
         name: field.field.clone().unwrap_or_default(),
         ty,
@@ -104,7 +126,7 @@ pub fn column_for(field: &ConnectSchema) -> (Column, FieldDecoder) {
     (column, decoder)
 }
 
-fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
+fn type_of(s: &ConnectSchema, binary: BinaryMode) -> (ColumnType, FieldDecoder) {
     // With decimal.handling.mode=string (or double) a numeric column arrives as a plain string or
     // double; only the propagated source type tells it apart from text. String mode is the one that
     // keeps a numeric's exact text: Debezium's VariableScaleDecimal drops trailing zeros (56.50 -> 56.5).
@@ -128,6 +150,9 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
             ColumnType::Decimal { precision, scale },
             FieldDecoder::DecimalText,
         );
+    }
+    if source.as_deref() == Some("BYTEA") && s.ty == "string" {
+        return (ColumnType::Bytes, FieldDecoder::BytesText(binary));
     }
     match s.name.as_deref() {
         Some("org.apache.kafka.connect.data.Decimal") => {
@@ -153,7 +178,14 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
         Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => {
             (ColumnType::Date, FieldDecoder::Date)
         }
-        Some("io.debezium.time.Time") => (ColumnType::Time, FieldDecoder::Time(TimeUnit::Millis)),
+        Some("io.debezium.time.Time") | Some("org.apache.kafka.connect.data.Time") => {
+            (ColumnType::Time, FieldDecoder::Time(TimeUnit::Millis))
+        }
+        Some("io.debezium.time.IsoDate") => (ColumnType::Date, FieldDecoder::IsoDate),
+        Some("io.debezium.time.IsoTime") => (ColumnType::Time, FieldDecoder::IsoTime),
+        Some("io.debezium.time.IsoTimestamp") => {
+            (ColumnType::Timestamp, FieldDecoder::IsoTimestamp)
+        }
         Some("io.debezium.time.MicroTime") => {
             (ColumnType::Time, FieldDecoder::Time(TimeUnit::Micros))
         }
@@ -199,7 +231,7 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
             "bytes" => (ColumnType::Bytes, FieldDecoder::Bytes),
             "array" => {
                 let (inner_ty, inner_dec) = match &s.items {
-                    Some(items) => type_of(items),
+                    Some(items) => type_of(items, binary),
                     None => (ColumnType::Text, FieldDecoder::Text),
                 };
                 (
@@ -208,6 +240,7 @@ fn type_of(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
                 )
             }
             "string" => (ColumnType::Text, FieldDecoder::Text),
+            "map" => (ColumnType::Json, FieldDecoder::JsonMap),
             other => (ColumnType::Other(other.to_string()), FieldDecoder::Text),
         },
     }
@@ -249,9 +282,13 @@ mod tests {
         serde_json::from_str(&json).unwrap()
     }
 
+    fn type_of_bytes(s: &ConnectSchema) -> (ColumnType, FieldDecoder) {
+        type_of(s, BinaryMode::Bytes)
+    }
+
     #[test]
     fn string_mode_numerics_are_decimals() {
-        let (ty, dec) = type_of(&field("NUMERIC", "131089", "0"));
+        let (ty, dec) = type_of_bytes(&field("NUMERIC", "131089", "0"));
         assert_eq!(
             ty,
             ColumnType::Decimal {
@@ -260,7 +297,7 @@ mod tests {
             }
         );
         assert_eq!(dec, FieldDecoder::DecimalText);
-        let (ty, _) = type_of(&field("NUMERIC", "10", "2"));
+        let (ty, _) = type_of_bytes(&field("NUMERIC", "10", "2"));
         assert_eq!(
             ty,
             ColumnType::Decimal {
@@ -268,7 +305,10 @@ mod tests {
                 scale: Some(2)
             }
         );
-        assert_eq!(type_of(&field("VARCHAR", "10", "0")).1, FieldDecoder::Text);
+        assert_eq!(
+            type_of_bytes(&field("VARCHAR", "10", "0")).1,
+            FieldDecoder::Text
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Field values: turns each JSON value of a Debezium row into a typed [`Value`] in one pass over the
 //! text, guided by the field's [`FieldDecoder`], without building an intermediate JSON tree.
 
-use super::schema::{FieldDecoder, TimeUnit};
+use super::schema::{BinaryMode, FieldDecoder, TimeUnit};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use num_bigint::BigInt;
@@ -92,6 +92,13 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if *self.0 == FieldDecoder::JsonMap {
+            let mut object = serde_json::Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                object.insert(k, map.next_value()?);
+            }
+            return Ok(Value::Json(serde_json::Value::Object(object).to_string()));
+        }
         if *self.0 != FieldDecoder::VariableScaleDecimal {
             return Err(de::Error::custom(format!(
                 "object where a {:?} value was expected",
@@ -162,6 +169,18 @@ impl FieldSeed<'_> {
                     .map(Value::Bytes)
                     .map_err(|e| E::custom(format!("invalid base64 in a bytes field: {e}")))
             }
+            FieldDecoder::BytesText(mode) => {
+                let bytes = decode_binary(&v, *mode).map_err(E::custom)?;
+                if bytes == UNAVAILABLE.as_bytes() {
+                    return Ok(Value::Unavailable);
+                }
+                Ok(Value::Bytes(bytes))
+            }
+            FieldDecoder::IsoDate => parse_iso_date(&v).map(Value::Date).map_err(E::custom),
+            FieldDecoder::IsoTime => parse_iso_time(&v).map(Value::Time).map_err(E::custom),
+            FieldDecoder::IsoTimestamp => parse_iso_timestamp(&v)
+                .map(Value::Timestamp)
+                .map_err(E::custom),
             FieldDecoder::Bits { pad } => BASE64
                 .decode(v.as_bytes())
                 .map(|bytes| Value::Text(bit_string(&bytes, *pad)))
@@ -233,6 +252,77 @@ pub fn parse_zoned_timestamp(v: &str) -> Result<i64, String> {
         .map_err(|e| format!("invalid zoned timestamp {v:?}: {e}"))
 }
 
+/// A bytea column's value sent as a string (`binary.handling.mode` other than `bytes`).
+fn decode_binary(v: &str, mode: BinaryMode) -> Result<Vec<u8>, String> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    match mode {
+        BinaryMode::Base64 => BASE64
+            .decode(v.as_bytes())
+            .map_err(|e| format!("invalid base64 in a bytea field: {e}")),
+        BinaryMode::Base64UrlSafe => URL_SAFE
+            .decode(v.as_bytes())
+            .map_err(|e| format!("invalid url-safe base64 in a bytea field: {e}")),
+        BinaryMode::Hex => {
+            let digits = v.as_bytes();
+            if digits.len() % 2 != 0 {
+                return Err(format!("odd-length hex in a bytea field: {v:?}"));
+            }
+            let nibble = |c: u8| match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'a'..=b'f' => Ok(c - b'a' + 10),
+                b'A'..=b'F' => Ok(c - b'A' + 10),
+                _ => Err(format!("invalid hex in a bytea field: {v:?}")),
+            };
+            digits
+                .chunks(2)
+                .map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?))
+                .collect()
+        }
+        BinaryMode::Bytes => Err(
+            "a bytea column arrives as a string: set [decode] binary_handling_mode to the connector's binary.handling.mode"
+                .into(),
+        ),
+    }
+}
+
+/// `2024-02-29` (a trailing `Z` allowed) as days since the epoch.
+fn parse_iso_date(v: &str) -> Result<i32, String> {
+    let text = v.trim_end_matches('Z');
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|e| format!("invalid ISO date {v:?}: {e}"))?;
+    Ok((date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32)
+}
+
+/// `12:34:56.789Z` as microseconds past midnight.
+fn parse_iso_time(v: &str) -> Result<i64, String> {
+    let text = v.trim_end_matches('Z');
+    if text.starts_with("24:00:00") {
+        return Ok(86_400_000_000);
+    }
+    let time = chrono::NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
+        .map_err(|e| format!("invalid ISO time {v:?}: {e}"))?;
+    use chrono::Timelike;
+    Ok(time.num_seconds_from_midnight() as i64 * 1_000_000 + (time.nanosecond() / 1000) as i64)
+}
+
+/// `2024-02-29T12:34:56.789012Z` (a timestamp without zone, read as UTC) as microseconds since the
+/// epoch; `infinity` / `-infinity` as the sentinels the other modes use.
+fn parse_iso_timestamp(v: &str) -> Result<i64, String> {
+    match v {
+        "infinity" | "+infinity" => return Ok(i64::MAX),
+        "-infinity" => return Ok(i64::MIN),
+        _ => {}
+    }
+    let text = v.trim_end_matches('Z');
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|t| t.and_utc().timestamp_micros())
+        .map_err(|e| format!("invalid ISO timestamp {v:?}: {e}"))
+}
+
 /// Debezium's string mode spells a numeric NaN `NAN`; PostgreSQL's own text is `NaN` (and
 /// `Infinity`), which is what every sink should hold.
 fn canonical_decimal(text: String) -> String {
@@ -282,6 +372,55 @@ mod tests {
     fn decode(dec: &FieldDecoder, json: &str) -> Result<Value, serde_json::Error> {
         let mut d = serde_json::Deserializer::from_str(json);
         FieldSeed(dec).deserialize(&mut d)
+    }
+
+    #[test]
+    fn bytea_strings_in_every_binary_mode() {
+        let bytes = |mode, json| decode(&FieldDecoder::BytesText(mode), json).unwrap();
+        let want = Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef, 0xfb]);
+        assert_eq!(bytes(BinaryMode::Hex, r#""deadbeefFB""#), want);
+        assert_eq!(bytes(BinaryMode::Base64, r#""3q2+7/s=""#), want);
+        assert_eq!(bytes(BinaryMode::Base64UrlSafe, r#""3q2-7_s=""#), want);
+        assert_eq!(bytes(BinaryMode::Base64UrlSafe, r#""3q2-7_s""#), want);
+        let placeholder = format!(
+            "{:?}",
+            UNAVAILABLE
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        assert_eq!(bytes(BinaryMode::Hex, &placeholder), Value::Unavailable);
+        let err = decode(&FieldDecoder::BytesText(BinaryMode::Bytes), r#""00ff""#).unwrap_err();
+        assert!(err.to_string().contains("binary_handling_mode"), "{err}");
+        assert!(decode(&FieldDecoder::BytesText(BinaryMode::Hex), r#""0g""#).is_err());
+    }
+
+    #[test]
+    fn iso_temporals_and_maps() {
+        assert_eq!(
+            decode(&FieldDecoder::IsoDate, r#""2024-02-29Z""#).unwrap(),
+            Value::Date(19782)
+        );
+        assert_eq!(
+            decode(&FieldDecoder::IsoTime, r#""00:00:01.5Z""#).unwrap(),
+            Value::Time(1_500_000)
+        );
+        assert_eq!(
+            decode(
+                &FieldDecoder::IsoTimestamp,
+                r#""1970-01-01T00:00:00.000001Z""#
+            )
+            .unwrap(),
+            Value::Timestamp(1)
+        );
+        assert_eq!(
+            decode(&FieldDecoder::IsoTimestamp, r#""-infinity""#).unwrap(),
+            Value::Timestamp(i64::MIN)
+        );
+        assert_eq!(
+            decode(&FieldDecoder::JsonMap, r#"{"a": "1", "b": null}"#).unwrap(),
+            Value::Json(r#"{"a":"1","b":null}"#.into())
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ struct AppliedState {
     revoked: Vec<(String, i32)>,
     /// Where assigned partitions were told to start (exactly-once), until a record is consumed.
     starts: BTreeMap<(String, i32), i64>,
+    /// Whether consumption is paused (backpressure): partitions assigned meanwhile start paused.
+    paused: bool,
 }
 
 impl Applied {
@@ -174,11 +176,22 @@ impl ConsumerContext for RebalanceContext {
                 }
                 let rebalance = Rebalance::Assign(tpl);
                 self.pre_rebalance(consumer, &rebalance);
-                let result = if cooperative {
+                let mut result = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
                     consumer.assign(tpl)
                 };
+                // librdkafka keeps a partition's pause across an unassign and a new assign: a
+                // partition paused for backpressure, revoked and assigned again would stay paused
+                // after the loop resumed (the resume found nothing assigned). The loop's current
+                // state decides instead.
+                if result.is_ok() {
+                    result = if self.applied.state().paused {
+                        consumer.pause(tpl)
+                    } else {
+                        consumer.resume(tpl)
+                    };
+                }
                 self.post_rebalance(consumer, &rebalance);
                 result
             }
@@ -333,6 +346,7 @@ impl KafkaSource {
 
     /// Stops fetching from every assigned partition (backpressure); polling goes on.
     pub fn pause_all(&self) -> Result<(), SourceError> {
+        self.applied.state().paused = true;
         let assignment = self.consumer.assignment()?;
         if assignment.count() > 0 {
             self.consumer.pause(&assignment)?;
@@ -341,6 +355,7 @@ impl KafkaSource {
     }
 
     pub fn resume_all(&self) -> Result<(), SourceError> {
+        self.applied.state().paused = false;
         let assignment = self.consumer.assignment()?;
         if assignment.count() > 0 {
             self.consumer.resume(&assignment)?;

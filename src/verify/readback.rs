@@ -167,7 +167,7 @@ pub(crate) fn parse_value(text: Option<&str>, type_name: &str) -> Value {
         "smallint" | "integer" | "bigint" => t.parse().ok().map(Value::Int),
         "real" | "double precision" => t.parse().ok().map(Value::Float),
         "numeric" => Some(Value::Decimal(t.to_string())),
-        "json" | "jsonb" => Some(Value::Json(t.to_string())),
+        "json" | "jsonb" | "hstore" => Some(Value::Json(t.to_string())),
         "bytea" => t.strip_prefix("\\x").and_then(hex_decode).map(Value::Bytes),
         "date" => NaiveDate::parse_from_str(t, "%Y-%m-%d")
             .ok()
@@ -252,6 +252,9 @@ fn parse_array(json_text: &str, element: &str) -> Value {
 pub(crate) fn select_expression(column: &str, type_name: &str) -> String {
     if type_name.ends_with("[]") {
         format!("to_json({column})::text")
+    } else if type_name == "hstore" {
+        // Debezium sends an hstore as a JSON object (or a Connect map, the same JSON).
+        format!("hstore_to_json({column})::text")
     } else if type_name == "money" {
         // Debezium sends money as a decimal, without the currency symbol.
         format!("{column}::numeric::text")

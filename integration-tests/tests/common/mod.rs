@@ -66,8 +66,14 @@ pub fn ripple(args: &[&str]) -> Output {
 }
 
 pub fn stack(args: &[&str]) -> Output {
+    stack_with(args, &[])
+}
+
+/// `scripts/stack` with extra environment variables.
+pub fn stack_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = Command::new(repo().join("scripts").join("stack"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run scripts/stack");
     assert!(
@@ -93,14 +99,28 @@ impl Connector {
 
     /// Like `start`, with each table's topic created with `partitions` partitions.
     pub fn with_partitions(name: &str, prefix: &str, tables: &str, partitions: u32) -> Self {
-        stack(&[
-            "debezium",
-            name,
-            prefix,
-            tables,
-            "initial",
-            &partitions.to_string(),
-        ]);
+        Self::with_settings(name, prefix, tables, partitions, "{}")
+    }
+
+    /// Like `with_partitions`, with `settings` (a JSON object) over the stack's connector settings.
+    pub fn with_settings(
+        name: &str,
+        prefix: &str,
+        tables: &str,
+        partitions: u32,
+        settings: &str,
+    ) -> Self {
+        stack_with(
+            &[
+                "debezium",
+                name,
+                prefix,
+                tables,
+                "initial",
+                &partitions.to_string(),
+            ],
+            &[("DEBEZIUM_SETTINGS", settings)],
+        );
         Connector {
             name: name.to_string(),
             prefix: prefix.to_string(),

@@ -3,7 +3,7 @@
 //! TOAST columns filled from earlier changes in the batch or left as the replica holds them).
 
 use crate::config::PostgresSinkConfig;
-use crate::encode::to_text;
+use crate::encode::{to_column_text, to_text};
 use crate::sql::{classify, ident, qualified};
 use ahash::AHashMap;
 use ripple_sink::{ChangeEvent, Column, ColumnType, Op, SinkError, TableSchema, Value, Version};
@@ -276,7 +276,7 @@ impl Plan {
                 let values: Vec<Option<String>> = group
                     .upserts
                     .iter()
-                    .map(|(row, _)| to_text(&row[col], &self.types[col]))
+                    .map(|(row, _)| to_column_text(&row[col], &self.types[col], &self.casts[col]))
                     .collect();
                 query = query.bind(values);
             }
