@@ -92,16 +92,30 @@ impl ElasticsearchSink {
         &self.client
     }
 
-    /// The index of `target`: the route's template, or the sink's `index`.
+    /// The index of `target`: the route's template, or the sink's `index`. Index names must be
+    /// lowercase and cannot hold spaces, quotes and a few other characters that table names can:
+    /// those become `_` (a table `Order Items` lands in `order_items`).
     pub fn index_name(&self, target: Target<'_>) -> String {
         let table = target.table;
-        // Index names must be lowercase.
-        target
+        let name = target
             .template
             .unwrap_or(&self.config.index)
             .replace("{schema}", &table.namespace)
             .replace("{table}", &table.name)
-            .to_lowercase()
+            .to_lowercase();
+        let name: String = name
+            .chars()
+            .map(|c| match c {
+                ' ' | ',' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | '\\' | '#' | ':' => '_',
+                c => c,
+            })
+            .collect();
+        // Nor start with `_`, `-` or `+` (a table `_tmp` lands in `t_tmp`).
+        if name.starts_with(['_', '-', '+']) {
+            format!("t{name}")
+        } else {
+            name
+        }
     }
 
     /// Creates the index with `gc_deletes` long enough for delete versions to outlive late,
