@@ -420,15 +420,19 @@ fn every_store_ends_equal_whatever_fails() {
         "ripple did not stop cleanly"
     );
 
-    // Every malformed record dead-lettered with its reason.
+    // Every malformed record dead-lettered with its reason. At least once, like everything else:
+    // a record dead-lettered just before a kill or a rebalance, and not yet committed, is read and
+    // dead-lettered again by whoever consumes it next.
     let letters = dead_letters(&dlq);
-    let decode = letters
+    let decode: std::collections::BTreeSet<&str> = letters
         .iter()
         .filter(|(h, _)| {
             h.contains("ripple.error.stage=decode") && h.contains("ripple.error.reason=")
         })
-        .count();
-    assert_eq!(decode, bad.len(), "{letters:#?}");
+        .filter_map(|(h, _)| h.split("ripple.original.offset=").nth(1))
+        .map(|o| o.split(',').next().unwrap_or(o))
+        .collect();
+    assert_eq!(decode.len(), bad.len(), "{letters:#?}");
     assert!(
         letters.iter().any(|(_, size)| *size > 2_000_000),
         "the 2 MB record is dead-lettered whole"
@@ -442,7 +446,7 @@ fn every_store_ends_equal_whatever_fails() {
     let rss = rss.lock().unwrap();
     let report = format!(
         "chaos report ({} mode, {:.0} s): {} SIGKILLs survived; outages survived: {} ({} s each) and one Kafka restart; \
-         a second instance shared the partitions; {} malformed records, all dead-lettered with reasons; {} version samples, 0 regressions; \
+         a second instance shared the partitions; {} malformed records, all dead-lettered with reasons ({} dead letters); {} version samples, 0 regressions; \
          Ripple peak RSS {} MB overall, {} MB during the outages\n{}\n{}",
         if plan.kills > 3 { "full" } else { "short" },
         started.elapsed().as_secs_f64(),
@@ -450,6 +454,7 @@ fn every_store_ends_equal_whatever_fails() {
         outages.join(", "),
         plan.outage.as_secs(),
         bad.len(),
+        letters.len(),
         samples,
         rss.peak_kb / 1024,
         rss.outage_peak_kb / 1024,

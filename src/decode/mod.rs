@@ -74,6 +74,9 @@ struct Envelope {
 
 enum Kind {
     Envelope(Box<Envelope>),
+    /// A row flattened by Debezium's `ExtractNewRecordState` transform: the row's fields, plus
+    /// the transform's `__`-prefixed ones (`__deleted`, `__op`, `__lsn`, `__table`, ...).
+    Flat(Box<Envelope>),
     Skip(Skip),
 }
 
@@ -195,6 +198,7 @@ impl Decoder {
             Some(Kind::Envelope(e)) => {
                 decode_change(e, record, payload, key.and_then(|k| k.payload))
             }
+            Some(Kind::Flat(e)) => decode_flat(e, record, payload, key.and_then(|k| k.payload)),
             Some(Kind::Skip(s)) => Ok(Decoded::Skip(*s)),
             None => unreachable!("inserted above"),
         }
@@ -224,22 +228,28 @@ fn analyse(
         }
         _ => {}
     }
-    if schema.field("op").is_none() || schema.field("source").is_none() {
+    let flat = schema.field("op").is_none() && schema.field("source").is_none();
+    if flat && !schema.fields.iter().flatten().any(is_meta) {
         return Err(DecodeError::new(format!(
-            "value schema {:?} is not a Debezium change envelope (no `op` and `source` fields)",
+            "value schema {:?} is neither a Debezium change envelope (no `op` and `source` fields) nor a row flattened by ExtractNewRecordState (no `__` fields such as `__lsn`)",
             schema.name.as_deref().unwrap_or("(unnamed)")
         )));
     }
-    let row = schema
-        .field("after")
-        .or_else(|| schema.field("before"))
-        .ok_or_else(|| {
-            DecodeError::new("change envelope schema has neither `before` nor `after`")
-        })?;
+    let row = if flat {
+        &schema
+    } else {
+        schema
+            .field("after")
+            .or_else(|| schema.field("before"))
+            .ok_or_else(|| {
+                DecodeError::new("change envelope schema has neither `before` nor `after`")
+            })?
+    };
     let (columns, decoders): (Vec<Column>, Vec<FieldDecoder>) = row
         .fields
         .iter()
         .flatten()
+        .filter(|f| !is_meta(f))
         .map(|f| schema::column_for(f, binary))
         .unzip();
     let positions = columns
@@ -270,13 +280,125 @@ fn analyse(
         columns,
         key,
     });
-    Ok(Kind::Envelope(Box::new(Envelope {
+    let envelope = Box::new(Envelope {
         table,
         decoders,
         positions,
         key_decoders,
         key_positions,
-    })))
+    });
+    Ok(if flat {
+        Kind::Flat(envelope)
+    } else {
+        Kind::Envelope(envelope)
+    })
+}
+
+/// Fields `ExtractNewRecordState` adds to a flattened row (its default `add.fields.prefix`).
+fn is_meta(field: &ConnectSchema) -> bool {
+    field.field.as_deref().is_some_and(|n| n.starts_with("__"))
+}
+
+/// What `ExtractNewRecordState` adds to a row: `delete.tombstone.handling.mode=rewrite` sets
+/// `__deleted`, `add.fields=op,lsn,source.ts_ms,schema,table` the others.
+#[derive(Deserialize)]
+struct FlatMeta<'a> {
+    #[serde(rename = "__deleted", borrow, default)]
+    deleted: Option<Cow<'a, str>>,
+    #[serde(rename = "__op", borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(rename = "__lsn", default)]
+    lsn: Option<i64>,
+    #[serde(rename = "__source_ts_ms", default)]
+    source_ts_ms: Option<i64>,
+    #[serde(rename = "__schema", borrow, default)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(rename = "__table", borrow, default)]
+    table: Option<Cow<'a, str>>,
+}
+
+/// A flattened row: an upsert, or with `__deleted: "true"` (or `__op: "d"`) a delete. Its order
+/// is `__lsn`, which must be there: without it nothing says which of two changes is newer. The
+/// table comes from `__schema` / `__table`, else from the topic (`<prefix>.<schema>.<table>`).
+fn decode_flat(
+    envelope: &mut Envelope,
+    record: &Record<'_>,
+    payload: &str,
+    key_payload: Option<&RawValue>,
+) -> Result<Decoded, DecodeError> {
+    let meta: FlatMeta = serde_json::from_str(payload)
+        .map_err(|e| DecodeError::new(format!("flattened row is not a JSON object: {e}")))?;
+    let lsn = meta.lsn.ok_or_else(|| {
+        DecodeError::new(
+            "flattened row without `__lsn`: add lsn to the ExtractNewRecordState transform's add.fields, so changes can be ordered",
+        )
+    })?;
+    let deleted = meta.deleted.as_deref() == Some("true") || meta.op.as_deref() == Some("d");
+    let table = match (meta.schema.as_deref(), meta.table.as_deref()) {
+        (Some(schema), Some(table)) => TableRef::new(schema, table),
+        _ => {
+            let mut parts = record.topic.rsplitn(3, '.');
+            match (parts.next(), parts.next()) {
+                (Some(t), Some(s)) if !s.is_empty() && !t.is_empty() => TableRef::new(s, t),
+                _ => {
+                    return Err(DecodeError::new(format!(
+                        "flattened row without `__schema` and `__table`, and topic {:?} is not <prefix>.<schema>.<table>: add schema,table to the transform's add.fields",
+                        record.topic
+                    )));
+                }
+            }
+        }
+    };
+    if envelope.table.table != table {
+        envelope.table = Arc::new(TableSchema {
+            table,
+            ..(*envelope.table).clone()
+        });
+    }
+    let schema = envelope.table.clone();
+    let mut d = serde_json::Deserializer::from_str(payload);
+    let row = RowSeed {
+        decoders: &envelope.decoders,
+        positions: &envelope.positions,
+        skip_meta: true,
+    }
+    .deserialize(&mut d)
+    .map_err(|e| DecodeError::new(format!("payload does not match its schema: {e}")))?
+    .ok_or_else(|| DecodeError::new("flattened row is null"))?;
+    let key = match key_payload {
+        Some(k) => decode_key(envelope, k)?,
+        None => schema.key.iter().map(|&i| row[i].clone()).collect(),
+    };
+    if schema.key.is_empty() || key.is_empty() {
+        return Err(DecodeError::new(format!(
+            "table {} has no primary key in the stream (null record key): Ripple needs a key to apply changes in order",
+            schema.table
+        )));
+    }
+    if key
+        .iter()
+        .any(|v| matches!(v, Value::Null | Value::Unavailable))
+    {
+        return Err(DecodeError::new(
+            "record key has a null or unavailable column",
+        ));
+    }
+    Ok(Decoded::Change(ChangeEvent {
+        schema,
+        op: if deleted { Op::Delete } else { Op::Upsert },
+        row: (!deleted).then_some(row),
+        key,
+        version: Version {
+            commit: 0,
+            change: lsn.max(0) as u64,
+        },
+        source_ts_ms: meta.source_ts_ms.unwrap_or_default(),
+        origin: Origin {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+        },
+    }))
 }
 
 fn decode_change(
@@ -413,6 +535,7 @@ fn decode_key(envelope: &Envelope, key: &RawValue) -> Result<Vec<Value>, DecodeE
     RowSeed {
         decoders: &envelope.key_decoders,
         positions: &envelope.key_positions,
+        skip_meta: false,
     }
     .deserialize(&mut d)
     .map_err(|e| DecodeError::new(format!("key does not match its schema: {e}")))?
@@ -454,6 +577,7 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
         let row = RowSeed {
             decoders: &self.envelope.decoders,
             positions: &self.envelope.positions,
+            skip_meta: false,
         };
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
             match k.as_ref() {
@@ -475,6 +599,8 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
 struct RowSeed<'e> {
     decoders: &'e [FieldDecoder],
     positions: &'e AHashMap<String, usize>,
+    /// Skip the `__` fields a flattening transform adds.
+    skip_meta: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
@@ -511,6 +637,9 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 Some(&i) => {
                     row[i] = map.next_value_seed(FieldSeed(&self.decoders[i]))?;
                     seen += 1;
+                }
+                None if self.skip_meta && k.starts_with("__") => {
+                    map.next_value::<IgnoredAny>()?;
                 }
                 None => {
                     return Err(serde::de::Error::custom(format!(

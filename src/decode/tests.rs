@@ -275,3 +275,73 @@ mod never_panics {
         }
     }
 }
+
+/// A row as `ExtractNewRecordState` writes it, with deletes rewritten and fields added.
+fn flat_value(id: i32, name: Option<&str>, deleted: bool, lsn: Option<i64>) -> String {
+    let schema = r#"{"type":"struct","name":"p.public.items.Value","optional":false,"fields":[
+        {"type":"int32","optional":false,"field":"id"},
+        {"type":"string","optional":true,"field":"name"},
+        {"type":"string","optional":true,"field":"__op"},
+        {"type":"int64","optional":true,"field":"__lsn"},
+        {"type":"string","optional":true,"field":"__schema"},
+        {"type":"string","optional":true,"field":"__table"},
+        {"type":"string","optional":true,"field":"__deleted"}]}"#;
+    let lsn = lsn.map_or("null".to_string(), |l| l.to_string());
+    let name = name.map_or("null".to_string(), |n| format!("{n:?}"));
+    let op = if deleted { "d" } else { "u" };
+    format!(
+        r#"{{"schema":{schema},"payload":{{"id":{id},"name":{name},"__op":"{op}","__lsn":{lsn},"__schema":"public","__table":"items","__deleted":"{deleted}"}}}}"#
+    )
+}
+
+fn flat_key(id: i32) -> String {
+    format!(
+        r#"{{"schema":{{"type":"struct","name":"p.public.items.Key","optional":false,"fields":[{{"type":"int32","optional":false,"field":"id"}}]}},"payload":{{"id":{id}}}}}"#
+    )
+}
+
+#[test]
+fn flattened_rows_are_upserts_and_rewritten_deletes() {
+    let t: Arc<str> = Arc::from("p.public.items");
+    let mut d = Decoder::new();
+    let up = change(
+        &mut d,
+        &t,
+        &flat_key(1),
+        &flat_value(1, Some("one"), false, Some(500)),
+    );
+    assert_eq!(up.op, Op::Upsert);
+    assert_eq!(up.table(), &TableRef::new("public", "items"));
+    assert_eq!(
+        up.schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["id", "name"],
+        "the transform's fields are not columns"
+    );
+    assert_eq!(
+        up.row.as_deref().unwrap(),
+        [Value::Int(1), Value::Text("one".into())]
+    );
+    assert_eq!(up.version.change, 500);
+    let del = change(
+        &mut d,
+        &t,
+        &flat_key(1),
+        &flat_value(1, None, true, Some(600)),
+    );
+    assert_eq!(
+        (del.op, del.key.clone(), del.row.clone()),
+        (Op::Delete, vec![Value::Int(1)], None)
+    );
+    let err = d
+        .decode(&record(
+            &t,
+            Some(&flat_key(2)),
+            Some(&flat_value(2, None, false, None)),
+        ))
+        .unwrap_err();
+    assert!(err.reason.contains("add.fields"), "{err}");
+}
