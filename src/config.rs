@@ -28,6 +28,17 @@ pub struct Config {
     pub dead_letter: Option<DeadLetterConfig>,
     #[serde(default)]
     pub decode: DecodeConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; none without this section.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` to listen on, e.g. `127.0.0.1:9464`.
+    pub listen: String,
 }
 
 /// `[decode]`: connector settings the records themselves do not reveal.
@@ -226,6 +237,17 @@ impl Config {
     /// Checks what serde cannot: cross references, value ranges, patterns. `embedded` names sinks
     /// that exist outside the file.
     pub fn validate(&self, embedded: &[&str]) -> Result<(), ConfigError> {
+        if let Some(m) = &self.metrics
+            && m.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::new(
+                "metrics.listen",
+                format!(
+                    "{:?} is not host:port with a numeric host, e.g. \"127.0.0.1:9464\"",
+                    m.listen
+                ),
+            ));
+        }
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::new(
                 "kafka.brokers",
@@ -359,13 +381,12 @@ impl Config {
                 if let toml::Value::String(s) = value {
                     if key == "url" || key.ends_with("_url") {
                         *s = mask_url(s);
-                    } else if key.contains("password")
+                    } else if (key.contains("password")
                         || key.contains("secret")
-                        || key.contains("token")
+                        || key.contains("token"))
+                        && !key.ends_with("_env")
                     {
-                        if !key.ends_with("_env") {
-                            *s = "****".into();
-                        }
+                        *s = "****".into();
                     }
                 }
             }

@@ -1,10 +1,13 @@
 //! The engine: builds sinks from the config through the registered factories, then runs the loop
 //! consume -> decode -> route -> batch -> apply -> commit until shut down.
+// Errors end a run and travel once; boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
 
 use crate::config::{Config, Tolerance};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::{Decoded, Decoder, Record};
 use crate::exactly_once::StoredStart;
+use crate::metrics::{DeadLetterLabels, Readiness, TopicLabels, metrics};
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
 use crate::source::{Applied, KafkaSource, Partition, RippleConsumer, SourceError, StartPositions};
@@ -82,6 +85,20 @@ impl EngineBuilder {
             )),
             _ => None,
         };
+        // Bound now, so a port in use stops start-up with the key named.
+        let metrics_listener = match &self.config.metrics {
+            Some(m) => Some(
+                tokio::net::TcpListener::bind(&m.listen)
+                    .await
+                    .map_err(|e| {
+                        ConfigError::new(
+                            "metrics.listen",
+                            format!("cannot listen on {}: {e}", m.listen),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let applier = Applier::new(sinks, &self.config.pipeline, dead_letters);
         Ok(Engine {
             config: self.config,
@@ -89,6 +106,7 @@ impl EngineBuilder {
             router,
             applier,
             exit_when_idle: self.exit_when_idle,
+            metrics_listener,
         })
     }
 
@@ -134,6 +152,7 @@ pub struct Engine {
     router: Router,
     applier: Applier,
     exit_when_idle: Option<Duration>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// What a run did, printed by `ripple run` when it exits.
@@ -195,7 +214,17 @@ impl Engine {
             mut router,
             applier,
             exit_when_idle,
+            metrics_listener,
         } = self;
+        let mut background = Vec::new();
+        if let Some(listener) = metrics_listener {
+            let readiness = Readiness {
+                sinks: applier.sinks().to_vec(),
+                broker: source.reachability(),
+            };
+            background.push(tokio::spawn(crate::metrics::serve(listener, readiness)));
+        }
+        background.push(tokio::spawn(source.report_lag()));
         let applier = Arc::new(applier);
         let started = Instant::now();
         let mut progress = Progress::default();
@@ -255,7 +284,16 @@ impl Engine {
             if !revoked.is_empty() {
                 batch.forget(&revoked);
             }
+            for (topic, n) in batch.records.drain(..) {
+                metrics()
+                    .consumed
+                    .get_or_create(&TopicLabels {
+                        topic: topic.to_string(),
+                    })
+                    .inc_by(n);
+            }
             if !batch.is_empty() {
+                metrics().batch_events.observe(batch.events as f64);
                 let applier = applier.clone();
                 let landing = InFlight::start(source.applied().clone());
                 in_flight = Some(tokio::spawn(async move {
@@ -281,6 +319,9 @@ impl Engine {
         // Asynchronous commits may still be under way: repeat the newest offsets synchronously.
         if let Err(e) = source.commit(&progress.committed, CommitMode::Sync) {
             tracing::warn!(error = %e, "final offset commit failed; the last batches will be delivered again (and change nothing)");
+        }
+        for task in background {
+            task.abort();
         }
         let mut summary = progress.summary;
         summary.dead_lettered += applier.rejected();
@@ -403,6 +444,16 @@ impl Progress {
             return Ok(());
         };
         let batch = result.expect("apply task panicked")?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for table in &batch.tables {
+            for e in &table.events {
+                if e.source_ts_ms > 0 {
+                    metrics()
+                        .end_to_end_seconds
+                        .observe((now_ms - e.source_ts_ms).max(0) as f64 / 1000.0);
+                }
+            }
+        }
         if let Err(e) = source.commit(&batch.offsets, CommitMode::Async) {
             // The next commit covers these offsets too; until then a restart re-delivers them.
             tracing::warn!(error = %e, "offset commit failed");
@@ -507,6 +558,13 @@ impl Collector {
         let topic = self.topic(m.topic());
         batch.mark(&topic, m.partition(), m.offset());
         batch.dead_lettered += 1;
+        metrics()
+            .dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                topic: topic.to_string(),
+                stage: "decode".into(),
+            })
+            .inc();
         Ok(None)
     }
 

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod engine;
 pub mod exactly_once;
 pub mod loadgen;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod replay;

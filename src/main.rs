@@ -52,7 +52,7 @@ enum Command {
     },
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid config {}", path.display()))
 }
 

@@ -37,11 +37,13 @@ impl Plan {
                 rate: 500,
             }
         } else {
+            // The load lasts past the fault schedule, so each outage meets changes to apply
+            // (and backpressure engages), also on a slow machine.
             Plan {
                 kills: 3,
                 outage: Duration::from_secs(6),
                 changes: 12_000,
-                rate: 400,
+                rate: 200,
             }
         }
     }

@@ -40,7 +40,7 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_pipeline_goes_on() {
     let topic = connector.topic(&t);
     let config = write_config(
         &dir,
-        &[topic.clone()],
+        std::slice::from_ref(&topic),
         &t,
         &format!("\n[dead_letter]\ntopic = \"{dlq}\"\n"),
     );

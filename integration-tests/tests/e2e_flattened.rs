@@ -31,7 +31,7 @@ fn flattened_records_replicate_into_every_store() {
          \n[sinks.search]\ntype = \"elasticsearch\"\nurl = \"http://127.0.0.1:9251\"\n\
          \n[[routes]]\ntopics = [\"{topic}\"]\nsinks = [\"cache\", \"search\"]\n"
     );
-    let config = write_config(&dir, &[topic.clone()], &t, &extra);
+    let config = write_config(&dir, std::slice::from_ref(&topic), &t, &extra);
     let run = RippleProcess::start(&config, &[]);
     let load = ripple(&[
         "loadgen", "--url", SOURCE_URL, "--table", &t, "--count", "1500", "--seed", "5",

@@ -37,7 +37,7 @@ fn odd_names_round_trip_and_key_changes_move_the_row() {
          \n[sinks.search]\ntype = \"elasticsearch\"\nurl = \"http://127.0.0.1:9251\"\nindex = \"{prefix}-{{table}}\"\n\
          \n[[routes]]\ntopics = [{topics:?}]\nsinks = [\"cache\", \"search\"]\n"
     );
-    let config = write_config(&dir, &[topics.clone()], &prefix, &extra);
+    let config = write_config(&dir, std::slice::from_ref(&topics), &prefix, &extra);
     let run = RippleProcess::start(&config, &[]);
     psql(
         SOURCE_URL,

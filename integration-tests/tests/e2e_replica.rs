@@ -25,7 +25,7 @@ fn seed_workload_replicates_exactly_across_a_crash() {
     );
     let connector = Connector::start(&table.replace('_', "-"), &table, &format!("public.{table}"));
     let topic = connector.topic(&table);
-    let config = write_config(&dir, &[topic.clone()], &table, "");
+    let config = write_config(&dir, std::slice::from_ref(&topic), &table, "");
 
     let first = RippleProcess::start(&config, &[]);
 

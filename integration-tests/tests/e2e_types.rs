@@ -349,7 +349,7 @@ fn round_trip(v: &Variant) {
         psql(
             url,
             "DO $$ BEGIN CREATE TYPE public.e2e_types_mood AS ENUM ('sad', 'ok', 'happy'); \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
         );
         for extension in ["hstore", "ltree"] {
             psql(

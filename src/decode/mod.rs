@@ -15,7 +15,6 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use value::FieldSeed;
 
@@ -205,9 +204,7 @@ impl Decoder {
     }
 
     fn hash(&self, text: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        text.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(text)
     }
 }
 

@@ -268,7 +268,7 @@ fn decode_binary(v: &str, mode: BinaryMode) -> Result<Vec<u8>, String> {
             .map_err(|e| format!("invalid url-safe base64 in a bytea field: {e}")),
         BinaryMode::Hex => {
             let digits = v.as_bytes();
-            if digits.len() % 2 != 0 {
+            if !digits.len().is_multiple_of(2) {
                 return Err(format!("odd-length hex in a bytea field: {v:?}"));
             }
             let nibble = |c: u8| match c {

@@ -4,6 +4,7 @@
 
 use crate::config::PipelineConfig;
 use crate::dead_letter::{DeadLetterError, DeadLetters};
+use crate::metrics::{DeadLetterLabels, metrics};
 use crate::route::Assignment;
 use crate::source::Partition;
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
@@ -11,7 +12,7 @@ use ripple_sink::{ChangeEvent, Sink, SinkError, TableRef, Target};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -50,11 +51,17 @@ pub struct Batch {
     pub skipped: usize,
     /// Records that could not be decoded, written to the dead-letter topic.
     pub dead_lettered: usize,
+    /// Records consumed, per topic.
+    pub records: Vec<(Arc<str>, u64)>,
 }
 
 impl Batch {
     /// Records that the record at `offset` is part of this batch, whatever became of it.
     pub fn mark(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+        match self.records.iter_mut().find(|(t, _)| Arc::ptr_eq(t, topic)) {
+            Some((_, n)) => *n += 1,
+            None => self.records.push((topic.clone(), 1)),
+        }
         let slot = self
             .offsets
             .entry((topic.clone(), partition))
@@ -222,11 +229,15 @@ impl Applier {
                 continue;
             }
             let slice = &events[part.clone()];
-            let attempt = || async { sink.apply(target, slice).await };
+            let attempt = || async {
+                let started = Instant::now();
+                sink.apply(target, slice).await.map(|()| started.elapsed())
+            };
             let mut result = attempt
                 .retry(self.backoff)
                 .when(SinkError::is_retriable)
                 .notify(|e, delay| {
+                    metrics().record_retry(sink.name(), &t.table.to_string());
                     tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "retrying after a retriable failure");
                 })
                 .await;
@@ -238,6 +249,7 @@ impl Applier {
                     .retry(self.patience)
                     .when(SinkError::is_retriable)
                     .notify(|e, delay| {
+                        metrics().record_retry(sink.name(), &t.table.to_string());
                         tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "sink still down");
                     })
                     .await;
@@ -246,7 +258,10 @@ impl Applier {
                 }
             }
             let error = match result {
-                Ok(()) => continue,
+                Ok(took) => {
+                    metrics().record_applied(sink.name(), slice, took);
+                    continue;
+                }
                 Err(e) if e.is_retriable() || self.dead_letters.is_none() => return Err(failed(e)),
                 Err(e) => e,
             };
@@ -298,6 +313,13 @@ impl Applier {
     ) -> Result<(), PipelineError> {
         let dl = self.dead_letters.as_ref().expect("checked by the caller");
         dl.send_event(&event.origin, sink.name(), reason).await?;
+        metrics()
+            .dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                topic: event.origin.topic.to_string(),
+                stage: sink.name().to_string(),
+            })
+            .inc();
         self.rejected.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

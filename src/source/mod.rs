@@ -223,10 +223,10 @@ impl ConsumerContext for RebalanceContext {
             committed = commit.count(),
             "partitions revoked: applied offsets committed"
         );
-        if commit.count() > 0 {
-            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
-                tracing::warn!(error = %e, "commit on revocation failed; the next owner re-applies those events (and they change nothing)");
-            }
+        if commit.count() > 0
+            && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "commit on revocation failed; the next owner re-applies those events (and they change nothing)");
         }
     }
 
@@ -363,6 +363,47 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// A check that the brokers answer (a metadata request), for readiness probes. Blocking.
+    pub fn reachability(&self) -> crate::metrics::Probe {
+        let consumer = self.consumer.clone();
+        Arc::new(move || {
+            consumer
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Publishes each assigned partition's lag (high watermark minus position) every 5 s, until
+    /// dropped. Partitions no longer assigned are taken off.
+    pub fn report_lag(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let consumer = self.consumer.clone();
+        async move {
+            let mut shown: HashSet<(String, i32)> = HashSet::new();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let c = consumer.clone();
+                let lags = tokio::task::spawn_blocking(move || partition_lags(&c)).await;
+                let Ok(Ok(lags)) = lags else {
+                    continue;
+                };
+                let lag = &crate::metrics::metrics().lag;
+                let now: HashSet<(String, i32)> = lags.iter().map(|(p, _)| p.clone()).collect();
+                for (topic, partition) in shown.difference(&now) {
+                    lag.remove(&crate::metrics::PartitionLabels {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
+                for ((topic, partition), l) in lags {
+                    lag.get_or_create(&crate::metrics::PartitionLabels { topic, partition })
+                        .set(l);
+                }
+                shown = now;
+            }
+        }
+    }
+
     /// True when every assigned partition has been consumed up to its high watermark. Only
     /// meaningful while no batch is in flight.
     pub async fn caught_up(&self) -> Result<bool, SourceError> {
@@ -402,4 +443,31 @@ impl KafkaSource {
         .await
         .expect("caught-up task")
     }
+}
+
+/// Each assigned partition's lag: its high watermark minus the consumer's position (or, before
+/// anything was consumed, its committed offset).
+/// Per assigned partition (topic, partition), how many records it is behind.
+type Lags = Vec<((String, i32), i64)>;
+
+fn partition_lags(consumer: &RippleConsumer) -> Result<Lags, SourceError> {
+    let assignment = consumer.assignment()?;
+    let positions = consumer.position()?;
+    let mut out = Vec::new();
+    for elem in assignment.elements() {
+        let (low, high) =
+            consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(3))?;
+        let at = match positions
+            .find_partition(elem.topic(), elem.partition())
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(o)) => o,
+            _ => low,
+        };
+        out.push((
+            (elem.topic().to_string(), elem.partition()),
+            (high - at).max(0),
+        ));
+    }
+    Ok(out)
 }

@@ -15,9 +15,12 @@ use std::sync::{Arc, Mutex};
 
 /// Plans by schema identity. The decoder hands out one `Arc<TableSchema>` per distinct schema, so the
 /// pointer is a cheap key; the cache holds the Arc so the pointer cannot be reused.
+/// Plans by (schema pointer, target); the schema is kept so its pointer stays unique.
+type Plans = AHashMap<(usize, TargetTable), (Arc<TableSchema>, Arc<Plan>)>;
+
 #[derive(Default)]
 pub struct PlanCache {
-    plans: Mutex<AHashMap<(usize, TargetTable), (Arc<TableSchema>, Arc<Plan>)>>,
+    plans: Mutex<Plans>,
 }
 
 impl PlanCache {
@@ -118,7 +121,8 @@ pub struct Plan {
     types: Vec<ColumnType>,
     names: Vec<String>,
     key: Vec<usize>,
-    statements: Mutex<AHashMap<(Vec<bool>, bool, bool), Arc<str>>>,
+    /// By (unavailable columns, has deletes, has upserts).
+    statements: Mutex<AHashMap<StatementShape, Arc<str>>>,
 }
 
 impl Plan {
@@ -584,11 +588,15 @@ impl<'a> Group<'a> {
     }
 }
 
+type StatementShape = (Vec<bool>, bool, bool);
+
+/// Per key (as text): the index of its newest event, and its row merged over earlier upserts.
+type Newest<'a> = AHashMap<Vec<Option<String>>, (usize, Option<Cow<'a, [Value]>>)>;
+
 /// Reduces a truncate-free run of events to the newest change per key and groups the result.
 pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
     // Newest state per key, with its row merged over earlier upserts' values where it was unavailable.
-    let mut last: AHashMap<Vec<Option<String>>, (usize, Option<Cow<'_, [Value]>>)> =
-        AHashMap::new();
+    let mut last: Newest<'_> = AHashMap::new();
     for (i, e) in events.iter().enumerate() {
         let key: Vec<Option<String>> = e
             .key
@@ -597,10 +605,10 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
             .collect();
         // The newest change per key wins, not the last one read: a stale duplicate can follow the
         // change it duplicates in the same batch.
-        if let Some((kept, _)) = last.get(&key) {
-            if events[*kept].version > e.version {
-                continue;
-            }
+        if let Some((kept, _)) = last.get(&key)
+            && events[*kept].version > e.version
+        {
+            continue;
         }
         let row = match e.op {
             Op::Upsert => {
