@@ -169,6 +169,23 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         skipped_sinks,
         ..Default::default()
     };
+    // One step per (sink, table) comparison, on a terminal only (and never with --json).
+    let progress = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(
+            Some((sinks.len() * tables.len()) as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} verify [{bar:30}] {pos}/{len} comparisons, {elapsed}: {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    progress.enable_steady_tick(std::time::Duration::from_millis(200));
     for sink in &sinks {
         let sink_id = sink_names.iter().position(|n| n == sink.name());
         let replica = match sink {
@@ -189,6 +206,8 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
             VerifySink::ReadBack { .. } => None,
         };
         for table in &tables {
+            progress.set_message(format!("{} {}", sink.name(), table.name));
+            progress.inc(1);
             let source_ref = TableRef::new(&table.name.schema, &table.name.name);
             // The route that brings this table to this sink, when the table's topic is known; a
             // sink no route gives the table to has nothing to hold.
@@ -279,6 +298,7 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
             report.tables.push(result);
         }
     }
+    progress.finish_and_clear();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
