@@ -1,7 +1,9 @@
-//! `ripple replay --dead-letter TOPIC`: re-drives a dead-letter topic once the cause is fixed. Each
-//! dead letter is decoded again as a record of its original topic and applied to the sinks that
-//! route that topic; one a sink rejected goes back to that sink only. Sinks apply only what is
-//! newer than what they hold, so replaying old dead letters cannot move a row back in time.
+//! `ripple replay`: applies records again. `--dead-letter TOPIC` re-drives a dead-letter topic once
+//! the cause is fixed: each dead letter is decoded again as a record of its original topic and
+//! applied to the sinks that route that topic; one a sink rejected goes back to that sink only.
+//! `--topic TOPIC` re-applies a change topic from an offset or a time to its current end, in
+//! batches, to the sinks its routes give it (or the `--sink`s named), with a progress bar. Sinks
+//! apply only what is newer than what they hold, so a replay cannot move a row back in time.
 // Errors end a run and travel once; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
@@ -23,15 +25,45 @@ use std::time::Duration;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplayArgs {
     /// The dead-letter topic to re-drive, from its beginning to its current end.
-    #[arg(long = "dead-letter", value_name = "TOPIC")]
-    pub dead_letter: String,
-    /// Re-drive only the dead letters of this sink (repeatable).
+    #[arg(
+        long = "dead-letter",
+        value_name = "TOPIC",
+        required_unless_present = "topic",
+        conflicts_with = "topic"
+    )]
+    pub dead_letter: Option<String>,
+    /// A change topic to re-apply, from `--from-offset` / `--from-timestamp` (default: its
+    /// beginning) to its current end.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// With --topic: start every partition at this offset.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "topic",
+        conflicts_with = "from_timestamp"
+    )]
+    pub from_offset: Option<i64>,
+    /// With --topic: start every partition at its first record at or after this time
+    /// (RFC 3339, e.g. 2026-11-25T18:00:00Z).
+    #[arg(long, value_name = "TIME", requires = "topic", value_parser = parse_time)]
+    pub from_timestamp: Option<i64>,
+    /// Apply only to this sink (repeatable).
     #[arg(long = "sink", value_name = "NAME")]
     pub sinks: Vec<String>,
 }
 
+/// An RFC 3339 time as milliseconds since the epoch.
+fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-11-25T18:00:00Z: {e}"))
+}
+
 #[derive(Debug, Default)]
 pub struct ReplaySummary {
+    /// What was replayed: `dead letters`, or `records of TOPIC`.
+    pub what: String,
     pub records: u64,
     pub applied: u64,
     /// Still undecodable, with the first reasons.
@@ -45,8 +77,8 @@ impl fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "replayed {} dead letters: {} events applied, {} still undecodable, {} left alone",
-            self.records, self.applied, self.undecodable, self.left
+            "replayed {} {}: {} events applied, {} still undecodable, {} left alone",
+            self.records, self.what, self.applied, self.undecodable, self.left
         )?;
         for r in &self.reasons {
             write!(f, "\n  still undecodable: {r}")?;
@@ -86,9 +118,26 @@ pub async fn run(
     // stays in the topic being replayed.
     let applier = Applier::new(sinks, &pipeline, None);
 
-    let records = read_all(&kafka, &args.dead_letter).await?;
     let mut decoder = Decoder::new().binary_mode(config.decode.binary_handling_mode);
-    let mut summary = ReplaySummary::default();
+    let Some(dead_letter) = &args.dead_letter else {
+        let topic = args.topic.as_deref().expect("clap requires one of the two");
+        return replay_topic(
+            &kafka,
+            topic,
+            args,
+            &pipeline,
+            &names,
+            &mut router,
+            &applier,
+            &mut decoder,
+        )
+        .await;
+    };
+    let records = read_all(&kafka, dead_letter).await?;
+    let mut summary = ReplaySummary {
+        what: "dead letters".into(),
+        ..Default::default()
+    };
     let mut batch = Batch::default();
     for r in &records {
         summary.records += 1;
@@ -172,17 +221,7 @@ async fn read_all(
         topic: topic_name.clone(),
         reason,
     };
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", format!("{}-replay", kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("client.id", "ripple-replay");
-    for (k, v) in &kafka.options {
-        cc.set(k, v);
-    }
-    let consumer: BaseConsumer = cc
-        .create()
-        .map_err(|e| failed(SourceError::Config(e.to_string()).to_string()))?;
+    let consumer = reader(kafka).map_err(&failed)?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let metadata = consumer
@@ -247,4 +286,203 @@ async fn read_all(
     })
     .await
     .expect("dead-letter read task")
+}
+
+/// Re-applies `topic` from the requested start to the end it has now, one batch at a time.
+#[allow(clippy::too_many_arguments)]
+async fn replay_topic(
+    kafka: &crate::config::KafkaConfig,
+    topic: &str,
+    args: &ReplayArgs,
+    pipeline: &crate::config::PipelineConfig,
+    names: &[String],
+    router: &mut Router,
+    applier: &Applier,
+    decoder: &mut Decoder,
+) -> Result<ReplaySummary, ReplayError> {
+    let failed = |reason: String| ReplayError::Read {
+        topic: topic.to_string(),
+        reason,
+    };
+    let consumer = reader(kafka).map_err(&failed)?;
+    let consumer = Arc::new(consumer);
+    let (start, args_copy, name) = (consumer.clone(), args.clone(), topic.to_string());
+    let ends = tokio::task::spawn_blocking(move || assign_from(&start, &name, &args_copy))
+        .await
+        .expect("assign task")
+        .map_err(&failed)?;
+    let total: i64 = ends.iter().map(|(_, from, end)| end - from).sum();
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(total.max(0) as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "replay [{bar:30}] {pos}/{len} records, {per_sec}, {elapsed} (eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let mut summary = ReplaySummary {
+        what: format!("records of {topic}"),
+        ..Default::default()
+    };
+    let topic_arc: Arc<str> = Arc::from(topic);
+    let mut done = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while done.len() < ends.len() {
+        // One batch: up to batch_size records, read on a blocking thread.
+        let (reader, size) = (consumer.clone(), pipeline.batch_size);
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(size);
+            while out.len() < size {
+                match reader.poll(Duration::from_millis(300)) {
+                    Some(Ok(m)) => out.push((
+                        m.partition(),
+                        m.offset(),
+                        m.key().map(<[u8]>::to_vec),
+                        m.payload().map(<[u8]>::to_vec),
+                    )),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => break,
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .expect("read task")
+        .map_err(&failed)?;
+        if chunk.is_empty() && std::time::Instant::now() > deadline {
+            return Err(failed("not read to its end within 600 s".into()));
+        }
+        let mut batch = Batch::default();
+        for (partition, offset, key, value) in &chunk {
+            let Some((_, _, end)) = ends.iter().find(|(p, _, _)| p == partition) else {
+                continue;
+            };
+            if *offset >= *end {
+                done.insert(*partition);
+                continue;
+            }
+            if offset + 1 >= *end {
+                done.insert(*partition);
+            }
+            summary.records += 1;
+            progress.inc(1);
+            let record = Record {
+                topic: &topic_arc,
+                partition: *partition,
+                offset: *offset,
+                key: key.as_deref(),
+                value: value.as_deref(),
+            };
+            let event = match decoder.decode(&record) {
+                Ok(Decoded::Change(event)) => event,
+                Ok(Decoded::Skip(_)) => continue,
+                Err(e) => {
+                    summary.undecodable += 1;
+                    if summary.reasons.len() < 5 {
+                        summary
+                            .reasons
+                            .push(format!("{topic}[{partition}]@{offset}: {}", e.reason));
+                    }
+                    continue;
+                }
+            };
+            let wanted: Vec<_> = router
+                .sinks_for(&topic_arc)
+                .iter()
+                .filter(|a| args.sinks.is_empty() || args.sinks.contains(&names[a.sink]))
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                summary.left += 1;
+                continue;
+            }
+            summary.applied += 1;
+            batch.push(wanted.into(), event);
+        }
+        if !batch.tables.is_empty() {
+            applier.apply(&batch).await?;
+        }
+    }
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+/// A consumer for reading topics by assignment, outside Ripple's consumer group.
+fn reader(kafka: &crate::config::KafkaConfig) -> Result<BaseConsumer, String> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("{}-replay", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("client.id", "ripple-replay");
+    for (k, v) in &kafka.options {
+        cc.set(k, v);
+    }
+    cc.create()
+        .map_err(|e| SourceError::Config(e.to_string()).to_string())
+}
+
+/// Assigns every partition of `topic` that has records past the requested start; returns
+/// (partition, start offset, end offset) for each.
+fn assign_from(
+    consumer: &BaseConsumer,
+    topic: &str,
+    args: &ReplayArgs,
+) -> Result<Vec<(i32, i64, i64)>, String> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| e.to_string())?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err("no such topic".into());
+    }
+    let by_time = match args.from_timestamp {
+        Some(ms) => {
+            let mut query = TopicPartitionList::new();
+            for &p in &partitions {
+                query
+                    .add_partition_offset(topic, p, Offset::Offset(ms))
+                    .map_err(|e| e.to_string())?;
+            }
+            Some(
+                consumer
+                    .offsets_for_times(query, timeout)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        None => None,
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| e.to_string())?;
+        let from = match (&by_time, args.from_offset) {
+            (Some(found), _) => match found.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                // Nothing at or after that time.
+                _ => high,
+            },
+            (None, Some(o)) => o,
+            (None, None) => low,
+        }
+        .clamp(low, high);
+        if from < high {
+            tpl.add_partition_offset(topic, p, Offset::Offset(from))
+                .map_err(|e| e.to_string())?;
+            ends.push((p, from, high));
+        }
+    }
+    if !ends.is_empty() {
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    }
+    Ok(ends)
 }

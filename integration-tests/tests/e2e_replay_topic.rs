@@ -1,0 +1,100 @@
+//! `ripple replay --topic`: a replica that lost its rows gets them back from the change topic; a
+//! start time after the last change replays nothing; a start offset replays exactly the records
+//! from there to the end.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn replayed(out: &std::process::Output) -> u64 {
+    let text = text(out);
+    assert!(out.status.success(), "replay failed:\n{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("replayed ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in:\n{text}"))
+}
+
+#[test]
+fn a_topic_replays_from_its_start_a_time_or_an_offset() {
+    require_stack();
+    let t = unique("e2e_replay_topic");
+    let dir = temp_dir(&t);
+    let load = ripple(&[
+        "loadgen", "--url", SOURCE_URL, "--table", &t, "--drop", "--setup", "--count", "800",
+    ]);
+    assert!(load.status.success(), "loadgen failed: {}", text(&load));
+    let connector = Connector::start(&t.replace('_', "-"), &t, &format!("public.{t}"));
+    let topic = connector.topic(&t);
+    let config = write_config(&dir, std::slice::from_ref(&topic), &t, "");
+    let verify = || {
+        ripple(&[
+            "verify",
+            "--config",
+            config.to_str().unwrap(),
+            "--table",
+            &format!("public.{t}"),
+        ])
+    };
+    let run = RippleProcess::start(&config, &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the replica to verify equal",
+        || verify().status.success(),
+    );
+    assert!(run.signal("TERM").success());
+
+    // The replica loses its rows; the topic has them all.
+    psql(REPLICA_URL, &format!("DELETE FROM public.{t}"));
+    assert!(!verify().status.success(), "verify missed the lost rows");
+    let size: u64 = text(&stack(&["topic-size", &topic]))
+        .trim()
+        .parse()
+        .unwrap();
+    let all = ripple(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--topic",
+        &topic,
+    ]);
+    assert_eq!(replayed(&all), size, "{}", text(&all));
+    let report = text(&verify());
+    assert!(report.contains("EQUAL "), "{report}");
+
+    let later = ripple(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--from-timestamp",
+        "2100-01-01T00:00:00Z",
+    ]);
+    assert_eq!(replayed(&later), 0);
+    let tail = ripple(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--from-offset",
+        &(size - 10).to_string(),
+    ]);
+    assert_eq!(replayed(&tail), 10);
+    let bad = ripple(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--from-timestamp",
+        "yesterday",
+    ]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("RFC 3339"), "{}", text(&bad));
+
+    drop(connector);
+    psql(SOURCE_URL, &format!("DROP TABLE IF EXISTS public.{t}"));
+    psql(REPLICA_URL, &format!("DROP TABLE IF EXISTS public.{t}"));
+}
