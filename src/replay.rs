@@ -113,25 +113,20 @@ pub async fn run(
     let builder = Engine::builder(config.clone());
     let sinks = builder.build_sinks().await?;
     let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
-    let mut router = Router::new(&config, &names).map_err(EngineError::from)?;
+    let router = Router::new(&config, &names).map_err(EngineError::from)?;
     // Without a dead-letter topic of its own: a record that fails again stops the replay, and
     // stays in the topic being replayed.
     let applier = Applier::new(sinks, &pipeline, None);
 
-    let mut decoder = Decoder::new().binary_mode(config.decode.binary_handling_mode);
+    let mut redrive = Redrive {
+        decoder: Decoder::new().binary_mode(config.decode.binary_handling_mode),
+        router,
+        names,
+        sinks: &args.sinks,
+    };
     let Some(dead_letter) = &args.dead_letter else {
         let topic = args.topic.as_deref().expect("clap requires one of the two");
-        return replay_topic(
-            &kafka,
-            topic,
-            args,
-            &pipeline,
-            &names,
-            &mut router,
-            &applier,
-            &mut decoder,
-        )
-        .await;
+        return replay_topic(&kafka, topic, args, &pipeline, &applier, &mut redrive).await;
     };
     let records = read_all(&kafka, dead_letter).await?;
     let mut summary = ReplaySummary {
@@ -162,32 +157,7 @@ pub async fn run(
             key: r.key.as_deref(),
             value: r.value.as_deref(),
         };
-        let event = match decoder.decode(&record) {
-            Ok(Decoded::Change(event)) => event,
-            Ok(Decoded::Skip(_)) => continue,
-            Err(e) => {
-                summary.undecodable += 1;
-                if summary.reasons.len() < 5 {
-                    summary
-                        .reasons
-                        .push(format!("{topic}[{partition}]@{offset}: {}", e.reason));
-                }
-                continue;
-            }
-        };
-        let wanted: Vec<_> = router
-            .sinks_for(&topic)
-            .iter()
-            .filter(|a| only_sink.is_none_or(|s| names[a.sink] == s))
-            .filter(|a| args.sinks.is_empty() || args.sinks.contains(&names[a.sink]))
-            .cloned()
-            .collect();
-        if wanted.is_empty() {
-            summary.left += 1;
-            continue;
-        }
-        summary.applied += 1;
-        batch.push(wanted.into(), event);
+        redrive.add(&record, only_sink, &mut batch, &mut summary);
     }
     if !batch.tables.is_empty() {
         applier.apply(&batch).await?;
@@ -288,17 +258,66 @@ async fn read_all(
     .expect("dead-letter read task")
 }
 
+/// What both kinds of replay share: decoding a record and routing its change to the chosen sinks.
+struct Redrive<'a> {
+    decoder: Decoder,
+    router: Router,
+    /// Sink names by id.
+    names: Vec<String>,
+    /// `--sink`: only these, when any.
+    sinks: &'a [String],
+}
+
+impl Redrive<'_> {
+    /// Decodes `record` and adds its change to `batch` for the sinks its topic routes to (only
+    /// `only_sink` when given), counting in `summary` what became of it.
+    fn add(
+        &mut self,
+        record: &Record<'_>,
+        only_sink: Option<&str>,
+        batch: &mut Batch,
+        summary: &mut ReplaySummary,
+    ) {
+        let event = match self.decoder.decode(record) {
+            Ok(Decoded::Change(event)) => event,
+            Ok(Decoded::Skip(_)) => return,
+            Err(e) => {
+                summary.undecodable += 1;
+                if summary.reasons.len() < 5 {
+                    summary.reasons.push(format!(
+                        "{}[{}]@{}: {}",
+                        record.topic, record.partition, record.offset, e.reason
+                    ));
+                }
+                return;
+            }
+        };
+        let names = &self.names;
+        let wanted: Vec<_> = self
+            .router
+            .sinks_for(record.topic)
+            .iter()
+            .filter(|a| only_sink.is_none_or(|s| names[a.sink] == s))
+            .filter(|a| self.sinks.is_empty() || self.sinks.contains(&names[a.sink]))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            summary.left += 1;
+            return;
+        }
+        summary.applied += 1;
+        batch.push(wanted.into(), event);
+    }
+}
+
 /// Re-applies `topic` from the requested start to the end it has now, one batch at a time.
-#[allow(clippy::too_many_arguments)]
 async fn replay_topic(
     kafka: &crate::config::KafkaConfig,
     topic: &str,
     args: &ReplayArgs,
     pipeline: &crate::config::PipelineConfig,
-    names: &[String],
-    router: &mut Router,
     applier: &Applier,
-    decoder: &mut Decoder,
+    redrive: &mut Redrive<'_>,
 ) -> Result<ReplaySummary, ReplayError> {
     let failed = |reason: String| ReplayError::Read {
         topic: topic.to_string(),
@@ -376,31 +395,7 @@ async fn replay_topic(
                 key: key.as_deref(),
                 value: value.as_deref(),
             };
-            let event = match decoder.decode(&record) {
-                Ok(Decoded::Change(event)) => event,
-                Ok(Decoded::Skip(_)) => continue,
-                Err(e) => {
-                    summary.undecodable += 1;
-                    if summary.reasons.len() < 5 {
-                        summary
-                            .reasons
-                            .push(format!("{topic}[{partition}]@{offset}: {}", e.reason));
-                    }
-                    continue;
-                }
-            };
-            let wanted: Vec<_> = router
-                .sinks_for(&topic_arc)
-                .iter()
-                .filter(|a| args.sinks.is_empty() || args.sinks.contains(&names[a.sink]))
-                .cloned()
-                .collect();
-            if wanted.is_empty() {
-                summary.left += 1;
-                continue;
-            }
-            summary.applied += 1;
-            batch.push(wanted.into(), event);
+            redrive.add(&record, None, &mut batch, &mut summary);
         }
         if !batch.tables.is_empty() {
             applier.apply(&batch).await?;

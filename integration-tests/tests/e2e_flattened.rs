@@ -37,22 +37,7 @@ fn flattened_records_replicate_into_every_store() {
         "loadgen", "--url", SOURCE_URL, "--table", &t, "--count", "1500", "--seed", "5",
     ]);
     assert!(load.status.success(), "loadgen failed: {}", text(&load));
-    let mut last = String::new();
-    wait_until(
-        Duration::from_secs(90),
-        "every store to verify equal",
-        || {
-            let out = ripple(&[
-                "verify",
-                "--config",
-                config.to_str().unwrap(),
-                "--table",
-                &format!("public.{t}"),
-            ]);
-            last = text(&out);
-            out.status.success() && last.matches("EQUAL ").count() == 3
-        },
-    );
+    let last = wait_verified(&config, &format!("public.{t}"), 3, Duration::from_secs(90));
     assert!(run.signal("TERM").success());
 
     // The records really were flattened, deletes rewritten.

@@ -49,22 +49,7 @@ fn odd_names_round_trip_and_key_changes_move_the_row() {
         ),
     );
     let verify_arg = format!("public.{quoted}");
-    let mut last = String::new();
-    wait_until(
-        Duration::from_secs(90),
-        "every store to verify equal",
-        || {
-            let out = ripple(&[
-                "verify",
-                "--config",
-                config.to_str().unwrap(),
-                "--table",
-                &verify_arg,
-            ]);
-            last = text(&out);
-            out.status.success() && last.matches("EQUAL ").count() == 3
-        },
-    );
+    let last = wait_verified(&config, &verify_arg, 3, Duration::from_secs(90));
     assert!(run.signal("TERM").success());
 
     // The replica has the very same names, and the key change moved the row.

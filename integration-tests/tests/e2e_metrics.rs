@@ -99,20 +99,7 @@ fn every_metric_moves_and_readiness_follows_the_sinks() {
     assert!(body.contains("\"cache\""), "{body}");
     assert!(run.is_running(), "ripple exited:\n{}", run.log_text());
 
-    wait_until(
-        Duration::from_secs(90),
-        "every store to verify equal",
-        || {
-            let out = ripple(&[
-                "verify",
-                "--config",
-                config.to_str().unwrap(),
-                "--table",
-                &format!("public.{t}"),
-            ]);
-            out.status.success()
-        },
-    );
+    wait_verified(&config, &format!("public.{t}"), 2, Duration::from_secs(90));
     wait_until(Duration::from_secs(30), "readiness back", || {
         get(port, "/readyz").0 == 200
     });

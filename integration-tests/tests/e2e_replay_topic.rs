@@ -27,70 +27,41 @@ fn a_topic_replays_from_its_start_a_time_or_an_offset() {
     let connector = Connector::start(&t.replace('_', "-"), &t, &format!("public.{t}"));
     let topic = connector.topic(&t);
     let config = write_config(&dir, std::slice::from_ref(&topic), &t, "");
-    let verify = || {
-        ripple(&[
-            "verify",
-            "--config",
-            config.to_str().unwrap(),
-            "--table",
-            &format!("public.{t}"),
-        ])
-    };
+    let table = format!("public.{t}");
     let run = RippleProcess::start(&config, &[]);
-    wait_until(
-        Duration::from_secs(60),
-        "the replica to verify equal",
-        || verify().status.success(),
-    );
+    wait_verified(&config, &table, 1, Duration::from_secs(60));
     assert!(run.signal("TERM").success());
 
     // The replica loses its rows; the topic has them all.
     psql(REPLICA_URL, &format!("DELETE FROM public.{t}"));
-    assert!(!verify().status.success(), "verify missed the lost rows");
+    assert!(
+        !verify(&config, &table).status.success(),
+        "verify missed the lost rows"
+    );
     let size: u64 = text(&stack(&["topic-size", &topic]))
         .trim()
         .parse()
         .unwrap();
-    let all = ripple(&[
-        "replay",
-        "--config",
-        config.to_str().unwrap(),
-        "--topic",
-        &topic,
-    ]);
+    let replay = |from: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            "--topic",
+            &topic,
+        ];
+        args.extend_from_slice(from);
+        ripple(&args)
+    };
+    let all = replay(&[]);
     assert_eq!(replayed(&all), size, "{}", text(&all));
-    let report = text(&verify());
+    let report = text(&verify(&config, &table));
     assert!(report.contains("EQUAL "), "{report}");
-
-    let later = ripple(&[
-        "replay",
-        "--config",
-        config.to_str().unwrap(),
-        "--topic",
-        &topic,
-        "--from-timestamp",
-        "2100-01-01T00:00:00Z",
-    ]);
+    let later = replay(&["--from-timestamp", "2100-01-01T00:00:00Z"]);
     assert_eq!(replayed(&later), 0);
-    let tail = ripple(&[
-        "replay",
-        "--config",
-        config.to_str().unwrap(),
-        "--topic",
-        &topic,
-        "--from-offset",
-        &(size - 10).to_string(),
-    ]);
+    let tail = replay(&["--from-offset", &(size - 10).to_string()]);
     assert_eq!(replayed(&tail), 10);
-    let bad = ripple(&[
-        "replay",
-        "--config",
-        config.to_str().unwrap(),
-        "--topic",
-        &topic,
-        "--from-timestamp",
-        "yesterday",
-    ]);
+    let bad = replay(&["--from-timestamp", "yesterday"]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("RFC 3339"), "{}", text(&bad));
 

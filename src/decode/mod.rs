@@ -366,20 +366,7 @@ fn decode_flat(
         Some(k) => decode_key(envelope, k)?,
         None => schema.key.iter().map(|&i| row[i].clone()).collect(),
     };
-    if schema.key.is_empty() || key.is_empty() {
-        return Err(DecodeError::new(format!(
-            "table {} has no primary key in the stream (null record key): Ripple needs a key to apply changes in order",
-            schema.table
-        )));
-    }
-    if key
-        .iter()
-        .any(|v| matches!(v, Value::Null | Value::Unavailable))
-    {
-        return Err(DecodeError::new(
-            "record key has a null or unavailable column",
-        ));
-    }
+    check_key(&schema, &key)?;
     Ok(Decoded::Change(ChangeEvent {
         schema,
         op: if deleted { Op::Delete } else { Op::Upsert },
@@ -473,7 +460,23 @@ fn decode_change(
             (None, key)
         }
     };
-    if op != Op::Truncate && (schema.key.is_empty() || key.is_empty()) {
+    if op != Op::Truncate {
+        check_key(&schema, &key)?;
+    }
+    Ok(Decoded::Change(ChangeEvent {
+        schema,
+        op,
+        row,
+        key,
+        version,
+        source_ts_ms,
+        origin,
+    }))
+}
+
+/// A row change needs a whole key: sinks apply changes per key, in order.
+fn check_key(schema: &TableSchema, key: &[Value]) -> Result<(), DecodeError> {
+    if schema.key.is_empty() || key.is_empty() {
         return Err(DecodeError::new(format!(
             "table {} has no primary key in the stream (null record key): Ripple needs a key to apply changes in order",
             schema.table
@@ -487,15 +490,7 @@ fn decode_change(
             "record key has a null or unavailable column",
         ));
     }
-    Ok(Decoded::Change(ChangeEvent {
-        schema,
-        op,
-        row,
-        key,
-        version,
-        source_ts_ms,
-        origin,
-    }))
+    Ok(())
 }
 
 /// Debezium's `source.sequence` is `["<last commit LSN>","<this change's LSN>"]`: ordering by that

@@ -12,6 +12,7 @@ use rdkafka::consumer::{
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub const REVOKE_GRACE: Duration = Duration::from_secs(10);
 pub struct Applied {
     state: Mutex<AppliedState>,
     landed: Condvar,
+    /// Set with `revoked`, so the loop's per-record check costs no lock.
+    any_revoked: AtomicBool,
 }
 
 #[derive(Default)]
@@ -75,6 +78,9 @@ impl Applied {
 
     /// Partitions revoked since the last call: what the loop still holds of them must go.
     pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        if !self.any_revoked.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
         std::mem::take(&mut self.state().revoked)
     }
 
@@ -122,6 +128,7 @@ impl Applied {
             .retain(|(t, p), _| !gone.contains(&(t.to_string(), *p)));
         state.starts.retain(|k, _| !gone.contains(k));
         state.revoked.extend(gone);
+        self.any_revoked.store(true, Ordering::Release);
         commit
     }
 }

@@ -376,3 +376,25 @@ pub fn dead_letters(topic: &str) -> Vec<(String, usize)> {
         .map(|(h, size)| (h.to_string(), size.parse().unwrap_or(0)))
         .collect()
 }
+
+/// `ripple verify --config CONFIG --table TABLE` (SCHEMA.TABLE, parts quoted as verify takes them).
+pub fn verify(config: &Path, table: &str) -> Output {
+    ripple(&[
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--table",
+        table,
+    ])
+}
+
+/// Waits until verify of `table` passes with `sinks` comparisons equal; returns the last report.
+pub fn wait_verified(config: &Path, table: &str, sinks: usize, timeout: Duration) -> String {
+    let mut last = String::new();
+    wait_until(timeout, "every store to verify equal", || {
+        let out = verify(config, table);
+        last = text(&out);
+        out.status.success() && last.matches("EQUAL ").count() == sinks
+    });
+    last
+}
