@@ -2,7 +2,7 @@
 //! fix; secrets may come from the environment and are masked whenever the config is printed.
 
 use regex::Regex;
-use ripple_sink::ConfigError;
+use ripple_sink::{ConfigError, TableRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,6 +49,71 @@ pub struct DecodeConfig {
     /// or `hex`. Only `bytes` is marked as such in the records.
     #[serde(default)]
     pub binary_handling_mode: crate::decode::BinaryMode,
+    /// Set when the connector writes JSON without schemas (`value.converter.schemas.enable=false`).
+    #[serde(default)]
+    pub schemaless: Option<SchemalessConfig>,
+}
+
+/// `[decode.schemaless]`: where the column types of records without schemas come from, and the
+/// connector's handling modes, which decide how Debezium encoded each type.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemalessConfig {
+    /// `"source"` (the `[source]` database) or the name of a postgres sink: its tables' columns
+    /// give the types.
+    #[serde(default)]
+    pub types_from: Option<String>,
+    #[serde(default)]
+    pub time_precision_mode: crate::decode::schemaless::TimePrecisionMode,
+    #[serde(default)]
+    pub decimal_handling_mode: crate::decode::schemaless::DecimalHandlingMode,
+    #[serde(default)]
+    pub interval_handling_mode: crate::decode::schemaless::IntervalHandlingMode,
+    #[serde(default)]
+    pub hstore_handling_mode: crate::decode::schemaless::HstoreHandlingMode,
+    /// `"schema.table" = { column = "postgres type", ... }`: declared types, which win over the
+    /// catalog's.
+    #[serde(default)]
+    pub tables: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl SchemalessConfig {
+    pub fn modes(&self) -> crate::decode::schemaless::Modes {
+        crate::decode::schemaless::Modes {
+            time: self.time_precision_mode,
+            decimal: self.decimal_handling_mode,
+            interval: self.interval_handling_mode,
+            hstore: self.hstore_handling_mode,
+        }
+    }
+
+    /// Declared tables as (table, column, type), checked.
+    pub fn declared(
+        &self,
+    ) -> Result<Vec<(TableRef, String, crate::decode::schemaless::PgType)>, ConfigError> {
+        let mut out = Vec::new();
+        for (table, columns) in &self.tables {
+            let Some((schema, name)) = table
+                .split_once('.')
+                .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+            else {
+                return Err(ConfigError::new(
+                    format!("decode.schemaless.tables.{table:?}"),
+                    "must be \"schema.table\", as in [decode.schemaless.tables.\"public.orders\"]",
+                ));
+            };
+            for (column, ty) in columns {
+                let ty = crate::decode::schemaless::PgType::parse(ty).map_err(|e| {
+                    ConfigError::new(
+                        format!("decode.schemaless.tables.{table:?}.{column}"),
+                        format!("{e}: give a PostgreSQL type such as \"integer\", \"numeric(10,2)\" or \"timestamptz\""),
+                    )
+                })?;
+                out.push((TableRef::new(schema, name), column.clone(), ty));
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -362,7 +427,41 @@ impl Config {
         if let Some(source) = &self.source {
             check_env("source.password_env", source.password_env.as_deref())?;
         }
+        if let Some(schemaless) = &self.decode.schemaless {
+            self.check_schemaless(schemaless)?;
+        }
         Ok(())
+    }
+
+    fn check_schemaless(&self, schemaless: &SchemalessConfig) -> Result<(), ConfigError> {
+        schemaless.declared()?;
+        match schemaless.types_from.as_deref() {
+            None if schemaless.tables.is_empty() => Err(ConfigError::new(
+                "decode.schemaless.types_from",
+                "is missing, and no [decode.schemaless.tables] are declared: records without schemas need column types; set types_from = \"source\" or the name of a postgres sink",
+            )),
+            None => Ok(()),
+            Some("source") if self.source.as_ref().is_none_or(|s| s.url.trim().is_empty()) => {
+                Err(ConfigError::new(
+                    "decode.schemaless.types_from",
+                    "is \"source\", but there is no [source] url: add one, or name a postgres sink",
+                ))
+            }
+            Some("source") => Ok(()),
+            Some(sink) => match self.sinks.get(sink).and_then(|s| s.get("type")) {
+                Some(toml::Value::String(t)) if t == "postgres" => Ok(()),
+                Some(_) => Err(ConfigError::new(
+                    "decode.schemaless.types_from",
+                    format!(
+                        "names sink {sink:?}, which is not a postgres sink: column types come from a database"
+                    ),
+                )),
+                None => Err(ConfigError::new(
+                    "decode.schemaless.types_from",
+                    format!("names {sink:?}, which is neither \"source\" nor a configured sink"),
+                )),
+            },
+        }
     }
 
     /// The config as TOML with every secret masked, for `ripple check-config` and logs.

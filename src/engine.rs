@@ -5,6 +5,7 @@
 
 use crate::config::{Config, Tolerance};
 use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::decode::schemaless::{Catalog, ColumnTypes};
 use crate::decode::{Decoded, Decoder, Record};
 use crate::exactly_once::StoredStart;
 use crate::metrics::{DeadLetterLabels, Readiness, TopicLabels, metrics};
@@ -62,8 +63,70 @@ impl EngineBuilder {
         self
     }
 
+    /// The decoder for this config: with `[decode.schemaless]`, connected to the catalog that
+    /// types records without schemas.
+    pub async fn decoder(&self) -> Result<Decoder, EngineError> {
+        let decode = &self.config.decode;
+        let decoder = Decoder::new().binary_mode(decode.binary_handling_mode);
+        let Some(schemaless) = &decode.schemaless else {
+            return Ok(decoder);
+        };
+        let key = "decode.schemaless.types_from";
+        let catalog = match schemaless.types_from.as_deref() {
+            None => None,
+            Some(from) => {
+                let (options, describe, schema) = if from == "source" {
+                    let source = self.config.source.as_ref().ok_or_else(|| {
+                        ConfigError::new(key, "is \"source\", but there is no [source]")
+                    })?;
+                    let mut options: sqlx::postgres::PgConnectOptions =
+                        source.url.parse().map_err(|e| {
+                            ConfigError::new("source.url", format!("is not a postgres:// URL: {e}"))
+                        })?;
+                    if let Some(var) = &source.password_env {
+                        let password = std::env::var(var).map_err(|_| {
+                            ConfigError::new(
+                                "source.password_env",
+                                format!("names {var}, which is not set"),
+                            )
+                        })?;
+                        options = options.password(&password);
+                    }
+                    (options, "the source database".to_string(), None)
+                } else {
+                    let section = self.config.sinks.get(from).cloned().ok_or_else(|| {
+                        ConfigError::new(
+                            key,
+                            format!("names {from:?}, which is not a configured sink"),
+                        )
+                    })?;
+                    let sink: ripple_sink_postgres::PostgresSinkConfig = section
+                        .try_into()
+                        .map_err(|e| ConfigError::new(format!("sinks.{from}"), e.to_string()))?;
+                    let options = sink.connect_options(&format!("sinks.{from}"))?;
+                    (
+                        options,
+                        format!("the database of sink {from:?}"),
+                        sink.schema.clone(),
+                    )
+                };
+                Some(
+                    Catalog::connect(options.application_name("ripple-types"), describe, schema)
+                        .await
+                        .map_err(|e| ConfigError::new(key, e))?,
+                )
+            }
+        };
+        let mut types = ColumnTypes::new(schemaless.modes(), catalog);
+        for (table, column, ty) in schemaless.declared()? {
+            types.declare(table, &column, ty);
+        }
+        Ok(decoder.schemaless(types))
+    }
+
     /// Builds every configured sink, checks each is reachable, connects to Kafka.
     pub async fn build(self) -> Result<Engine, EngineError> {
+        let decoder = self.decoder().await?;
         let sinks = self.build_sinks().await?;
         let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         let router = Router::new(&self.config, &names)?;
@@ -102,6 +165,7 @@ impl EngineBuilder {
         let applier = Applier::new(sinks, &self.config.pipeline, dead_letters);
         Ok(Engine {
             config: self.config,
+            decoder,
             source,
             router,
             applier,
@@ -148,6 +212,7 @@ impl EngineBuilder {
 
 pub struct Engine {
     config: Config,
+    decoder: Decoder,
     source: KafkaSource,
     router: Router,
     applier: Applier,
@@ -210,6 +275,7 @@ impl Engine {
     ) -> Result<RunSummary, EngineError> {
         let Engine {
             config,
+            decoder,
             source,
             mut router,
             applier,
@@ -231,7 +297,7 @@ impl Engine {
         let mut collector = Collector {
             applied: source.applied().clone(),
             dead_letters: applier.dead_letters(),
-            decoder: Decoder::new().binary_mode(config.decode.binary_handling_mode),
+            decoder,
             topics: HashSet::new(),
             batch_size: config.pipeline.batch_size,
             linger: Duration::from_millis(config.pipeline.batch_linger_ms),

@@ -111,6 +111,7 @@ pub async fn run(
     let kafka = config.kafka.clone();
     let pipeline = config.pipeline.clone();
     let builder = Engine::builder(config.clone());
+    let decoder = builder.decoder().await?;
     let sinks = builder.build_sinks().await?;
     let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
     let router = Router::new(&config, &names).map_err(EngineError::from)?;
@@ -119,7 +120,7 @@ pub async fn run(
     let applier = Applier::new(sinks, &pipeline, None);
 
     let mut redrive = Redrive {
-        decoder: Decoder::new().binary_mode(config.decode.binary_handling_mode),
+        decoder,
         router,
         names,
         sinks: &args.sinks,

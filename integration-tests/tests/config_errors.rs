@@ -130,3 +130,52 @@ fn a_route_target_the_sink_cannot_use_is_named() {
     let err = run_with("include_and_exclude", &text);
     assert!(err.contains("routes[0].exclude"), "{err}");
 }
+
+#[test]
+fn schemaless_types_from_must_name_a_database() {
+    let base = good(BROKERS, REPLICA_URL);
+    let err = run_with(
+        "schemaless_from",
+        &format!("{base}\n[decode.schemaless]\ntypes_from = \"cache\"\n"),
+    );
+    assert!(
+        err.contains("decode.schemaless.types_from") && err.contains("\"cache\""),
+        "{err}"
+    );
+    let err = run_with("schemaless_none", &format!("{base}\n[decode.schemaless]\n"));
+    assert!(
+        err.contains("decode.schemaless.types_from") && err.contains("is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schemaless_declared_types_are_checked() {
+    let base = good(BROKERS, REPLICA_URL);
+    let err = run_with(
+        "schemaless_type",
+        &format!(
+            "{base}\n[decode.schemaless.tables.\"public.t\"]\nid = \"integer\"\nprice = \"numeric(10,x)\"\n"
+        ),
+    );
+    assert!(
+        err.contains("decode.schemaless.tables.\"public.t\".price")
+            && err.contains("numeric(10,2)"),
+        "{err}"
+    );
+    let err = run_with(
+        "schemaless_table",
+        &format!("{base}\n[decode.schemaless.tables.orders]\nid = \"integer\"\n"),
+    );
+    assert!(err.contains("\"schema.table\""), "{err}");
+    let err = run_with(
+        "schemaless_mode",
+        &format!(
+            "{base}\n[decode.schemaless]\ntypes_from = \"replica\"\ntime_precision_mode = \"micro\"\n"
+        ),
+    );
+    assert!(
+        err.contains("time_precision_mode") && err.contains("adaptive"),
+        "{err}"
+    );
+}

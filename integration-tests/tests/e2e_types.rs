@@ -257,6 +257,18 @@ struct Variant {
     /// (column, expression over `{c}`): columns these settings carry with a loss, compared under
     /// the expression on both sides and left out of Redis and the index.
     lossy: &'static [(&'static str, &'static str)],
+    /// Where the column types come from.
+    types: Types,
+}
+
+#[derive(PartialEq)]
+enum Types {
+    /// The records' own schemas (`schemas.enable=true`).
+    InRecords,
+    /// JSON without schemas, typed from the replica's table, created beforehand like the source's.
+    FromReplica,
+    /// JSON without schemas, typed from `[decode.schemaless.tables]`, listing every column.
+    Declared,
 }
 
 /// Debezium's MicroDuration: months of 365.25 / 12 days, everything in microseconds.
@@ -273,6 +285,7 @@ fn stack_settings() {
         settings: "{}",
         decode: "",
         lossy: &[],
+        types: Types::InRecords,
     });
 }
 
@@ -292,6 +305,7 @@ fn precise_decimals_numeric_intervals_base64_and_hstore_maps() {
             ),
             ("c_interval", MICRO_DURATION),
         ],
+        types: Types::InRecords,
     });
 }
 
@@ -313,6 +327,7 @@ fn doubles_connect_times_and_hex_bytes() {
             ),
             ("c_timestamp", "date_trunc('milliseconds', {c})"),
         ],
+        types: Types::InRecords,
     });
 }
 
@@ -323,6 +338,7 @@ fn nanosecond_times_and_url_safe_bytes() {
         settings: r#"{"time.precision.mode": "nanoseconds", "binary.handling.mode": "base64-url-safe"}"#,
         decode: "binary_handling_mode = \"base64-url-safe\"",
         lossy: &[],
+        types: Types::InRecords,
     });
 }
 
@@ -333,6 +349,41 @@ fn iso_string_times() {
         settings: r#"{"time.precision.mode": "isostring"}"#,
         decode: "",
         lossy: &[],
+        types: Types::InRecords,
+    });
+}
+
+#[test]
+fn schemaless_json_typed_from_the_replica() {
+    // The stack's settings (string decimals and intervals, adaptive times), without schemas.
+    round_trip(&Variant {
+        name: "noschema",
+        settings: r#"{"key.converter.schemas.enable": "false", "value.converter.schemas.enable": "false"}"#,
+        decode: "[decode.schemaless]\ntypes_from = \"replica\"\ndecimal_handling_mode = \"string\"\n\
+                 interval_handling_mode = \"string\"",
+        lossy: &[],
+        types: Types::FromReplica,
+    });
+}
+
+#[test]
+fn schemaless_json_with_declared_types_precise_and_microseconds() {
+    round_trip(&Variant {
+        name: "declared",
+        settings: r#"{"key.converter.schemas.enable": "false", "value.converter.schemas.enable": "false",
+            "decimal.handling.mode": "precise", "interval.handling.mode": "numeric",
+            "time.precision.mode": "adaptive_time_microseconds", "binary.handling.mode": "base64",
+            "hstore.handling.mode": "map"}"#,
+        decode: "binary_handling_mode = \"base64\"\n[decode.schemaless]\n\
+                 time_precision_mode = \"adaptive_time_microseconds\"\nhstore_handling_mode = \"map\"",
+        lossy: &[
+            (
+                "c_decimal",
+                "CASE WHEN {c} = 'NaN' THEN NULL ELSE trim_scale({c}) END",
+            ),
+            ("c_interval", MICRO_DURATION),
+        ],
+        types: Types::Declared,
     });
 }
 
@@ -361,13 +412,21 @@ fn round_trip(v: &Variant) {
             );
         }
     }
-    psql(
-        SOURCE_URL,
-        &format!(
-            "CREATE TABLE public.{t} (id int PRIMARY KEY, {})",
-            columns.join(", ")
-        ),
+    let create = format!(
+        "CREATE TABLE public.{t} (id int PRIMARY KEY, {})",
+        columns.join(", ")
     );
+    psql(SOURCE_URL, &create);
+    if v.types == Types::FromReplica {
+        psql(REPLICA_URL, &create);
+    }
+    let mut decode = v.decode.to_string();
+    if v.types == Types::Declared {
+        decode += &format!("\n[decode.schemaless.tables.\"public.{t}\"]\nid = \"integer\"\n");
+        for (name, ty, _) in COLUMNS {
+            decode += &format!("{name} = {ty:?}\n");
+        }
+    }
     let names: Vec<&str> = COLUMNS.iter().map(|(n, _, _)| *n).collect();
     for row in 0..4 {
         let values: Vec<&str> = COLUMNS.iter().map(|(_, _, v)| v[row]).collect();
@@ -411,7 +470,7 @@ fn round_trip(v: &Variant) {
          \n[decode]\n{}\n",
         lossy.join(", "),
         search_excluded.join(", "),
-        v.decode
+        decode
     );
     let config = write_config(&dir, &[topic], &t, &extra);
     let run = RippleProcess::start(&config, &[]);

@@ -3,9 +3,11 @@
 //! Schemas are parsed once per distinct schema text and cached; rows are decoded in one pass.
 
 mod schema;
+pub mod schemaless;
 mod value;
 
 pub use schema::{BinaryMode, ConnectSchema, FieldDecoder};
+use schemaless::ColumnTypes;
 pub use value::{UNAVAILABLE, decode_decimal, parse_zoned_timestamp};
 
 use ahash::AHashMap;
@@ -87,6 +89,10 @@ pub struct Decoder {
     /// Per topic, the last value schema's bytes and hash: see `split_known_schema`.
     last_schema: AHashMap<Arc<str>, (Vec<u8>, u64)>,
     binary: BinaryMode,
+    /// Set when records may come without schemas: where their column types come from.
+    schemaless: Option<ColumnTypes>,
+    /// Schemaless records' decoders, by table, row fields and key fields: see `schemaless.rs`.
+    untyped: AHashMap<u64, Kind>,
 }
 
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
@@ -134,6 +140,15 @@ impl Decoder {
     pub fn binary_mode(mut self, binary: BinaryMode) -> Self {
         self.binary = binary;
         self.cache.clear();
+        self.untyped.clear();
+        self
+    }
+
+    /// Also reads records without schemas (`schemas.enable=false`), typing their columns from
+    /// `types`.
+    pub fn schemaless(mut self, types: ColumnTypes) -> Self {
+        self.schemaless = Some(types);
+        self.cache.clear();
         self
     }
 
@@ -141,6 +156,9 @@ impl Decoder {
         let Some(value) = record.value else {
             return Ok(Decoded::Skip(Skip::Tombstone));
         };
+        if self.schemaless.is_some() && !value.starts_with(SCHEMA_PREFIX) {
+            return self.decode_schemaless(record, value);
+        }
         let key: Option<Framed> = match record.key {
             Some(k) => Some(
                 serde_json::from_slice(k)
@@ -167,8 +185,11 @@ impl Decoder {
                     ))
                 })?;
                 let (Some(schema), Some(payload)) = (framed.schema, framed.payload) else {
+                    if self.schemaless.is_some() {
+                        return self.decode_schemaless(record, value);
+                    }
                     return Err(DecodeError::new(
-                        "value has no `schema` and `payload`: Ripple reads the JsonConverter format with schemas.enable=true",
+                        "value has no `schema` and `payload`: for the JsonConverter with schemas.enable=false, configure [decode.schemaless] so Ripple knows the column types",
                     ));
                 };
                 let hash = self.hash(schema.get());
@@ -242,10 +263,34 @@ fn analyse(
                 DecodeError::new("change envelope schema has neither `before` nor `after`")
             })?
     };
+    let key = match key_schema {
+        Some(ks) => Some(
+            serde_json::from_str::<ConnectSchema>(ks.get()).map_err(|e| {
+                DecodeError::new(format!("key schema is not a Connect schema: {e}"))
+            })?,
+        ),
+        None => None,
+    };
+    let envelope = envelope_for(
+        row.fields.iter().flatten(),
+        key.iter().flat_map(|k| k.fields.iter().flatten()),
+        binary,
+    )?;
+    Ok(if flat {
+        Kind::Flat(envelope)
+    } else {
+        Kind::Envelope(envelope)
+    })
+}
+
+/// How to decode rows with these fields (the flattening transform's `__` fields left out) and
+/// keys with these.
+fn envelope_for<'a>(
+    row: impl Iterator<Item = &'a ConnectSchema>,
+    key_fields: impl Iterator<Item = &'a ConnectSchema>,
+    binary: BinaryMode,
+) -> Result<Box<Envelope>, DecodeError> {
     let (columns, decoders): (Vec<Column>, Vec<FieldDecoder>) = row
-        .fields
-        .iter()
-        .flatten()
         .filter(|f| !is_meta(f))
         .map(|f| schema::column_for(f, binary))
         .unzip();
@@ -258,18 +303,14 @@ fn analyse(
     let mut key = Vec::new();
     let mut key_decoders = Vec::new();
     let mut key_positions = AHashMap::new();
-    if let Some(ks) = key_schema {
-        let ks: ConnectSchema = serde_json::from_str(ks.get())
-            .map_err(|e| DecodeError::new(format!("key schema is not a Connect schema: {e}")))?;
-        for (i, f) in ks.fields.iter().flatten().enumerate() {
-            let name = f.field.clone().unwrap_or_default();
-            let pos = columns.iter().position(|c| c.name == name).ok_or_else(|| {
-                DecodeError::new(format!("key field {name:?} is not a column of the row"))
-            })?;
-            key.push(pos);
-            key_decoders.push(schema::column_for(f, binary).1);
-            key_positions.insert(name, i);
-        }
+    for (i, f) in key_fields.enumerate() {
+        let name = f.field.clone().unwrap_or_default();
+        let pos = columns.iter().position(|c| c.name == name).ok_or_else(|| {
+            DecodeError::new(format!("key field {name:?} is not a column of the row"))
+        })?;
+        key.push(pos);
+        key_decoders.push(schema::column_for(f, binary).1);
+        key_positions.insert(name, i);
     }
     // The table name is filled from the first record's `source` block; see `decode_change`.
     let table = Arc::new(TableSchema {
@@ -277,18 +318,13 @@ fn analyse(
         columns,
         key,
     });
-    let envelope = Box::new(Envelope {
+    Ok(Box::new(Envelope {
         table,
         decoders,
         positions,
         key_decoders,
         key_positions,
-    });
-    Ok(if flat {
-        Kind::Flat(envelope)
-    } else {
-        Kind::Envelope(envelope)
-    })
+    }))
 }
 
 /// Fields `ExtractNewRecordState` adds to a flattened row (its default `add.fields.prefix`).
@@ -331,21 +367,7 @@ fn decode_flat(
         )
     })?;
     let deleted = meta.deleted.as_deref() == Some("true") || meta.op.as_deref() == Some("d");
-    let table = match (meta.schema.as_deref(), meta.table.as_deref()) {
-        (Some(schema), Some(table)) => TableRef::new(schema, table),
-        _ => {
-            let mut parts = record.topic.rsplitn(3, '.');
-            match (parts.next(), parts.next()) {
-                (Some(t), Some(s)) if !s.is_empty() && !t.is_empty() => TableRef::new(s, t),
-                _ => {
-                    return Err(DecodeError::new(format!(
-                        "flattened row without `__schema` and `__table`, and topic {:?} is not <prefix>.<schema>.<table>: add schema,table to the transform's add.fields",
-                        record.topic
-                    )));
-                }
-            }
-        }
-    };
+    let table = flat_table(&meta, record.topic)?;
     if envelope.table.table != table {
         envelope.table = Arc::new(TableSchema {
             table,
@@ -383,6 +405,21 @@ fn decode_flat(
             offset: record.offset,
         },
     }))
+}
+
+/// A flattened row's table: from `__schema` / `__table`, else from the topic
+/// (`<prefix>.<schema>.<table>`).
+fn flat_table(meta: &FlatMeta<'_>, topic: &str) -> Result<TableRef, DecodeError> {
+    if let (Some(schema), Some(table)) = (meta.schema.as_deref(), meta.table.as_deref()) {
+        return Ok(TableRef::new(schema, table));
+    }
+    let mut parts = topic.rsplitn(3, '.');
+    match (parts.next(), parts.next()) {
+        (Some(t), Some(s)) if !s.is_empty() && !t.is_empty() => Ok(TableRef::new(s, t)),
+        _ => Err(DecodeError::new(format!(
+            "flattened row without `__schema` and `__table`, and topic {topic:?} is not <prefix>.<schema>.<table>: add schema,table to the transform's add.fields"
+        ))),
+    }
 }
 
 fn decode_change(

@@ -273,6 +273,29 @@ mod never_panics {
             let changed = format!("{}{}{}", &VALUE[..start], replacement, &VALUE[end..]);
             decode_twice(Some(KEY.as_bytes()), Some(changed.as_bytes()));
         }
+
+        #[test]
+        fn on_schemaless_records_damaged_or_with_a_value_replaced(
+            line in 0usize..4, at in 0usize..2000, junk in proptest::collection::vec(any::<u8>(), 0..16),
+            nth in 0usize..60, replacement in json_value(),
+        ) {
+            // Schemaless records are typed from declared columns, so a value of the wrong JSON
+            // type reaches the field decoders directly.
+            let value = SCHEMALESS.lines().nth(line).unwrap();
+            let t: Arc<str> = Arc::from("slprobe.public.slprobe");
+            let mut d = schemaless_decoder();
+            let mut spliced = value.as_bytes().to_vec();
+            let at = at % (spliced.len() + 1);
+            spliced.splice(at..at, junk.iter().copied());
+            let colons: Vec<usize> = value.match_indices(':').map(|(i, _)| i + 1).collect();
+            let start = colons[nth % colons.len()];
+            let end = value[start..].find([',', '}']).map_or(value.len(), |e| start + e);
+            let changed = format!("{}{}{}", &value[..start], replacement, &value[end..]);
+            for v in [&spliced[..], changed.as_bytes(), &value.as_bytes()[..at.min(value.len())]] {
+                let r = Record { topic: &t, partition: 0, offset: 1, key: Some(br#"{"id":1}"#), value: Some(v) };
+                let _ = d.decode(&r);
+            }
+        }
     }
 }
 
@@ -344,4 +367,139 @@ fn flattened_rows_are_upserts_and_rewritten_deletes() {
         ))
         .unwrap_err();
     assert!(err.reason.contains("add.fields"), "{err}");
+}
+
+/// Real Debezium output with `schemas.enable=false` and precise decimals: a snapshot read, an
+/// update, a delete and a truncate of `public.slprobe`.
+const SCHEMALESS: &str = include_str!("testdata/schemaless-envelopes.jsonl");
+
+fn schemaless_decoder() -> Decoder {
+    use schemaless::{Modes, PgType};
+    let mut types = ColumnTypes::new(Modes::default(), None);
+    let t = TableRef::new("public", "slprobe");
+    for (c, ty) in [
+        ("id", "integer"),
+        ("price", "numeric(10,2)"),
+        ("n", "numeric"),
+        ("ts", "timestamp(3) without time zone"),
+        ("tstz", "timestamp with time zone"),
+        ("d", "date"),
+        ("b", "bytea"),
+        ("tags", "text[]"),
+        ("j", "jsonb"),
+    ] {
+        types.declare(t.clone(), c, PgType::parse(ty).unwrap());
+    }
+    Decoder::new().schemaless(types)
+}
+
+#[test]
+fn schemaless_envelopes_decode_with_declared_types() {
+    let t: Arc<str> = Arc::from("slprobe.public.slprobe");
+    let mut d = schemaless_decoder();
+    let lines: Vec<&str> = SCHEMALESS.lines().collect();
+    let key = r#"{"id":1}"#;
+    let read = change(&mut d, &t, key, lines[0]);
+    assert_eq!(read.op, Op::Upsert);
+    assert_eq!(read.table(), &TableRef::new("public", "slprobe"));
+    assert_eq!(read.key, vec![Value::Int(1)]);
+    let row = read.row.as_ref().unwrap();
+    let col = |name: &str| {
+        read.schema
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap()
+    };
+    assert_eq!(row[col("price")], Value::Decimal("12.34".into()));
+    assert_eq!(row[col("n")], Value::Decimal("5.5".into()));
+    // 2024-01-01 10:00:00.123 in microseconds.
+    assert_eq!(row[col("ts")], Value::Timestamp(1_704_103_200_123_000));
+    assert_eq!(row[col("d")], Value::Date(19_782));
+    assert_eq!(row[col("b")], Value::Bytes(vec![0x00, 0xff]));
+    assert_eq!(
+        row[col("tags")],
+        Value::Array(vec![Value::Text("a".into()), Value::Text("b".into())])
+    );
+    assert_eq!(row[col("j")], Value::Json("{\"x\": 1}".into()));
+    assert!(matches!(row[col("tstz")], Value::TimestampTz(_)));
+    // The replica creates the table from these: the declared types carry over.
+    assert_eq!(
+        read.schema.columns[col("price")].source_type.as_deref(),
+        Some("NUMERIC(10,2)")
+    );
+
+    let update = change(&mut d, &t, key, lines[1]);
+    assert_eq!(
+        update.row.as_ref().unwrap()[col("price")],
+        Value::Decimal("1.00".into())
+    );
+    assert!(update.version > read.version);
+    // Same table and fields: the same schema, so sinks reuse their per-schema plans.
+    assert!(Arc::ptr_eq(&update.schema, &read.schema));
+    let delete = change(&mut d, &t, key, lines[2]);
+    assert_eq!(
+        (delete.op, delete.key.clone()),
+        (Op::Delete, vec![Value::Int(1)])
+    );
+    let truncate = match d.decode(&record(&t, None, Some(lines[3]))).unwrap() {
+        Decoded::Change(e) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(truncate.op, Op::Truncate);
+    assert_eq!(truncate.table(), &TableRef::new("public", "slprobe"));
+}
+
+#[test]
+fn schemaless_records_say_what_is_missing() {
+    let t: Arc<str> = Arc::from("slprobe.public.slprobe");
+    // Without [decode.schemaless], the error names the setting.
+    let mut plain = Decoder::new();
+    let line = SCHEMALESS.lines().next().unwrap();
+    let err = plain
+        .decode(&record(&t, Some(r#"{"id":1}"#), Some(line)))
+        .unwrap_err();
+    assert!(err.reason.contains("[decode.schemaless]"), "{err}");
+    // A column without a known type names the column and where to declare it.
+    let mut d = schemaless_decoder();
+    let added = line.replace(r#""id":1,"#, r#""id":1,"added":7,"#);
+    let err = d
+        .decode(&record(&t, Some(r#"{"id":1}"#), Some(&added)))
+        .unwrap_err();
+    assert!(
+        err.reason.contains("\"added\"") && err.reason.contains("decode.schemaless.tables"),
+        "{err}"
+    );
+    // Transaction markers and heartbeats are skipped; other objects are errors.
+    let marker = r#"{"status":"BEGIN","id":"16121:589364760","event_count":null,"data_collections":null,"ts_ms":1795636819313}"#;
+    assert!(matches!(
+        d.decode(&record(&t, None, Some(marker))).unwrap(),
+        Decoded::Skip(Skip::TransactionMarker)
+    ));
+    assert!(matches!(
+        d.decode(&record(&t, None, Some(r#"{"ts_ms":1}"#))).unwrap(),
+        Decoded::Skip(Skip::Heartbeat)
+    ));
+    assert!(d.decode(&record(&t, None, Some(r#"{"a":1}"#))).is_err());
+    assert!(d.decode(&record(&t, None, Some("[1]"))).is_err());
+    // A value that does not fit its declared type is an error, not a guess.
+    let bad = line.replace(r#""d":19782"#, r#""d":"soon""#);
+    assert!(
+        d.decode(&record(&t, Some(r#"{"id":1}"#), Some(&bad)))
+            .is_err()
+    );
+}
+
+#[test]
+fn schemaless_flattened_rows_decode() {
+    let t: Arc<str> = Arc::from("slprobe.public.slprobe");
+    let mut d = schemaless_decoder();
+    let row =
+        r#"{"id":2,"price":"ZA==","__deleted":"false","__op":"c","__lsn":42,"__source_ts_ms":5}"#;
+    let e = change(&mut d, &t, r#"{"id":2}"#, row);
+    assert_eq!((e.op, e.key.clone()), (Op::Upsert, vec![Value::Int(2)]));
+    assert_eq!(e.row.as_ref().unwrap()[1], Value::Decimal("1.00".into()));
+    assert_eq!(e.table(), &TableRef::new("public", "slprobe"));
+    let gone = row.replace(r#""__deleted":"false""#, r#""__deleted":"true""#);
+    assert_eq!(change(&mut d, &t, r#"{"id":2}"#, &gone).op, Op::Delete);
 }
