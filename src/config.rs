@@ -52,6 +52,18 @@ pub struct DecodeConfig {
     /// Set when the connector writes JSON without schemas (`value.converter.schemas.enable=false`).
     #[serde(default)]
     pub schemaless: Option<SchemalessConfig>,
+    /// Set when the connector writes Avro (Confluent wire format) through a schema registry.
+    #[serde(default)]
+    pub avro: Option<AvroConfig>,
+}
+
+/// `[decode.avro]`: where Avro records' writer schemas are read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvroConfig {
+    /// The registry's Confluent-compatible API: `http://host:8081` for Confluent's or Karapace,
+    /// `http://host:8080/apis/ccompat/v7` for Apicurio.
+    pub registry_url: String,
 }
 
 /// `[decode.schemaless]`: where the column types of records without schemas come from, and the
@@ -429,6 +441,18 @@ impl Config {
         }
         if let Some(schemaless) = &self.decode.schemaless {
             self.check_schemaless(schemaless)?;
+        }
+        if let Some(avro) = &self.decode.avro
+            && !(avro.registry_url.starts_with("http://")
+                || avro.registry_url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "decode.avro.registry_url",
+                format!(
+                    "{:?} is not an http(s):// URL: give the registry's Confluent API, e.g. \"http://127.0.0.1:8081\" (Apicurio: \".../apis/ccompat/v7\")",
+                    avro.registry_url
+                ),
+            ));
         }
         Ok(())
     }

@@ -67,7 +67,10 @@ impl EngineBuilder {
     /// types records without schemas.
     pub async fn decoder(&self) -> Result<Decoder, EngineError> {
         let decode = &self.config.decode;
-        let decoder = Decoder::new().binary_mode(decode.binary_handling_mode);
+        let mut decoder = Decoder::new().binary_mode(decode.binary_handling_mode);
+        if let Some(avro) = &decode.avro {
+            decoder = decoder.avro(crate::decode::avro::Registry::new(&avro.registry_url));
+        }
         let Some(schemaless) = &decode.schemaless else {
             return Ok(decoder);
         };

@@ -179,3 +179,16 @@ fn schemaless_declared_types_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn avro_registry_url_must_be_http() {
+    let base = good(BROKERS, REPLICA_URL);
+    let err = run_with(
+        "avro_url",
+        &format!("{base}\n[decode.avro]\nregistry_url = \"127.0.0.1:18081\"\n"),
+    );
+    assert!(
+        err.contains("decode.avro.registry_url") && err.contains("http"),
+        "{err}"
+    );
+}

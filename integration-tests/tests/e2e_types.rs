@@ -269,7 +269,12 @@ enum Types {
     FromReplica,
     /// JSON without schemas, typed from `[decode.schemaless.tables]`, listing every column.
     Declared,
+    /// Avro in the Confluent wire format, schemas in the stack's registry.
+    Avro,
 }
+
+/// The stack's schema registry, through its Confluent-compatible API.
+const REGISTRY_CCOMPAT: &str = "http://127.0.0.1:18081/apis/ccompat/v7";
 
 /// Debezium's MicroDuration: months of 365.25 / 12 days, everything in microseconds.
 const MICRO_DURATION: &str = "round(((extract(year from {c}) * 12 + extract(month from {c})) * 30.4375 * 86400 \
@@ -387,6 +392,24 @@ fn schemaless_json_with_declared_types_precise_and_microseconds() {
     });
 }
 
+#[test]
+fn avro_with_a_schema_registry() {
+    round_trip(&Variant {
+        name: "avro",
+        settings: r#"{"decimal.handling.mode": "precise", "interval.handling.mode": "numeric",
+            "time.precision.mode": "adaptive", "hstore.handling.mode": "map"}"#,
+        decode: "",
+        lossy: &[
+            (
+                "c_decimal",
+                "CASE WHEN {c} = 'NaN' THEN NULL ELSE trim_scale({c}) END",
+            ),
+            ("c_interval", MICRO_DURATION),
+        ],
+        types: Types::Avro,
+    });
+}
+
 fn round_trip(v: &Variant) {
     require_stack();
     let t = unique(&format!("e2e_types_{}", v.name));
@@ -440,12 +463,23 @@ fn round_trip(v: &Variant) {
             ),
         );
     }
+    let mut settings: serde_json::Value = serde_json::from_str(v.settings).unwrap();
+    if v.types == Types::Avro {
+        let avro = std::fs::read_to_string(repo().join("scripts/stack.d/avro-settings.json"))
+            .expect("the stack's Avro converter settings");
+        let avro: serde_json::Value = serde_json::from_str(&avro).unwrap();
+        settings
+            .as_object_mut()
+            .unwrap()
+            .extend(avro.as_object().unwrap().clone());
+        decode += &format!("\n[decode.avro]\nregistry_url = \"{REGISTRY_CCOMPAT}\"\n");
+    }
     let connector = Connector::with_settings(
         &t.replace('_', "-"),
         &t,
         &format!("public.{t}"),
         1,
-        v.settings,
+        &settings.to_string(),
     );
     let topic = connector.topic(&t);
     // Row 5 arrives by streaming rather than by the snapshot.

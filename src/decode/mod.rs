@@ -2,6 +2,7 @@
 //! (tombstones, transaction markers, heartbeats), or a [`DecodeError`] saying why it is malformed.
 //! Schemas are parsed once per distinct schema text and cached; rows are decoded in one pass.
 
+pub mod avro;
 mod schema;
 pub mod schemaless;
 mod value;
@@ -93,6 +94,10 @@ pub struct Decoder {
     schemaless: Option<ColumnTypes>,
     /// Schemaless records' decoders, by table, row fields and key fields: see `schemaless.rs`.
     untyped: AHashMap<u64, Kind>,
+    /// Set when records may be Avro: where their schemas come from.
+    avro: Option<avro::Registry>,
+    /// Avro records' decoders, by (value schema id, key schema id or `u64::MAX`).
+    avro_kinds: AHashMap<(u64, u64), Kind>,
 }
 
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
@@ -141,6 +146,7 @@ impl Decoder {
         self.binary = binary;
         self.cache.clear();
         self.untyped.clear();
+        self.avro_kinds.clear();
         self
     }
 
@@ -152,10 +158,20 @@ impl Decoder {
         self
     }
 
+    /// Also reads Avro records in the Confluent wire format, with schemas from `registry`.
+    pub fn avro(mut self, registry: avro::Registry) -> Self {
+        self.avro = Some(registry);
+        self
+    }
+
     pub fn decode(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
         let Some(value) = record.value else {
             return Ok(Decoded::Skip(Skip::Tombstone));
         };
+        // JSON never starts with a zero byte; the Avro wire format always does.
+        if value.first() == Some(&0) {
+            return self.decode_avro(record, value);
+        }
         if self.schemaless.is_some() && !value.starts_with(SCHEMA_PREFIX) {
             return self.decode_schemaless(record, value);
         }
@@ -237,6 +253,23 @@ fn analyse(
 ) -> Result<Kind, DecodeError> {
     let schema: ConnectSchema = serde_json::from_str(value_schema.get())
         .map_err(|e| DecodeError::new(format!("value schema is not a Connect schema: {e}")))?;
+    let key = match key_schema {
+        Some(ks) => Some(
+            serde_json::from_str::<ConnectSchema>(ks.get()).map_err(|e| {
+                DecodeError::new(format!("key schema is not a Connect schema: {e}"))
+            })?,
+        ),
+        None => None,
+    };
+    analyse_schema(&schema, key.as_ref(), binary)
+}
+
+/// `analyse` for schemas already parsed (from JSON, or derived from an Avro schema).
+fn analyse_schema(
+    schema: &ConnectSchema,
+    key: Option<&ConnectSchema>,
+    binary: BinaryMode,
+) -> Result<Kind, DecodeError> {
     match schema.name.as_deref() {
         Some("io.debezium.connector.common.TransactionMetadataValue") => {
             return Ok(Kind::Skip(Skip::TransactionMarker));
@@ -254,7 +287,7 @@ fn analyse(
         )));
     }
     let row = if flat {
-        &schema
+        schema
     } else {
         schema
             .field("after")
@@ -263,17 +296,9 @@ fn analyse(
                 DecodeError::new("change envelope schema has neither `before` nor `after`")
             })?
     };
-    let key = match key_schema {
-        Some(ks) => Some(
-            serde_json::from_str::<ConnectSchema>(ks.get()).map_err(|e| {
-                DecodeError::new(format!("key schema is not a Connect schema: {e}"))
-            })?,
-        ),
-        None => None,
-    };
     let envelope = envelope_for(
         row.fields.iter().flatten(),
-        key.iter().flat_map(|k| k.fields.iter().flatten()),
+        key.into_iter().flat_map(|k| k.fields.iter().flatten()),
         binary,
     )?;
     Ok(if flat {

@@ -503,3 +503,153 @@ fn schemaless_flattened_rows_decode() {
     let gone = row.replace(r#""__deleted":"false""#, r#""__deleted":"true""#);
     assert_eq!(change(&mut d, &t, r#"{"id":2}"#, &gone).op, Op::Delete);
 }
+
+/// Real Avro records (Apicurio's converter, `as-confluent`, precise decimals) of
+/// `public.avroprobe (id int, name text, price numeric(10,2), small smallint, ts timestamptz,
+/// f real, tags text[])`, and the two writer schemas the stack's registry returned for their ids.
+fn avro_decoder() -> Decoder {
+    let mut registry = avro::Registry::new("http://127.0.0.1:1/unused");
+    registry
+        .insert(12, include_str!("testdata/avro-schema-12.json"))
+        .unwrap();
+    registry
+        .insert(13, include_str!("testdata/avro-schema-13.json"))
+        .unwrap();
+    Decoder::new().avro(registry)
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+#[allow(clippy::approx_constant)] // the probe row's real column holds 3.14159
+fn avro_records_decode_through_their_registry_schemas() {
+    let t: Arc<str> = Arc::from("avroprobe.public.avroprobe");
+    let mut d = avro_decoder();
+    let key = unhex(include_str!("testdata/avro-key.hex"));
+    let value = unhex(include_str!("testdata/avro-read.hex"));
+    let r = Record {
+        topic: &t,
+        partition: 0,
+        offset: 0,
+        key: Some(&key),
+        value: Some(&value),
+    };
+    let Decoded::Change(e) = d.decode(&r).unwrap() else {
+        panic!("not a change")
+    };
+    assert_eq!((e.op, e.key.clone()), (Op::Upsert, vec![Value::Int(1)]));
+    assert_eq!(e.table(), &TableRef::new("public", "avroprobe"));
+    let row = e.row.as_ref().unwrap();
+    let col = |name: &str| {
+        e.schema
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap()
+    };
+    assert_eq!(row[col("name")], Value::Text("héllo".into()));
+    assert_eq!(row[col("price")], Value::Decimal("12.34".into()));
+    assert_eq!(row[col("small")], Value::Int(-3));
+    assert_eq!(row[col("f")], Value::Float(3.14159));
+    assert_eq!(row[col("ts")], Value::TimestampTz(1_704_103_200_000_000));
+    assert_eq!(
+        row[col("tags")],
+        Value::Array(vec![Value::Text("a".into()), Value::Null])
+    );
+    // connect.parameters carry the source types, as JSON schemas do.
+    assert_eq!(
+        e.schema.columns[col("price")].source_type.as_deref(),
+        Some("NUMERIC(10,2)")
+    );
+    assert_eq!(
+        e.schema.columns[col("small")].ty,
+        ripple_sink::ColumnType::Int16
+    );
+
+    let value = unhex(include_str!("testdata/avro-delete.hex"));
+    let r = Record {
+        offset: 1,
+        value: Some(&value),
+        ..r
+    };
+    let Decoded::Change(gone) = d.decode(&r).unwrap() else {
+        panic!("not a change")
+    };
+    assert_eq!(
+        (gone.op, gone.key.clone()),
+        (Op::Delete, vec![Value::Int(1)])
+    );
+    assert!(gone.version > e.version);
+}
+
+#[test]
+fn avro_problems_are_named() {
+    let t: Arc<str> = Arc::from("avroprobe.public.avroprobe");
+    let key = unhex(include_str!("testdata/avro-key.hex"));
+    let value = unhex(include_str!("testdata/avro-read.hex"));
+    let rec = |v: &[u8]| -> Result<Decoded, DecodeError> {
+        let mut d = avro_decoder();
+        d.decode(&Record {
+            topic: &t,
+            partition: 0,
+            offset: 0,
+            key: Some(&key),
+            value: Some(v),
+        })
+    };
+    // Without [decode.avro], the error says what to set.
+    let err = Decoder::new()
+        .decode(&Record {
+            topic: &t,
+            partition: 0,
+            offset: 0,
+            key: Some(&key),
+            value: Some(&value),
+        })
+        .unwrap_err();
+    assert!(err.reason.contains("[decode.avro]"), "{err}");
+    // A truncated datum, trailing bytes, a short header, an unknown id outside a runtime.
+    assert!(rec(&value[..value.len() - 3]).is_err());
+    let mut longer = value.clone();
+    longer.push(0);
+    assert!(
+        rec(&longer)
+            .unwrap_err()
+            .reason
+            .contains("after its Avro datum")
+    );
+    assert!(rec(&[0, 0, 0]).is_err());
+    let mut other = value.clone();
+    other[4] = 99;
+    assert!(rec(&other).unwrap_err().reason.contains("99"));
+}
+
+mod avro_never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn on_damaged_avro_records(at in 5usize..400, junk in proptest::collection::vec(any::<u8>(), 0..8), cut in 5usize..400) {
+            let t: Arc<str> = Arc::from("avroprobe.public.avroprobe");
+            let key = unhex(include_str!("testdata/avro-key.hex"));
+            let value = unhex(include_str!("testdata/avro-read.hex"));
+            let mut d = avro_decoder();
+            let mut spliced = value.clone();
+            let at = at.min(spliced.len());
+            spliced.splice(at..at, junk.iter().copied());
+            let mut flipped = value.clone();
+            let i = at.min(flipped.len() - 1);
+            flipped[i] ^= 0xff;
+            for v in [&spliced[..], &flipped[..], &value[..cut.min(value.len())]] {
+                let _ = d.decode(&Record { topic: &t, partition: 0, offset: 0, key: Some(&key), value: Some(v) });
+            }
+        }
+    }
+}
