@@ -42,6 +42,7 @@ pub struct EngineBuilder {
     factories: Vec<Arc<dyn SinkFactory>>,
     extra_sinks: Vec<Arc<dyn Sink>>,
     exit_when_idle: Option<Duration>,
+    verify_report: Option<std::path::PathBuf>,
 }
 
 impl EngineBuilder {
@@ -54,6 +55,12 @@ impl EngineBuilder {
     /// Adds an already-built sink, addressable from routes by its `name()`.
     pub fn sink(mut self, sink: Arc<dyn Sink>) -> Self {
         self.extra_sinks.push(sink);
+        self
+    }
+
+    /// Where `ripple verify` leaves its last report, for the dashboard's sync panel.
+    pub fn verify_report(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.verify_report = path;
         self
     }
 
@@ -174,6 +181,7 @@ impl EngineBuilder {
             applier,
             exit_when_idle: self.exit_when_idle,
             metrics_listener,
+            verify_report: self.verify_report,
         })
     }
 
@@ -221,6 +229,7 @@ pub struct Engine {
     applier: Applier,
     exit_when_idle: Option<Duration>,
     metrics_listener: Option<tokio::net::TcpListener>,
+    verify_report: Option<std::path::PathBuf>,
 }
 
 /// What a run did, printed by `ripple run` when it exits.
@@ -260,6 +269,7 @@ impl Engine {
             factories,
             extra_sinks: Vec::new(),
             exit_when_idle: None,
+            verify_report: None,
         }
     }
 
@@ -284,6 +294,7 @@ impl Engine {
             applier,
             exit_when_idle,
             metrics_listener,
+            verify_report,
         } = self;
         let mut background = Vec::new();
         if let Some(listener) = metrics_listener {
@@ -291,7 +302,11 @@ impl Engine {
                 sinks: applier.sinks().to_vec(),
                 broker: source.reachability(),
             };
+            for sink in applier.sinks() {
+                crate::dashboard::live().sink_known(sink.name());
+            }
             background.push(tokio::spawn(crate::metrics::serve(listener, readiness)));
+            background.push(tokio::spawn(crate::dashboard::live().run(verify_report)));
         }
         background.push(tokio::spawn(source.report_lag()));
         let applier = Arc::new(applier);
@@ -354,6 +369,7 @@ impl Engine {
                 batch.forget(&revoked);
             }
             for (topic, n) in batch.records.drain(..) {
+                crate::dashboard::live().consumed(n);
                 metrics()
                     .consumed
                     .get_or_create(&TopicLabels {
@@ -514,6 +530,7 @@ impl Progress {
         };
         let batch = result.expect("apply task panicked")?;
         let now_ms = chrono::Utc::now().timestamp_millis();
+        crate::dashboard::live().batch_applied(&batch, now_ms);
         for table in &batch.tables {
             for e in &table.events {
                 if e.source_ts_ms > 0 {

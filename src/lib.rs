@@ -3,6 +3,7 @@
 //! and may register their own sinks on it.
 
 pub mod config;
+pub mod dashboard;
 pub mod dead_letter;
 pub mod decode;
 pub mod engine;

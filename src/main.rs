@@ -80,8 +80,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             config,
             exit_when_idle_ms,
         } => {
+            let report = ripple::dashboard::verify_report_path(&config);
             let config = load(&config)?;
             let engine = ripple::Engine::builder(config)
+                .verify_report(Some(report))
                 .exit_when_idle(exit_when_idle_ms.map(std::time::Duration::from_millis))
                 .build()
                 .await?;
@@ -90,9 +92,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Verify { config, args } => {
+            let report_path = ripple::dashboard::verify_report_path(&config);
             let config = load(&config)?;
             let report = ripple::verify::run(&config, &args).await?;
             print!("{report}");
+            // Left for the dashboard's sync panel; a read-only directory only costs the panel.
+            if let Ok(mut json) = serde_json::to_value(&report) {
+                json["finished_at"] = chrono::Utc::now().timestamp_millis().into();
+                json["all_equal"] = report.all_equal().into();
+                if let Err(e) = std::fs::write(&report_path, json.to_string()) {
+                    tracing::debug!(error = %e, path = %report_path.display(), "verify report not kept");
+                }
+            }
             Ok(if report.all_equal() {
                 std::process::ExitCode::SUCCESS
             } else {

@@ -215,7 +215,7 @@ pub struct Readiness {
     pub broker: Probe,
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.
+/// Serves `/metrics`, `/healthz`, `/readyz` and the dashboard on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, readiness: Readiness) {
     use axum::routing::get;
     let readiness = Arc::new(readiness);
@@ -232,6 +232,7 @@ pub async fn serve(listener: tokio::net::TcpListener, readiness: Readiness) {
                 )
             }),
         )
+        .merge(crate::dashboard::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",

@@ -2,8 +2,9 @@
 //! the cause is fixed: each dead letter is decoded again as a record of its original topic and
 //! applied to the sinks that route that topic; one a sink rejected goes back to that sink only.
 //! `--topic TOPIC` re-applies a change topic from an offset or a time to its current end, in
-//! batches, to the sinks its routes give it (or the `--sink`s named), with a progress bar. Sinks
-//! apply only what is newer than what they hold, so a replay cannot move a row back in time.
+//! batches, to the sinks its routes give it (or the `--sink`s named), with a progress bar. `--file
+//! PATH` re-applies records recorded to a file (JSON lines as `kcat -J` writes them). Sinks apply
+//! only what is newer than what they hold, so a replay cannot move a row back in time.
 // Errors end a run and travel once; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
@@ -28,10 +29,15 @@ pub struct ReplayArgs {
     #[arg(
         long = "dead-letter",
         value_name = "TOPIC",
-        required_unless_present = "topic",
-        conflicts_with = "topic"
+        required_unless_present_any = ["topic", "file"],
+        conflicts_with_all = ["topic", "file"]
     )]
     pub dead_letter: Option<String>,
+    /// A file of recorded records to re-apply, one JSON object a line as `kcat -C -J` prints
+    /// them: `topic`, `partition`, `offset`, and `key` / `payload` as text (null for none), or
+    /// `key_base64` / `payload_base64` for binary (Avro) records.
+    #[arg(long, value_name = "PATH", conflicts_with = "topic")]
+    pub file: Option<std::path::PathBuf>,
     /// A change topic to re-apply, from `--from-offset` / `--from-timestamp` (default: its
     /// beginning) to its current end.
     #[arg(long, value_name = "TOPIC")]
@@ -93,7 +99,7 @@ pub enum ReplayError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    #[error("reading dead-letter topic {topic:?}: {reason}")]
+    #[error("reading {topic:?}: {reason}")]
     Read { topic: String, reason: String },
     #[error("--sink {0:?} is not a configured sink")]
     UnknownSink(String),
@@ -125,6 +131,9 @@ pub async fn run(
         names,
         sinks: &args.sinks,
     };
+    if let Some(path) = &args.file {
+        return replay_file(path, &pipeline, &applier, &mut redrive).await;
+    }
     let Some(dead_letter) = &args.dead_letter else {
         let topic = args.topic.as_deref().expect("clap requires one of the two");
         return replay_topic(&kafka, topic, args, &pipeline, &applier, &mut redrive).await;
@@ -401,6 +410,122 @@ async fn replay_topic(
         if !batch.tables.is_empty() {
             applier.apply(&batch).await?;
         }
+    }
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+/// One line of a recorded file: `kcat -J`'s fields, plus base64 forms for binary records.
+#[derive(serde::Deserialize)]
+struct Recorded {
+    topic: String,
+    #[serde(default)]
+    partition: i32,
+    #[serde(default)]
+    offset: i64,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    key_base64: Option<String>,
+    #[serde(default)]
+    payload_base64: Option<String>,
+}
+
+impl Recorded {
+    fn bytes(
+        text: Option<String>,
+        b64: Option<String>,
+        what: &str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        use base64::Engine as _;
+        match (b64, text) {
+            (Some(b), _) => base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map(Some)
+                .map_err(|e| format!("{what}_base64 is not base64: {e}")),
+            (None, t) => Ok(t.map(String::into_bytes)),
+        }
+    }
+}
+
+/// Re-applies the records of a file, in its order, one batch at a time. A line that is not a
+/// record is counted, with its number, among the undecodable.
+async fn replay_file(
+    path: &std::path::Path,
+    pipeline: &crate::config::PipelineConfig,
+    applier: &Applier,
+    redrive: &mut Redrive<'_>,
+) -> Result<ReplaySummary, ReplayError> {
+    use std::io::BufRead;
+    let failed = |reason: String| ReplayError::Read {
+        topic: path.display().to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| failed(e.to_string()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(size),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "replay [{bar:30}] {bytes}/{total_bytes}, {binary_bytes_per_sec}, {elapsed} (eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let mut summary = ReplaySummary {
+        what: format!("records of {}", path.display()),
+        ..Default::default()
+    };
+    let mut batch = Batch::default();
+    let mut topics: std::collections::HashMap<String, Arc<str>> = Default::default();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| failed(e.to_string()))?;
+        progress.inc(line.len() as u64 + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        summary.records += 1;
+        let parsed = serde_json::from_str::<Recorded>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                let key = Recorded::bytes(r.key, r.key_base64, "key")?;
+                let value = Recorded::bytes(r.payload, r.payload_base64, "payload")?;
+                Ok((r.topic, r.partition, r.offset, key, value))
+            });
+        let (topic, partition, offset, key, value) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                summary.undecodable += 1;
+                if summary.reasons.len() < 5 {
+                    summary
+                        .reasons
+                        .push(format!("line {}: not a recorded record: {e}", n + 1));
+                }
+                continue;
+            }
+        };
+        let topic = topics
+            .entry(topic)
+            .or_insert_with_key(|t| Arc::from(t.as_str()))
+            .clone();
+        let record = Record {
+            topic: &topic,
+            partition,
+            offset,
+            key: key.as_deref(),
+            value: value.as_deref(),
+        };
+        redrive.add(&record, None, &mut batch, &mut summary);
+        if batch.events >= pipeline.batch_size {
+            applier.apply(&std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.tables.is_empty() {
+        applier.apply(&batch).await?;
     }
     progress.finish_and_clear();
     Ok(summary)

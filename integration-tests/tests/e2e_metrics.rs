@@ -6,26 +6,7 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// (status code, body) of a GET on the local endpoint.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-m",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://127.0.0.1:{port}{path}"),
-        ])
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
 
 /// The sum of every sample of `name` whose labels contain all of `labels`.
 fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
@@ -64,9 +45,14 @@ fn every_metric_moves_and_readiness_follows_the_sinks() {
     let config = write_config(&dir, std::slice::from_ref(&topic), &t, &extra);
     let mut run = RippleProcess::start(&config, &[]);
     wait_until(Duration::from_secs(30), "the metrics endpoint", || {
-        get(port, "/healthz").0 == 200
+        http_get(port, "/healthz").0 == 200
     });
-    assert_eq!(get(port, "/readyz").0, 200, "{}", get(port, "/readyz").1);
+    assert_eq!(
+        http_get(port, "/readyz").0,
+        200,
+        "{}",
+        http_get(port, "/readyz").1
+    );
 
     // Load, sampling the lag while it streams; one malformed record for the dead-letter count.
     let load = std::thread::spawn({
@@ -82,7 +68,7 @@ fn every_metric_moves_and_readiness_follows_the_sinks() {
     let mut max_lag = 0.0f64;
     let started = Instant::now();
     while !load.is_finished() && started.elapsed() < Duration::from_secs(60) {
-        let (_, body) = get(port, "/metrics");
+        let (_, body) = http_get(port, "/metrics");
         max_lag = max_lag.max(sample_sum(&body, "ripple_consumer_lag", &[]));
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -93,7 +79,7 @@ fn every_metric_moves_and_readiness_follows_the_sinks() {
     // names it.
     stack(&["stop", "redis"]);
     std::thread::sleep(Duration::from_secs(3));
-    let (code, body) = get(port, "/readyz");
+    let (code, body) = http_get(port, "/readyz");
     stack(&["start", "redis"]);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"cache\""), "{body}");
@@ -101,9 +87,9 @@ fn every_metric_moves_and_readiness_follows_the_sinks() {
 
     wait_verified(&config, &format!("public.{t}"), 2, Duration::from_secs(90));
     wait_until(Duration::from_secs(30), "readiness back", || {
-        get(port, "/readyz").0 == 200
+        http_get(port, "/readyz").0 == 200
     });
-    let (_, metrics) = get(port, "/metrics");
+    let (_, metrics) = http_get(port, "/metrics");
     let topic_label = format!("topic=\"{topic}\"");
     let checks: Vec<(&str, f64)> = vec![
         (

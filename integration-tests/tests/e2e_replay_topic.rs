@@ -1,6 +1,7 @@
 //! `ripple replay --topic`: a replica that lost its rows gets them back from the change topic; a
 //! start time after the last change replays nothing; a start offset replays exactly the records
-//! from there to the end.
+//! from there to the end. `ripple replay --file`: the topic recorded with `kcat -C -J` brings a
+//! replica that lost its rows back, and a line that is not a record is reported by its number.
 
 mod common;
 
@@ -64,6 +65,52 @@ fn a_topic_replays_from_its_start_a_time_or_an_offset() {
     let bad = replay(&["--from-timestamp", "yesterday"]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("RFC 3339"), "{}", text(&bad));
+
+    // The topic recorded to a file (with one line of junk) replays into an emptied replica.
+    let recorded = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            BROKERS,
+            "-C",
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-J",
+        ])
+        .output()
+        .expect("run kcat");
+    assert!(recorded.status.success());
+    let mut lines = String::from_utf8(recorded.stdout).expect("JSON records are text");
+    assert_eq!(lines.lines().count() as u64, size);
+    lines.push_str("this is not a record\n");
+    let file = dir.join("recorded.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    psql(REPLICA_URL, &format!("DELETE FROM public.{t}"));
+    let out = ripple(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    let summary = text(&out);
+    assert!(
+        !out.status.success(),
+        "the junk line is an error: {summary}"
+    );
+    assert!(
+        summary.contains(&format!("replayed {} records", size + 1)),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("line {}: not a recorded record", size + 1)),
+        "{summary}"
+    );
+    let report = text(&verify(&config, &table));
+    assert!(report.contains("EQUAL "), "{report}");
 
     drop(connector);
     psql(SOURCE_URL, &format!("DROP TABLE IF EXISTS public.{t}"));

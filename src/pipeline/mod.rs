@@ -238,6 +238,7 @@ impl Applier {
                 .when(SinkError::is_retriable)
                 .notify(|e, delay| {
                     metrics().record_retry(sink.name(), &t.table.to_string());
+                    crate::dashboard::live().sink_failed(sink.name(), &e.to_string());
                     tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "retrying after a retriable failure");
                 })
                 .await;
@@ -250,6 +251,7 @@ impl Applier {
                     .when(SinkError::is_retriable)
                     .notify(|e, delay| {
                         metrics().record_retry(sink.name(), &t.table.to_string());
+                        crate::dashboard::live().sink_failed(sink.name(), &e.to_string());
                         tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "sink still down");
                     })
                     .await;
@@ -260,6 +262,7 @@ impl Applier {
             let error = match result {
                 Ok(took) => {
                     metrics().record_applied(sink.name(), slice, took);
+                    crate::dashboard::live().sink_applied(sink.name(), slice.len());
                     continue;
                 }
                 Err(e) if e.is_retriable() || self.dead_letters.is_none() => return Err(failed(e)),

@@ -394,6 +394,7 @@ impl KafkaSource {
                 let Ok(Ok(lags)) = lags else {
                     continue;
                 };
+                crate::dashboard::live().set_lag(&lags);
                 let lag = &crate::metrics::metrics().lag;
                 let now: HashSet<(String, i32)> = lags.iter().map(|(p, _)| p.clone()).collect();
                 for (topic, partition) in shown.difference(&now) {
