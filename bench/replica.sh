@@ -19,13 +19,14 @@ url = "$url"
 [sinks.replica]
 type = "postgres"
 url = "postgres://postgres@127.0.0.1:15433/replica"
+max_connections = ${BENCH_MAX_CONNECTIONS:-4}
 [[routes]]
 topics = ["$topic"]
 sinks = ["replica"]
 TOML
 
 echo "== ripple run (release) into an empty replica table"
-/usr/bin/time -f "peak RSS %M KB" $ripple run --config "$dir/$id.toml" --exit-when-idle-ms 2000 2> "$dir/$id.log" | tee "$dir/$id.summary"
+/usr/bin/time -f "peak RSS %M KB, cpu user %U s sys %S s, wall %e s" $ripple run --config "$dir/$id.toml" --exit-when-idle-ms 2000 2> "$dir/$id.log" | tee "$dir/$id.summary"
 grep "peak RSS" "$dir/$id.log" || true
 $ripple verify --config "$dir/$id.toml" --table "public.$id"
 echo "cores: $(nproc)"

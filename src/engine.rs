@@ -382,8 +382,10 @@ impl Engine {
                 let applier = applier.clone();
                 let landing = InFlight::start(source.applied().clone());
                 in_flight = Some(tokio::spawn(async move {
+                    let mut batch = batch;
                     let result = applier.apply(&batch).await;
                     if result.is_ok() {
+                        batch.applied_at = Some(Instant::now());
                         landing.0.landed(Some(&batch.offsets));
                     }
                     result.map(|()| batch)
@@ -550,7 +552,7 @@ impl Progress {
         self.summary.skipped += batch.skipped as u64;
         self.summary.dead_lettered += batch.dead_lettered as u64;
         self.summary.batches += 1;
-        self.last_apply = Some(Instant::now());
+        self.last_apply = Some(batch.applied_at.unwrap_or_else(Instant::now));
         tracing::debug!(
             events = batch.events,
             skipped = batch.skipped,

@@ -53,6 +53,8 @@ pub struct Batch {
     pub dead_lettered: usize,
     /// Records consumed, per topic.
     pub records: Vec<(Arc<str>, u64)>,
+    /// When every sink had applied it: the run's figures end here, not when the loop next looks.
+    pub applied_at: Option<std::time::Instant>,
 }
 
 impl Batch {

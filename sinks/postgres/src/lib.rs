@@ -21,6 +21,11 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Batches of a table at least this large are written over several connections.
+const PARALLEL_FROM: usize = 1_000;
+/// At most this many connections write one table's batch.
+const MAX_PARTS: usize = 4;
+
 /// Registers `type = "postgres"`.
 pub struct PostgresFactory;
 
@@ -74,6 +79,64 @@ impl PostgresSink {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// How many connections may write `events` at once: one per part of the keys, when the batch
+    /// is large, holds no truncate, needs no DDL (every plan is prepared) and its offsets need not
+    /// share one transaction with its rows (`exactly_once`). One connection leaves the replica's
+    /// other cores idle; rows of different keys never conflict, and a failed part is retried with
+    /// the batch, where the version guards make the parts already written change nothing.
+    fn parallel_parts(&self, into: &TargetTable, events: &[ChangeEvent]) -> Option<usize> {
+        let parts = (self.config.max_connections as usize).min(MAX_PARTS);
+        if parts < 2
+            || events.len() < PARALLEL_FROM
+            || self.config.exactly_once
+            || !self.bookkeeping_ready.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        let mut last: Option<&Arc<ripple_sink::TableSchema>> = None;
+        for e in events {
+            if e.op == Op::Truncate {
+                return None;
+            }
+            if last.is_none_or(|s| !Arc::ptr_eq(s, &e.schema)) {
+                self.plans.get(&e.schema, into)?;
+                last = Some(&e.schema);
+            }
+        }
+        Some(parts)
+    }
+
+    async fn apply_parallel(
+        &self,
+        into: &TargetTable,
+        events: &[ChangeEvent],
+        parts: usize,
+    ) -> Result<(), SinkError> {
+        let mut per_part: Vec<Vec<plan::Group<'_>>> = (0..parts).map(|_| Vec::new()).collect();
+        for group in plan::reduce(events) {
+            for (i, part) in group.split(parts).into_iter().enumerate() {
+                per_part[i].push(part);
+            }
+        }
+        let writes = per_part.into_iter().map(|groups| async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| sql::classify(e, "begin"))?;
+            for group in &groups {
+                let plan = self
+                    .plans
+                    .get(group.schema, into)
+                    .ok_or_else(|| SinkError::retriable("a table plan was dropped meanwhile"))?;
+                plan.execute(&mut tx, group).await?;
+            }
+            tx.commit().await.map_err(|e| sql::classify(e, "commit"))
+        });
+        futures::future::try_join_all(writes).await?;
+        Ok(())
     }
 
     async fn apply_in(
@@ -291,6 +354,9 @@ impl Sink for PostgresSink {
 
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
         let into = TargetTable::resolve(target, &self.config);
+        if let Some(parts) = self.parallel_parts(&into, events) {
+            return self.apply_parallel(&into, events, parts).await;
+        }
         let mut tx = self
             .pool
             .begin()

@@ -580,11 +580,41 @@ pub struct Group<'a> {
     pub upserts: Vec<(Cow<'a, [Value]>, Version)>,
     pub deletes: Vec<&'a ChangeEvent>,
     first: &'a ChangeEvent,
+    /// A hash of each upsert's and each delete's key, in order: see `split`.
+    upsert_keys: Vec<u64>,
+    delete_keys: Vec<u64>,
 }
 
 impl<'a> Group<'a> {
     pub fn first_event(&self) -> &'a ChangeEvent {
         self.first
+    }
+
+    /// Splits the group into `n` by key, so each part can be written by its own connection: a
+    /// key's change is in exactly one part, and parts share no row.
+    pub fn split(self, n: usize) -> Vec<Group<'a>> {
+        let mut parts: Vec<Group<'a>> = (0..n)
+            .map(|_| Group {
+                schema: self.schema,
+                unavailable: self.unavailable.clone(),
+                upserts: Vec::new(),
+                deletes: Vec::new(),
+                first: self.first,
+                upsert_keys: Vec::new(),
+                delete_keys: Vec::new(),
+            })
+            .collect();
+        for (u, k) in self.upserts.into_iter().zip(self.upsert_keys) {
+            let p = &mut parts[(k % n as u64) as usize];
+            p.upserts.push(u);
+            p.upsert_keys.push(k);
+        }
+        for (d, k) in self.deletes.into_iter().zip(self.delete_keys) {
+            let p = &mut parts[(k % n as u64) as usize];
+            p.deletes.push(d);
+            p.delete_keys.push(k);
+        }
+        parts
     }
 }
 
@@ -633,11 +663,17 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
         };
         last.insert(key, (i, row));
     }
-    let mut finals: Vec<(usize, Option<Cow<'_, [Value]>>)> = last.into_values().collect();
-    finals.sort_by_key(|(i, _)| *i);
+    let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+    // (index of the newest event, its merged row, its key's hash), in event order.
+    type Final<'a> = (usize, Option<Cow<'a, [Value]>>, u64);
+    let mut finals: Vec<Final<'_>> = last
+        .into_iter()
+        .map(|(key, (i, row))| (i, row, hasher.hash_one(&key)))
+        .collect();
+    finals.sort_by_key(|(i, _, _)| *i);
 
     let mut groups: Vec<Group<'_>> = Vec::new();
-    for (i, row) in finals {
+    for (i, row, key_hash) in finals {
         let e = &events[i];
         let unavailable: Vec<bool> = match &row {
             Some(r) => r.iter().map(|v| *v == Value::Unavailable).collect(),
@@ -656,6 +692,8 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
                     upserts: Vec::new(),
                     deletes: Vec::new(),
                     first: e,
+                    upsert_keys: Vec::new(),
+                    delete_keys: Vec::new(),
                 });
                 groups.last_mut().expect("just pushed")
             }
@@ -666,8 +704,12 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
                     g.unavailable = unavailable;
                 }
                 g.upserts.push((r, e.version));
+                g.upsert_keys.push(key_hash);
             }
-            None => g.deletes.push(e),
+            None => {
+                g.deletes.push(e);
+                g.delete_keys.push(key_hash);
+            }
         }
     }
     groups
@@ -722,6 +764,39 @@ mod tests {
         assert_eq!(groups[0].deletes.len(), 1);
         assert_eq!(groups[0].upserts.len(), 1);
         assert_eq!(groups[0].upserts[0].0[1], Value::Text("c".into()));
+    }
+
+    #[test]
+    fn split_puts_each_key_in_one_part_and_keeps_every_change() {
+        let s = schema();
+        let mut events = Vec::new();
+        for id in 0..300 {
+            events.push(ev(&s, Op::Upsert, id, Some(Value::Text(format!("v{id}")))));
+        }
+        for id in (0..300).step_by(3) {
+            events.push(ev(&s, Op::Delete, id, None));
+        }
+        let groups = reduce(&events);
+        let (ups, dels): (usize, usize) = (groups[0].upserts.len(), groups[0].deletes.len());
+        assert_eq!((ups, dels), (200, 100));
+        let parts = groups.into_iter().next().unwrap().split(3);
+        assert_eq!(parts.iter().map(|p| p.upserts.len()).sum::<usize>(), 200);
+        assert_eq!(parts.iter().map(|p| p.deletes.len()).sum::<usize>(), 100);
+        assert!(parts.iter().all(|p| !p.upserts.is_empty()), "keys spread over the parts");
+        // A key's part does not depend on whether its last change was an upsert or a delete.
+        let part_of = |id: i64| {
+            parts.iter().position(|p| {
+                p.upserts.iter().any(|(r, _)| r[0] == Value::Int(id))
+                    || p.deletes.iter().any(|e| e.key[0] == Value::Int(id))
+            })
+        };
+        let again = reduce(&events[..300]).into_iter().next().unwrap().split(3);
+        for id in (0..300).step_by(3) {
+            let upsert_part = again
+                .iter()
+                .position(|p| p.upserts.iter().any(|(r, _)| r[0] == Value::Int(id)));
+            assert_eq!(part_of(id), upsert_part, "key {id}");
+        }
     }
 
     #[test]
