@@ -37,7 +37,7 @@ fn default_index() -> String {
     "{table}".into()
 }
 fn default_bulk_docs() -> usize {
-    5_000
+    1_000
 }
 fn default_bulk_bytes() -> usize {
     10 * 1024 * 1024

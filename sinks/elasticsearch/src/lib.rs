@@ -343,12 +343,14 @@ impl ElasticsearchSink {
         // segment, or, when there is none, from the document the index holds.
         let mut seen = HashSet::new();
         let mut to_read = Vec::new();
+        let mut any_lacks_values = false;
         for e in events.iter().filter(|e| e.op == Op::Upsert) {
             let id = doc_id(e);
             let lacks_values = e
                 .row
                 .as_deref()
                 .is_some_and(|r| r.contains(&Value::Unavailable));
+            any_lacks_values |= lacks_values;
             if lacks_values && !seen.contains(&id) {
                 to_read.push(id.clone());
             }
@@ -367,7 +369,9 @@ impl ElasticsearchSink {
             let version = external_version(e);
             let operation: BulkOperation<Json> = match e.op {
                 Op::Delete => {
-                    latest.insert(id.clone(), None);
+                    if any_lacks_values {
+                        latest.insert(id.clone(), None);
+                    }
                     bytes += 200 + 2 * id.len();
                     // The tombstone first: should the delete then fail, the row is still refused
                     // to older writes, and the retry sends both again.
@@ -409,9 +413,13 @@ impl ElasticsearchSink {
                         };
                         doc.insert(c.name.clone(), value);
                     }
-                    latest.insert(id.clone(), Some(doc.clone()));
+                    // Documents are kept for later changes of the segment only when one of them
+                    // needs an earlier value: copying every document would double the memory.
+                    if any_lacks_values {
+                        latest.insert(id.clone(), Some(doc.clone()));
+                    }
                     let doc = Json::Object(doc);
-                    bytes += 100 + id.len() + doc.to_string().len();
+                    bytes += 100 + id.len() + json_len(&doc);
                     BulkOperation::index(doc)
                         .id(&id)
                         .index(index)
@@ -438,6 +446,23 @@ impl ElasticsearchSink {
         }
         Ok(())
     }
+}
+
+/// The length of `doc` as JSON, counted without building the text.
+fn json_len(doc: &Json) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, doc);
+    count.0
 }
 
 /// The document id: the primary key's values, `:`-joined.

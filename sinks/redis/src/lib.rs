@@ -23,6 +23,9 @@ use template::KeyTemplate;
 /// Registers `type = "redis"`.
 pub struct RedisFactory;
 
+
+/// Events per Redis pipeline (one MULTI/EXEC).
+const PIPELINE_EVENTS: usize = 1_000;
 #[async_trait]
 impl SinkFactory for RedisFactory {
     fn kind(&self) -> &'static str {
@@ -272,22 +275,27 @@ impl Sink for RedisSink {
             .map_err(|e| classify(e, "load script"))?;
         let keys = self.table_keys(table);
         let mut start = 0;
-        // Segments between truncates each go as one atomic pipeline, in order.
+        // Segments between truncates go in order, each as pipelines of up to PIPELINE_EVENTS.
         let ends = events
             .iter()
             .enumerate()
             .filter(|(_, e)| e.op == Op::Truncate)
             .map(|(i, _)| i);
         for end in ends.chain([events.len()]) {
-            if start < end {
+            // Each key's script refuses older versions, so a segment need not be one transaction:
+            // pipelines of PIPELINE_EVENTS keep the commands in memory at once small.
+            let mut from = start;
+            while from < end {
+                let to = end.min(from + PIPELINE_EVENTS);
                 let mut pipe = redis::pipe();
                 pipe.atomic();
-                for (i, e) in events[start..end].iter().enumerate() {
-                    self.add(&mut pipe, &template, &keys, e, start + i)?;
+                for (i, e) in events[from..to].iter().enumerate() {
+                    self.add(&mut pipe, &template, &keys, e, from + i)?;
                 }
                 pipe.query_async::<()>(&mut conn)
                     .await
                     .map_err(|e| classify(e, "write"))?;
+                from = to;
             }
             if end < events.len() {
                 self.truncate(&mut conn, &keys, &events[end]).await?;
