@@ -81,51 +81,9 @@ impl EngineBuilder {
         let Some(schemaless) = &decode.schemaless else {
             return Ok(decoder);
         };
-        let key = "decode.schemaless.types_from";
         let catalog = match schemaless.types_from.as_deref() {
+            Some(from) => Some(Catalog::for_config(&self.config, from).await?),
             None => None,
-            Some(from) => {
-                let (options, describe, schema) = if from == "source" {
-                    let source = self.config.source.as_ref().ok_or_else(|| {
-                        ConfigError::new(key, "is \"source\", but there is no [source]")
-                    })?;
-                    let mut options: sqlx::postgres::PgConnectOptions =
-                        source.url.parse().map_err(|e| {
-                            ConfigError::new("source.url", format!("is not a postgres:// URL: {e}"))
-                        })?;
-                    if let Some(var) = &source.password_env {
-                        let password = std::env::var(var).map_err(|_| {
-                            ConfigError::new(
-                                "source.password_env",
-                                format!("names {var}, which is not set"),
-                            )
-                        })?;
-                        options = options.password(&password);
-                    }
-                    (options, "the source database".to_string(), None)
-                } else {
-                    let section = self.config.sinks.get(from).cloned().ok_or_else(|| {
-                        ConfigError::new(
-                            key,
-                            format!("names {from:?}, which is not a configured sink"),
-                        )
-                    })?;
-                    let sink: ripple_sink_postgres::PostgresSinkConfig = section
-                        .try_into()
-                        .map_err(|e| ConfigError::new(format!("sinks.{from}"), e.to_string()))?;
-                    let options = sink.connect_options(&format!("sinks.{from}"))?;
-                    (
-                        options,
-                        format!("the database of sink {from:?}"),
-                        sink.schema.clone(),
-                    )
-                };
-                Some(
-                    Catalog::connect(options.application_name("ripple-types"), describe, schema)
-                        .await
-                        .map_err(|e| ConfigError::new(key, e))?,
-                )
-            }
         };
         let mut types = ColumnTypes::new(schemaless.modes(), catalog);
         for (table, column, ty) in schemaless.declared()? {

@@ -10,6 +10,7 @@ use super::{
     DecodeError, Decoded, Decoder, Kind, Record, analyse_schema, decode_change, decode_flat,
 };
 use ahash::AHashMap;
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as Avro;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -19,9 +20,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A writer schema: Avro's, to read the datum, and the Connect schema it carries.
+/// A writer schema: a reader for its datums, and the Connect schema it carries.
 struct WriterSchema {
-    avro: apache_avro::Schema,
+    /// Resolved once per schema id, not per record. It borrows the Avro schema, which is leaked
+    /// to give it a `'static` home: schemas are kept for the whole run anyway, one per id.
+    reader: GenericDatumReader<'static>,
     connect: ConnectSchema,
 }
 
@@ -55,10 +58,14 @@ impl Registry {
             serde_json::from_str(schema).map_err(|e| format!("schema {id} is not JSON: {e}"))?;
         let avro = apache_avro::Schema::parse(&json)
             .map_err(|e| format!("schema {id} is not an Avro schema: {e}"))?;
+        let avro: &'static apache_avro::Schema = Box::leak(Box::new(avro));
+        let reader = GenericDatumReader::builder(avro)
+            .build()
+            .map_err(|e| format!("schema {id} cannot be resolved: {e}"))?;
         let connect = connect_of(&json, &mut AHashMap::new(), None)
             .map_err(|e| format!("schema {id}: {e}"))?;
         self.schemas
-            .insert(id, Arc::new(WriterSchema { avro, connect }));
+            .insert(id, Arc::new(WriterSchema { reader, connect }));
         Ok(())
     }
 
@@ -127,9 +134,9 @@ fn split_wire<'a>(bytes: &'a [u8], what: &str) -> Result<(u32, &'a [u8]), Decode
 
 /// Reads one datum whole: bytes left over mean the schema is not the one it was written with.
 fn read_datum(schema: &WriterSchema, mut datum: &[u8], what: &str) -> Result<Json, DecodeError> {
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema.avro)
-        .build()
-        .and_then(|reader| reader.read_value(&mut datum))
+    let value = schema
+        .reader
+        .read_value(&mut datum)
         .map_err(|e| DecodeError::new(format!("{what} does not match its Avro schema: {e}")))?;
     if !datum.is_empty() {
         return Err(DecodeError::new(format!(

@@ -473,13 +473,7 @@ fn decode_change(
     let source = p
         .source
         .ok_or_else(|| DecodeError::new("payload has no `source` block"))?;
-    let table = TableRef::new(
-        source.schema.as_deref().unwrap_or_default(),
-        source.table.as_deref().unwrap_or_default(),
-    );
-    if table.name.is_empty() {
-        return Err(DecodeError::new("`source.table` is missing or empty"));
-    }
+    let table = source_table(&source)?;
     if envelope.table.table != table {
         // The first record with this schema names its table; events then share one Arc, which
         // sinks use to cache their per-schema plans.
@@ -534,6 +528,18 @@ fn decode_change(
         source_ts_ms,
         origin,
     }))
+}
+
+/// The table a change envelope's `source` block names.
+fn source_table(source: &Source<'_>) -> Result<TableRef, DecodeError> {
+    let table = TableRef::new(
+        source.schema.as_deref().unwrap_or_default(),
+        source.table.as_deref().unwrap_or_default(),
+    );
+    if table.name.is_empty() {
+        return Err(DecodeError::new("`source.table` is missing or empty"));
+    }
+    Ok(table)
 }
 
 /// A row change needs a whole key: sinks apply changes per key, in order.

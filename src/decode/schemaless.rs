@@ -7,10 +7,10 @@
 use super::schema::ConnectSchema;
 use super::{
     DecodeError, Decoded, Decoder, FlatMeta, Kind, Record, Skip, Source, decode_change,
-    decode_flat, envelope_for, flat_table,
+    decode_flat, envelope_for, flat_table, source_table,
 };
 use ahash::AHashMap;
-use ripple_sink::TableRef;
+use ripple_sink::{ConfigError, TableRef};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -307,6 +307,45 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdro
   AND n.nspname NOT LIKE 'pg\\_toast%'";
 
 impl Catalog {
+    /// The catalog `[decode.schemaless] types_from` names: `"source"` or a postgres sink.
+    pub async fn for_config(
+        config: &crate::config::Config,
+        from: &str,
+    ) -> Result<Catalog, ConfigError> {
+        let key = "decode.schemaless.types_from";
+        let (options, describe, schema) = if from == "source" {
+            let source = config
+                .source
+                .as_ref()
+                .ok_or_else(|| ConfigError::new(key, "is \"source\", but there is no [source]"))?;
+            let options = ripple_sink_postgres::connect_options(
+                "source",
+                &source.url,
+                source.password_env.as_deref(),
+            )?;
+            (options, "the source database".to_string(), None)
+        } else {
+            let section = config.sinks.get(from).cloned().ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    format!("names {from:?}, which is not a configured sink"),
+                )
+            })?;
+            let sink: ripple_sink_postgres::PostgresSinkConfig = section
+                .try_into()
+                .map_err(|e| ConfigError::new(format!("sinks.{from}"), e.to_string()))?;
+            let options = sink.connect_options(&format!("sinks.{from}"))?;
+            (
+                options,
+                format!("the database of sink {from:?}"),
+                sink.schema,
+            )
+        };
+        Catalog::connect(options.application_name("ripple-types"), describe, schema)
+            .await
+            .map_err(|e| ConfigError::new(key, e))
+    }
+
     pub async fn connect(
         options: PgConnectOptions,
         describe: String,
@@ -519,13 +558,7 @@ impl Decoder {
             let source = shape
                 .source
                 .ok_or_else(|| DecodeError::new("payload has no `source` block"))?;
-            let table = TableRef::new(
-                source.schema.as_deref().unwrap_or_default(),
-                source.table.as_deref().unwrap_or_default(),
-            );
-            if table.name.is_empty() {
-                return Err(DecodeError::new("`source.table` is missing or empty"));
-            }
+            let table = source_table(&source)?;
             let row = match shape.after.or(shape.before) {
                 Some(r) => field_names(r.get())
                     .map_err(|e| DecodeError::new(format!("row is not a JSON object: {e}")))?

@@ -37,23 +37,34 @@ fn default_connections() -> u32 {
     4
 }
 
-impl PostgresSinkConfig {
-    pub fn connect_options(&self, key_prefix: &str) -> Result<PgConnectOptions, ConfigError> {
-        let mut options = PgConnectOptions::from_str(&self.url).map_err(|e| {
+/// Connection options from a config section's `url` and `password_env` (the password is read from
+/// the environment, never from the file); errors name `<key_prefix>.url` / `.password_env`.
+pub fn connect_options(
+    key_prefix: &str,
+    url: &str,
+    password_env: Option<&str>,
+) -> Result<PgConnectOptions, ConfigError> {
+    let mut options = PgConnectOptions::from_str(url).map_err(|e| {
+        ConfigError::new(
+            format!("{key_prefix}.url"),
+            format!("is not a postgres:// URL: {e}"),
+        )
+    })?;
+    if let Some(var) = password_env {
+        let password = std::env::var(var).map_err(|_| {
             ConfigError::new(
-                format!("{key_prefix}.url"),
-                format!("is not a postgres:// URL: {e}"),
+                format!("{key_prefix}.password_env"),
+                format!("names environment variable {var}, which is not set"),
             )
         })?;
-        if let Some(var) = &self.password_env {
-            let password = std::env::var(var).map_err(|_| {
-                ConfigError::new(
-                    format!("{key_prefix}.password_env"),
-                    format!("names environment variable {var}, which is not set"),
-                )
-            })?;
-            options = options.password(&password);
-        }
+        options = options.password(&password);
+    }
+    Ok(options)
+}
+
+impl PostgresSinkConfig {
+    pub fn connect_options(&self, key_prefix: &str) -> Result<PgConnectOptions, ConfigError> {
+        let options = connect_options(key_prefix, &self.url, self.password_env.as_deref())?;
         if self.max_connections == 0 {
             return Err(ConfigError::new(
                 format!("{key_prefix}.max_connections"),

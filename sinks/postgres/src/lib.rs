@@ -7,7 +7,7 @@ mod encode;
 mod plan;
 mod sql;
 
-pub use config::PostgresSinkConfig;
+pub use config::{PostgresSinkConfig, connect_options};
 pub use sql::ident;
 
 use async_trait::async_trait;

@@ -782,7 +782,10 @@ mod tests {
         let parts = groups.into_iter().next().unwrap().split(3);
         assert_eq!(parts.iter().map(|p| p.upserts.len()).sum::<usize>(), 200);
         assert_eq!(parts.iter().map(|p| p.deletes.len()).sum::<usize>(), 100);
-        assert!(parts.iter().all(|p| !p.upserts.is_empty()), "keys spread over the parts");
+        assert!(
+            parts.iter().all(|p| !p.upserts.is_empty()),
+            "keys spread over the parts"
+        );
         // A key's part does not depend on whether its last change was an upsert or a delete.
         let part_of = |id: i64| {
             parts.iter().position(|p| {

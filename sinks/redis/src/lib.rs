@@ -20,12 +20,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use template::KeyTemplate;
 
+/// Events per Redis pipeline (one MULTI/EXEC).
+const PIPELINE_EVENTS: usize = 1_000;
+
 /// Registers `type = "redis"`.
 pub struct RedisFactory;
 
-
-/// Events per Redis pipeline (one MULTI/EXEC).
-const PIPELINE_EVENTS: usize = 1_000;
 #[async_trait]
 impl SinkFactory for RedisFactory {
     fn kind(&self) -> &'static str {
