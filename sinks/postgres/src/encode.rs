@@ -3,11 +3,17 @@
 
 use chrono::{DateTime, NaiveDate, NaiveTime};
 use ripple_sink::{ColumnType, Value};
-use std::fmt::Write;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
+use sqlx::{Encode, Postgres, Type};
+use std::fmt::{self, Write};
 
 /// The text form of `v` for a replica column whose type is `cast`: as `to_text`, except that a
 /// JSON object (how Debezium sends an hstore) bound for an hstore column is written in hstore's
-/// own input format.
+/// own input format. Writes go through `TextElement`, which must write the same; this is its
+/// reference in the tests.
+#[cfg(test)]
 pub fn to_column_text(v: &Value, ty: &ColumnType, cast: &str) -> Option<String> {
     match v {
         Value::Json(json) if cast.ends_with(".hstore") => {
@@ -54,67 +60,68 @@ pub fn to_text(v: &Value, ty: &ColumnType) -> Option<String> {
     }
 }
 
-/// Writes `v`; returns false for NULL (and for `Unavailable`, which callers filter out before).
-fn write_value(out: &mut String, v: &Value, ty: &ColumnType) -> bool {
+/// Writes `v`; returns false, having written nothing, for NULL (and for `Unavailable`, which
+/// callers filter out before).
+fn write_value<W: Write>(out: &mut W, v: &Value, ty: &ColumnType) -> bool {
+    if matches!(v, Value::Null | Value::Unavailable) {
+        return false;
+    }
+    // Every writer here is memory: writing cannot fail.
+    let _ = write_present(out, v, ty);
+    true
+}
+
+fn write_present<W: Write>(out: &mut W, v: &Value, ty: &ColumnType) -> fmt::Result {
     match v {
-        Value::Null | Value::Unavailable => return false,
-        Value::Bool(b) => out.push_str(if *b { "t" } else { "f" }),
+        Value::Null | Value::Unavailable => {}
+        Value::Bool(b) => out.write_str(if *b { "t" } else { "f" })?,
         Value::Int(i) => match ty {
-            ColumnType::Interval => {
-                let _ = write!(out, "{i} microseconds");
-            }
-            _ => {
-                let _ = write!(out, "{i}");
-            }
+            ColumnType::Interval => write!(out, "{i} microseconds")?,
+            _ => write!(out, "{i}")?,
         },
         Value::Float(f) => {
             if f.is_nan() {
-                out.push_str("NaN")
+                out.write_str("NaN")?
             } else if f.is_infinite() {
-                out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+                out.write_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })?
             } else {
-                let _ = write!(out, "{f:?}");
+                write!(out, "{f:?}")?
             }
         }
-        Value::Decimal(s) | Value::Text(s) | Value::Json(s) => out.push_str(s),
+        Value::Decimal(s) | Value::Text(s) | Value::Json(s) => out.write_str(s)?,
         Value::Bytes(b) => {
-            out.push_str("\\x");
+            out.write_str("\\x")?;
             for byte in b {
-                let _ = write!(out, "{byte:02x}");
+                write!(out, "{byte:02x}")?;
             }
         }
         Value::Date(days) => match NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
-            Some(d) => write_date(out, d),
-            None => {
-                let _ = write!(out, "{days}");
-            }
+            Some(d) => write_date(out, d)?,
+            None => write!(out, "{days}")?,
         },
         Value::Time(micros) => {
             let secs = micros.div_euclid(1_000_000);
             let nanos = (micros.rem_euclid(1_000_000) * 1000) as u32;
             match NaiveTime::from_num_seconds_from_midnight_opt(secs as u32, nanos) {
-                Some(t) => {
-                    let _ = write!(out, "{}", t.format("%H:%M:%S%.6f"));
-                }
+                Some(t) => write_time(out, t)?,
                 // 24:00:00 is a valid PostgreSQL time that chrono cannot hold.
-                None => out.push_str("24:00:00"),
+                None => out.write_str("24:00:00")?,
             }
         }
         Value::Timestamp(micros) | Value::TimestampTz(micros) => match *micros {
-            i64::MAX => out.push_str("infinity"),
-            i64::MIN => out.push_str("-infinity"),
+            i64::MAX => out.write_str("infinity")?,
+            i64::MIN => out.write_str("-infinity")?,
             m => match DateTime::from_timestamp_micros(m) {
                 Some(t) => {
                     let naive = t.naive_utc();
-                    write_date(out, naive.date());
-                    let _ = write!(out, " {}", naive.time().format("%H:%M:%S%.6f"));
+                    write_date(out, naive.date())?;
+                    out.write_char(' ')?;
+                    write_time(out, naive.time())?;
                     if matches!(v, Value::TimestampTz(_)) {
-                        out.push_str("+00");
+                        out.write_str("+00")?;
                     }
                 }
-                None => {
-                    let _ = write!(out, "{m}");
-                }
+                None => write!(out, "{m}")?,
             },
         },
         Value::Array(items) => {
@@ -122,44 +129,128 @@ fn write_value(out: &mut String, v: &Value, ty: &ColumnType) -> bool {
                 ColumnType::Array(t) => t.as_ref(),
                 other => other,
             };
-            out.push('{');
+            out.write_char('{')?;
+            let mut elem = String::new();
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_char(',')?;
                 }
-                let mut elem = String::new();
+                elem.clear();
                 if write_value(&mut elem, item, inner) {
-                    out.push('"');
+                    out.write_char('"')?;
                     for c in elem.chars() {
                         if c == '"' || c == '\\' {
-                            out.push('\\');
+                            out.write_char('\\')?;
                         }
-                        out.push(c);
+                        out.write_char(c)?;
                     }
-                    out.push('"');
+                    out.write_char('"')?;
                 } else {
-                    out.push_str("NULL");
+                    out.write_str("NULL")?;
                 }
             }
-            out.push('}');
+            out.write_char('}')?;
         }
     }
-    true
+    Ok(())
 }
 
 /// PostgreSQL writes years before 1 as `YYYY-MM-DD BC` with year 1 BC = chrono's year 0.
-fn write_date(out: &mut String, d: NaiveDate) {
+fn write_date<W: Write>(out: &mut W, d: NaiveDate) -> fmt::Result {
     use chrono::Datelike;
     if d.year() <= 0 {
-        let _ = write!(
+        write!(
             out,
             "{:04}-{:02}-{:02} BC",
             1 - d.year(),
             d.month(),
             d.day()
-        );
+        )
+    } else if d.year() <= 9999 {
+        // By hand: chrono's `format` parses its pattern on every call, and this runs per value.
+        write!(out, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
     } else {
-        let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+        write!(out, "{}", d.format("%Y-%m-%d"))
+    }
+}
+
+/// `HH:MM:SS.ffffff`, as chrono's `%H:%M:%S%.6f` writes it for the times built here (from
+/// microseconds, so never a leap second).
+fn write_time<W: Write>(out: &mut W, t: NaiveTime) -> fmt::Result {
+    use chrono::Timelike;
+    write!(
+        out,
+        "{:02}:{:02}:{:02}.{:06}",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 1000
+    )
+}
+
+/// One element of a `text[]` parameter, written straight into the statement's buffer: a batch
+/// binds a value per row and column, and a `String` for each was a tenth of the sink's time.
+pub struct TextElement<'a> {
+    value: &'a Value,
+    ty: &'a ColumnType,
+    hstore: bool,
+}
+
+impl<'a> TextElement<'a> {
+    /// As `to_column_text` would write it for a column whose replica type is `cast`.
+    pub fn for_column(value: &'a Value, ty: &'a ColumnType, cast: &str) -> Self {
+        Self {
+            value,
+            ty,
+            hstore: cast.ends_with(".hstore"),
+        }
+    }
+
+    /// As `to_text` would write it.
+    pub fn new(value: &'a Value, ty: &'a ColumnType) -> Self {
+        Self {
+            value,
+            ty,
+            hstore: false,
+        }
+    }
+}
+
+/// Lets `fmt::Write` target the parameter buffer.
+struct Bytes<'b>(&'b mut Vec<u8>);
+
+impl Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Type<Postgres> for TextElement<'_> {
+    fn type_info() -> PgTypeInfo {
+        <&str as Type<Postgres>>::type_info()
+    }
+}
+
+impl PgHasArrayType for TextElement<'_> {
+    fn array_type_info() -> PgTypeInfo {
+        <&str as PgHasArrayType>::array_type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for TextElement<'_> {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        if let (true, Value::Json(json)) = (self.hstore, self.value)
+            && let Some(text) = json_to_hstore(json)
+        {
+            buf.extend_from_slice(text.as_bytes());
+            return Ok(IsNull::No);
+        }
+        Ok(if write_value(&mut Bytes(buf), self.value, self.ty) {
+            IsNull::No
+        } else {
+            IsNull::Yes
+        })
     }
 }
 
@@ -220,6 +311,63 @@ mod tests {
             to_column_text(&v, &ColumnType::Json, "pg_catalog.jsonb").unwrap(),
             r#"{"a": "1", "q\"k": "x\\y", "n": null}"#
         );
+    }
+
+    #[test]
+    fn bound_elements_are_the_text_forms() {
+        let values = [
+            (Value::Null, ColumnType::Text, "pg_catalog.text"),
+            (
+                Value::Text("a\"b".into()),
+                ColumnType::Text,
+                "pg_catalog.text",
+            ),
+            (Value::Int(-7), ColumnType::Interval, "pg_catalog.interval"),
+            (
+                Value::Float(f64::NAN),
+                ColumnType::Float64,
+                "pg_catalog.float8",
+            ),
+            (
+                Value::Bytes(vec![1, 2]),
+                ColumnType::Bytes,
+                "pg_catalog.bytea",
+            ),
+            (Value::Date(-800_000), ColumnType::Date, "pg_catalog.date"),
+            (Value::Date(3_000_000), ColumnType::Date, "pg_catalog.date"),
+            (
+                Value::Time(86_400_000_000),
+                ColumnType::Time,
+                "pg_catalog.time",
+            ),
+            (
+                Value::TimestampTz(1),
+                ColumnType::TimestampTz,
+                "pg_catalog.timestamptz",
+            ),
+            (
+                Value::Json(r#"{"k": "v"}"#.into()),
+                ColumnType::Json,
+                "public.hstore",
+            ),
+            (Value::Json("[1]".into()), ColumnType::Json, "public.hstore"),
+            (
+                Value::Array(vec![Value::Date(0), Value::Null]),
+                ColumnType::Array(Box::new(ColumnType::Date)),
+                "pg_catalog._date",
+            ),
+        ];
+        for (v, ty, cast) in &values {
+            let mut buf = PgArgumentBuffer::default();
+            let null = TextElement::for_column(v, ty, cast)
+                .encode_by_ref(&mut buf)
+                .unwrap();
+            let bound = match null {
+                IsNull::Yes => None,
+                IsNull::No => Some(String::from_utf8(buf.to_vec()).unwrap()),
+            };
+            assert_eq!(bound, to_column_text(v, ty, cast), "{v:?} as {cast}");
+        }
     }
 
     #[test]
