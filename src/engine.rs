@@ -429,7 +429,8 @@ struct Waiting<'a> {
 }
 
 impl Progress {
-    /// Waits for the batch being applied, if any, and commits its offsets.
+    /// Waits for the batch being applied, if any, and commits its offsets. Meanwhile the next
+    /// batch, when there is one, goes on filling up to the batch size.
     ///
     /// Backpressure: when the batch takes longer than `PAUSE_AFTER` (a sink down or slow) and the
     /// next batch is ready, every assigned partition is paused, so nothing more is fetched and
@@ -449,6 +450,8 @@ impl Progress {
         };
         let mut paused = false;
         let waited = Instant::now();
+        let pause_at = tokio::time::sleep(PAUSE_AFTER);
+        tokio::pin!(pause_at);
         let result = loop {
             if stop.requested {
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut handle).await {
@@ -456,21 +459,28 @@ impl Progress {
                     Err(_) => break None,
                 }
             }
+            // The waiting batch keeps filling up to its size while the sinks work, so a batch's
+            // size follows the sinks' pace rather than what librdkafka had prefetched.
+            let room = next
+                .as_ref()
+                .is_some_and(|w| w.failure.is_none() && !w.collector.full(w.batch));
             tokio::select! {
                 r = &mut handle => break Some(r),
                 _ = &mut stop.signal => stop.requested = true,
-                _ = tokio::time::sleep(PAUSE_AFTER), if !paused && next.is_some() => {
+                _ = &mut pause_at, if !paused && next.is_some() => {
                     source.pause_all()?;
                     paused = true;
                     tracing::warn!("a sink is slow or down: consumption paused until the batch in hand is applied");
                 }
-                m = source.consumer().recv(), if paused => {
-                    let w = next.as_mut().expect("paused only with a waiting batch");
+                m = source.consumer().recv(), if paused || room => {
+                    let w = next.as_mut().expect("records are taken only into a waiting batch");
                     if w.failure.is_none() {
                         *w.failure = w.collector.take(w.batch, w.router, m).await?;
                     }
-                    // Partitions assigned by a rebalance meanwhile are paused too.
-                    source.pause_all()?;
+                    if paused {
+                        // Partitions assigned by a rebalance meanwhile are paused too.
+                        source.pause_all()?;
+                    }
                 }
             }
         };
@@ -533,6 +543,10 @@ struct Collector {
 }
 
 impl Collector {
+    fn full(&self, batch: &Batch) -> bool {
+        batch.events + batch.skipped >= self.batch_size
+    }
+
     /// Fills a batch starting with `first`, until it is full or `linger` has passed. A record that
     /// cannot be decoded (and cannot be dead-lettered) ends the batch before it and comes back as
     /// the failure.
@@ -549,7 +563,7 @@ impl Collector {
             if let Some(failure) = self.take(&mut batch, router, message).await? {
                 return Ok((batch, Some(failure)));
             }
-            if batch.events + batch.skipped >= self.batch_size {
+            if self.full(&batch) {
                 break;
             }
             next = tokio::time::timeout_at(deadline, consumer.recv())

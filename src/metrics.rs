@@ -99,7 +99,7 @@ impl Metrics {
         let lag = Family::<PartitionLabels, Gauge>::default();
         registry.register(
             "consumer_lag",
-            "Records in the partition not yet consumed (high watermark minus position)",
+            "Records in the partition not yet applied by every sink (high watermark minus the next offset to apply)",
             lag.clone(),
         );
         let batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 16));

@@ -384,16 +384,18 @@ impl KafkaSource {
         })
     }
 
-    /// Publishes each assigned partition's lag (high watermark minus position) every 5 s, until
+    /// Publishes each assigned partition's lag (records not yet applied) every 5 s, until
     /// dropped. Partitions no longer assigned are taken off.
     pub fn report_lag(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let consumer = self.consumer.clone();
+        let applied = self.applied.clone();
         async move {
             let mut shown: HashSet<(String, i32)> = HashSet::new();
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let c = consumer.clone();
-                let lags = tokio::task::spawn_blocking(move || partition_lags(&c)).await;
+                let a = applied.clone();
+                let lags = tokio::task::spawn_blocking(move || partition_lags(&c, &a)).await;
                 let Ok(Ok(lags)) = lags else {
                     continue;
                 };
@@ -456,24 +458,43 @@ impl KafkaSource {
     }
 }
 
-/// Each assigned partition's lag: its high watermark minus the consumer's position (or, before
-/// anything was consumed, its committed offset).
 /// Per assigned partition (topic, partition), how many records it is behind.
 type Lags = Vec<((String, i32), i64)>;
 
-fn partition_lags(consumer: &RippleConsumer) -> Result<Lags, SourceError> {
+/// Each assigned partition's lag: its high watermark minus the next offset to apply. Not the
+/// consumer's position: librdkafka fetches ahead and the loop decodes ahead of the sinks, so
+/// the position says what was read, not what the stores hold. Before this run applied anything
+/// of a partition, its committed offset stands in (with none, the position, then the low
+/// watermark).
+fn partition_lags(consumer: &RippleConsumer, applied: &Applied) -> Result<Lags, SourceError> {
     let assignment = consumer.assignment()?;
-    let positions = consumer.position()?;
+    let done = applied.state().offsets.clone();
+    let mut committed: Option<TopicPartitionList> = None;
     let mut out = Vec::new();
     for elem in assignment.elements() {
         let (low, high) =
             consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(3))?;
-        let at = match positions
-            .find_partition(elem.topic(), elem.partition())
-            .map(|p| p.offset())
-        {
-            Some(Offset::Offset(o)) => o,
-            _ => low,
+        let next = done
+            .iter()
+            .find(|((t, p), _)| &**t == elem.topic() && *p == elem.partition())
+            .map(|(_, o)| o + 1);
+        let at = match next {
+            Some(o) => o,
+            None => {
+                if committed.is_none() {
+                    committed = Some(consumer.committed(Duration::from_secs(3))?);
+                }
+                let offset_in = |list: Option<&TopicPartitionList>| match list
+                    .and_then(|l| l.find_partition(elem.topic(), elem.partition()))
+                    .map(|p| p.offset())
+                {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                offset_in(committed.as_ref())
+                    .or_else(|| offset_in(consumer.position().ok().as_ref()))
+                    .unwrap_or(low)
+            }
         };
         out.push((
             (elem.topic().to_string(), elem.partition()),

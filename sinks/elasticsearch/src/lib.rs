@@ -206,40 +206,70 @@ impl ElasticsearchSink {
         index: &str,
         ids: &[&str],
     ) -> Result<(i64, HashMap<String, i64>), SinkError> {
-        let mut docs = vec![json!({"_id": truncated_id(index), "_source": false})];
-        docs.extend(
-            ids.iter()
-                .map(|id| json!({"_id": tombstone_id(index, id), "_source": false})),
-        );
-        let response = self
-            .client
-            .mget(MgetParts::Index(&self.config.meta_index))
-            .body(json!({ "docs": docs }))
-            .send()
-            .await
-            .map_err(|e| transport_error(e, "read tombstones"))?;
-        let (status, body) = status_and_json(response, "read tombstones").await?;
-        if status >= 300 {
-            return Err(status_error(status, format!("read tombstones: {body}")));
-        }
         let mut truncated = 0;
         let mut deleted = HashMap::new();
-        let found = body["docs"].as_array().into_iter().flatten();
-        for (i, doc) in found.enumerate() {
-            if let Some(error) = doc.get("error") {
-                return Err(status_error(
-                    503,
-                    format!("read tombstones of {index}: {error}"),
-                ));
+        // A few requests of up to a bulk's size rather than one for the whole batch: a response is
+        // held whole while it is read, and one for a batch's ids was the sink's largest allocation.
+        let size = self.config.bulk_max_docs.max(1);
+        let mut start = 0;
+        loop {
+            let chunk = &ids[start..(start + size).min(ids.len())];
+            let with_truncate = start == 0;
+            let mut docs = Vec::with_capacity(chunk.len() + 1);
+            if with_truncate {
+                docs.push(json!({"_id": truncated_id(index), "_source": false}));
             }
-            let Some(version) = doc["_version"].as_i64().filter(|_| doc["found"] == true) else {
-                continue;
-            };
-            match i {
-                0 => truncated = version,
-                i => {
-                    deleted.insert(ids[i - 1].to_string(), version);
+            docs.extend(
+                chunk
+                    .iter()
+                    .map(|id| json!({"_id": tombstone_id(index, id), "_source": false})),
+            );
+            let response = self
+                .client
+                .mget(MgetParts::Index(&self.config.meta_index))
+                .body(json!({ "docs": docs }))
+                .send()
+                .await
+                .map_err(|e| transport_error(e, "read tombstones"))?;
+            let status = response.status_code().as_u16();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(e, "read tombstones"))?;
+            let found: Option<Found> = serde_json::from_slice(&bytes).ok();
+            let found = match found {
+                Some(found) if status < 300 => found,
+                // An answer that is not an `_mget` one counts as a server error: retried.
+                _ => {
+                    return Err(status_error(
+                        if status >= 300 { status } else { 500 },
+                        format!("read tombstones: {}", String::from_utf8_lossy(&bytes)),
+                    ));
                 }
+            };
+            for (i, doc) in found.docs.into_iter().enumerate() {
+                if let Some(error) = doc.error {
+                    return Err(status_error(
+                        503,
+                        format!("read tombstones of {index}: {error}"),
+                    ));
+                }
+                let Some(version) = doc.version.filter(|_| doc.found) else {
+                    continue;
+                };
+                match (with_truncate, i) {
+                    (true, 0) => truncated = version,
+                    (true, i) => {
+                        deleted.insert(chunk[i - 1].to_string(), version);
+                    }
+                    (false, i) => {
+                        deleted.insert(chunk[i].to_string(), version);
+                    }
+                }
+            }
+            start += chunk.len();
+            if start >= ids.len() {
+                break;
             }
         }
         Ok((truncated, deleted))
@@ -705,6 +735,21 @@ fn event_table(events: &[(usize, &ChangeEvent)], i: usize) -> String {
 }
 
 /// A response's status and JSON body; a body that does not arrive is a transport failure.
+/// An `_mget` answer of tombstones, read without building a JSON tree of it.
+#[derive(serde::Deserialize)]
+struct Found {
+    docs: Vec<FoundDoc>,
+}
+
+#[derive(serde::Deserialize)]
+struct FoundDoc {
+    #[serde(default)]
+    found: bool,
+    #[serde(rename = "_version")]
+    version: Option<i64>,
+    error: Option<Json>,
+}
+
 async fn status_and_json(
     response: elasticsearch::http::response::Response,
     doing: &str,

@@ -273,6 +273,38 @@ async fn deletes_and_truncates_outlive_an_index_that_forgot_them() {
     assert_eq!(ids(&fresh, index).await, ["4"], "the truncate still holds");
 }
 
+/// Tombstones are read in slices of `bulk_max_docs` ids (3 here), the first slice also holding
+/// the truncate record: each tombstone must still be matched to its own id.
+#[tokio::test]
+async fn tombstones_read_in_slices_stay_with_their_ids() {
+    let sink = sink("rtest-slices").await;
+    let s = schema("items");
+    let index = "rtest-slices-items";
+    let target = Target::of(&s.table);
+    let mut batch: Vec<ChangeEvent> = (1..=8)
+        .map(|i| upsert(&s, i, "first", Value::Null, i as u64))
+        .collect();
+    batch.extend(
+        (2..=8)
+            .step_by(2)
+            .map(|i| op(&s, Op::Delete, i, 100 + i as u64)),
+    );
+    sink.apply(target, &batch).await.unwrap();
+    sink.client()
+        .indices()
+        .delete(IndicesDeleteParts::Index(&[index]))
+        .send()
+        .await
+        .unwrap();
+    let fresh = ElasticsearchSink::new("search", "sinks.search", config("rtest-slices")).unwrap();
+    // Every id again, older than the deletes: only the ids never deleted may come back.
+    let stale: Vec<ChangeEvent> = (1..=8)
+        .map(|i| upsert(&s, i, "stale", Value::Null, 50 + i as u64))
+        .collect();
+    fresh.apply(target, &stale).await.unwrap();
+    assert_eq!(ids(&fresh, index).await, ["1", "3", "5", "7"]);
+}
+
 #[tokio::test]
 async fn rejected_documents_are_permanent_and_name_the_event() {
     let sink = sink("rtest-reject").await;
