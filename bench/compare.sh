@@ -10,8 +10,9 @@
 #    topic with each system in turn: `ripple run --exit-when-idle-ms 2000` into bench_ripple, and the
 #    JDBC sink (a connector on the stack's standalone Connect worker) into bench_jdbc. events/s is the
 #    topic's records (tombstones included) over the time from launch (process start / connector
-#    creation) until the target holds what the source holds, polled every 0.5 s (the row count, then,
-#    once that is right, a fingerprint over all columns). Both targets are then checked against the
+#    creation) until the commit of the target's newest row (its commit timestamp; the stack's
+#    replica keeps them), once the target holds what the source holds (polled every second: the row
+#    count, then, once that is right, a fingerprint over all columns). Both targets are then checked against the
 #    source: `ripple verify` for Ripple, and for both a row count and an md5 over the source's columns,
 #    each cast to one type in every database (the JDBC sink declares some columns differently; the
 #    differing declarations are printed).
@@ -169,23 +170,28 @@ checksum_sql="SELECT count(*) || ' ' || coalesce(md5(string_agg($row_text, ',' O
 fingerprint_sql="SELECT count(*) || ' ' || coalesce(sum(hashtext($row_text)::bigint), 0) FROM public.$id"
 src_fingerprint=$(src -c "$fingerprint_sql")
 
-# Polls DATABASE every 0.5 s until its table holds what the source holds, running CHECK (a command
-# that fails the run if the consumer died) in between; prints the time of the poll that saw it.
-# The row count is polled first (cheap); the fingerprint (a full scan) only once the count is right.
+# Polls DATABASE every second until its table holds what the source holds, running CHECK (a command
+# that fails the run if the consumer died) in between; prints when the target's newest row version
+# was committed (its commit timestamp, so exact whatever the poll interval), or, where the replica
+# keeps no commit timestamps, the time of the poll that saw it. The row count is polled first; the
+# fingerprint (a full scan) only once the count is right. Polls are kept sparse because a count is a
+# scan of the target too: every 0.5 s it took about 15% of a core from whichever system was running.
 wait_applied() { # database, progress file, check
-  local db=$1 progress=$2 check=$3 rows t last=-2 moved=$SECONDS
+  local db=$1 progress=$2 check=$3 rows t last=-2 moved=$SECONDS done_at
   : >"$progress"
   while :; do
     t=$(now)
     rows=$(row_count "$db" "$id")
     echo "$t $rows" >>"$progress"
     if (( rows == src_rows )) && [ "$(rep "$db" -c "$fingerprint_sql")" = "$src_fingerprint" ]; then
-      echo "$t"; return
+      # A last transaction of deletes only leaves no row to date it: then the newest upsert's.
+      done_at=$(rep "$db" -c "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM public.$id" 2>/dev/null || true)
+      echo "${done_at:-$t}"; return
     fi
     eval "$check"
     (( rows != last )) && { last=$rows; moved=$SECONDS; }
     (( SECONDS - moved < 300 )) || fail "$db: no progress for 300 s ($rows rows, the source has $src_rows; see $progress)"
-    sleep 0.5
+    sleep 1
   done
 }
 
@@ -228,7 +234,7 @@ kill "$sampler_pid"; sampler_pid=
 jdbc_secs=$(echo "$t1 - $t0" | bc -l)
 jdbc_rate=$(echo "$size / $jdbc_secs" | bc -l | xargs printf '%.0f')
 jdbc_rss_kb=$(cat "$dir/$id-jdbc.rss")
-printf '   %d records in %.1f s (connector created to fully applied), %d events/s\n' "$size" "$jdbc_secs" "$jdbc_rate"
+printf '   %d records in %.1f s (connector created to last write committed), %d events/s\n' "$size" "$jdbc_secs" "$jdbc_rate"
 scripts/stack delete-connector "$jdbc_name" >/dev/null; sinks=()
 
 src_sum=$(src -c "$checksum_sql")
@@ -372,7 +378,7 @@ printf '%-30s %10s %9s %9s %13s\n' "Ripple" "$ripple_rate" "$ripple_p50" "$rippl
 printf '%-30s %10s %9s %9s %13s\n' "Debezium JDBC sink (Connect)" "$jdbc_rate" "$jdbc_p50" "$jdbc_p99" "$(mb "$jdbc_rss_kb")"
 printf '%-30s %10s %9s %9s %13s\n' "(source to Kafka, shared)" "" "$kafka_p50" "$kafka_p99" ""
 printf 'Ripple/JDBC events/s: %.2fx\n' "$(echo "$ripple_rate / $jdbc_rate" | bc -l)"
-echo "events/s: the topic's records over launch to fully applied (Ripple $(printf '%.1f' "$ripple_secs") s, JDBC sink $(printf '%.1f' "$jdbc_secs") s)."
+echo "events/s: the topic's records over launch to the commit of the last write (Ripple $(printf '%.1f' "$ripple_secs") s, JDBC sink $(printf '%.1f' "$jdbc_secs") s)."
 echo "latency: $lat_count changes offered at $lat_rate/s, one change per source transaction, both consumers live;"
 echo "  applied-at (target trigger) minus written-at (source trigger), over $ripple_lat_rows / $jdbc_lat_rows rows."
 echo "peak RSS: Ripple process; JDBC sink = whole Connect worker JVM (-Xmx1g; $(mb "$connect_rss_before_kb") MB before the run)."
