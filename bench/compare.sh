@@ -79,6 +79,8 @@ cleanup() {
   if [ "${BENCH_KEEP:-0}" != 1 ] && [ -n "${id:-}" ]; then
     for db in bench_jdbc bench_ripple; do rep postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1; done
     src -c "DROP TABLE IF EXISTS public.$id, public.${id}_lat" >/dev/null 2>&1
+    # Without CASCADE: a table of another run still stamped by it keeps it.
+    src -c "DROP FUNCTION IF EXISTS public.bench_changed_at()" >/dev/null 2>&1
     scripts/stack reset-topics "^${id}[._]" "$id-ripple" "${id}_lat-ripple" >/dev/null 2>&1
     # bench/sinks.sh leaves its source table and topic behind, like the other benchmarks.
     local sid; sid=$(sed -n 's/^== pre-filling topic \([^.]*\)\..*/\1/p' "$dir/$id-sinks.out" 2>/dev/null)
