@@ -11,6 +11,7 @@ pub mod exactly_once;
 pub mod loadgen;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod registry;
 pub mod replay;
 pub mod route;

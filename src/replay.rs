@@ -341,16 +341,9 @@ async fn replay_topic(
         .expect("assign task")
         .map_err(&failed)?;
     let total: i64 = ends.iter().map(|(_, from, end)| end - from).sum();
-    let progress = indicatif::ProgressBar::with_draw_target(
-        Some(total.max(0) as u64),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "replay [{bar:30}] {pos}/{len} records, {per_sec}, {elapsed} (eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+    let progress = crate::progress::bar(
+        total.max(0) as u64,
+        "replay [{bar:30}] {pos}/{len} records, {per_sec}, {elapsed} (eta {eta})",
     );
     let mut summary = ReplaySummary {
         what: format!("records of {topic}"),
@@ -465,16 +458,9 @@ async fn replay_file(
     };
     let file = std::fs::File::open(path).map_err(|e| failed(e.to_string()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let progress = indicatif::ProgressBar::with_draw_target(
-        Some(size),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "replay [{bar:30}] {bytes}/{total_bytes}, {binary_bytes_per_sec}, {elapsed} (eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+    let progress = crate::progress::bar(
+        size,
+        "replay [{bar:30}] {bytes}/{total_bytes}, {binary_bytes_per_sec}, {elapsed} (eta {eta})",
     );
     let mut summary = ReplaySummary {
         what: format!("records of {}", path.display()),

@@ -469,37 +469,37 @@ type Lags = Vec<((String, i32), i64)>;
 fn partition_lags(consumer: &RippleConsumer, applied: &Applied) -> Result<Lags, SourceError> {
     let assignment = consumer.assignment()?;
     let done = applied.state().offsets.clone();
-    let mut committed: Option<TopicPartitionList> = None;
+    // Read from the broker and librdkafka only when some partition has nothing applied yet.
+    let mut fallbacks: Option<[Option<TopicPartitionList>; 2]> = None;
     let mut out = Vec::new();
     for elem in assignment.elements() {
-        let (low, high) =
-            consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(3))?;
+        let (topic, partition) = (elem.topic(), elem.partition());
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(3))?;
         let next = done
             .iter()
-            .find(|((t, p), _)| &**t == elem.topic() && *p == elem.partition())
+            .find(|((t, p), _)| &**t == topic && *p == partition)
             .map(|(_, o)| o + 1);
         let at = match next {
             Some(o) => o,
             None => {
-                if committed.is_none() {
-                    committed = Some(consumer.committed(Duration::from_secs(3))?);
-                }
-                let offset_in = |list: Option<&TopicPartitionList>| match list
-                    .and_then(|l| l.find_partition(elem.topic(), elem.partition()))
-                    .map(|p| p.offset())
-                {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
+                let lists = match &mut fallbacks {
+                    Some(lists) => lists,
+                    None => fallbacks.insert([
+                        Some(consumer.committed(Duration::from_secs(3))?),
+                        consumer.position().ok(),
+                    ]),
                 };
-                offset_in(committed.as_ref())
-                    .or_else(|| offset_in(consumer.position().ok().as_ref()))
+                lists
+                    .iter()
+                    .flatten()
+                    .find_map(|l| match l.find_partition(topic, partition)?.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
                     .unwrap_or(low)
             }
         };
-        out.push((
-            (elem.topic().to_string(), elem.partition()),
-            (high - at).max(0),
-        ));
+        out.push(((topic.to_string(), partition), (high - at).max(0)));
     }
     Ok(out)
 }

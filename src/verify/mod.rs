@@ -173,18 +173,11 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
     let progress = if args.json {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::with_draw_target(
-            Some((sinks.len() * tables.len()) as u64),
-            indicatif::ProgressDrawTarget::stderr(),
-        )
-    };
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
+        crate::progress::bar(
+            (sinks.len() * tables.len()) as u64,
             "{spinner} verify [{bar:30}] {pos}/{len} comparisons, {elapsed}: {msg}",
         )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
+    };
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
     for sink in &sinks {
         let sink_id = sink_names.iter().position(|n| n == sink.name());

@@ -204,6 +204,18 @@ async fn documents_follow_changes_and_never_go_back() {
     assert_eq!(ids(&sink, index).await, ["4"]);
 }
 
+/// Drops `index`, so the node forgets the versions it kept for it, and returns a sink that has not
+/// seen the index yet, as after a restart of Ripple too.
+async fn forget(sink: &ElasticsearchSink, prefix: &str, index: &str) -> ElasticsearchSink {
+    sink.client()
+        .indices()
+        .delete(IndicesDeleteParts::Index(&[index]))
+        .send()
+        .await
+        .unwrap();
+    ElasticsearchSink::new("search", "sinks.search", config(prefix)).unwrap()
+}
+
 /// The index keeps a deleted document's version in memory only, and forgets it when the node
 /// restarts; dropping the index here forgets it the same way (and more). The sink's own tombstones
 /// and truncate record must still refuse the stale writes.
@@ -213,16 +225,7 @@ async fn deletes_and_truncates_outlive_an_index_that_forgot_them() {
     let s = schema("items");
     let index = "rtest-tomb-items";
     let target = Target::of(&s.table);
-    let forget = || async {
-        sink.client()
-            .indices()
-            .delete(IndicesDeleteParts::Index(&[index]))
-            .send()
-            .await
-            .unwrap();
-        // A sink that has not seen the index yet, as after a restart of Ripple too.
-        ElasticsearchSink::new("search", "sinks.search", config("rtest-tomb")).unwrap()
-    };
+    let forget = || forget(&sink, "rtest-tomb", index);
     sink.apply(
         target,
         &[
@@ -290,13 +293,7 @@ async fn tombstones_read_in_slices_stay_with_their_ids() {
             .map(|i| op(&s, Op::Delete, i, 100 + i as u64)),
     );
     sink.apply(target, &batch).await.unwrap();
-    sink.client()
-        .indices()
-        .delete(IndicesDeleteParts::Index(&[index]))
-        .send()
-        .await
-        .unwrap();
-    let fresh = ElasticsearchSink::new("search", "sinks.search", config("rtest-slices")).unwrap();
+    let fresh = forget(&sink, "rtest-slices", index).await;
     // Every id again, older than the deletes: only the ids never deleted may come back.
     let stale: Vec<ChangeEvent> = (1..=8)
         .map(|i| upsert(&s, i, "stale", Value::Null, 50 + i as u64))

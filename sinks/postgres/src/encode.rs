@@ -16,11 +16,16 @@ use std::fmt::{self, Write};
 #[cfg(test)]
 pub fn to_column_text(v: &Value, ty: &ColumnType, cast: &str) -> Option<String> {
     match v {
-        Value::Json(json) if cast.ends_with(".hstore") => {
+        Value::Json(json) if is_hstore(cast) => {
             Some(json_to_hstore(json).unwrap_or_else(|| json.clone()))
         }
         _ => to_text(v, ty),
     }
+}
+
+/// Whether a replica column of type `cast` (schema-qualified) is an hstore.
+pub fn is_hstore(cast: &str) -> bool {
+    cast.ends_with(".hstore")
 }
 
 /// `{"a": "1", "b": null}` -> `"a"=>"1", "b"=>NULL`; `None` when `json` is not a flat object.
@@ -197,13 +202,10 @@ pub struct TextElement<'a> {
 }
 
 impl<'a> TextElement<'a> {
-    /// As `to_column_text` would write it for a column whose replica type is `cast`.
-    pub fn for_column(value: &'a Value, ty: &'a ColumnType, cast: &str) -> Self {
-        Self {
-            value,
-            ty,
-            hstore: cast.ends_with(".hstore"),
-        }
+    /// As `to_column_text` would write it for a column whose replica type is `cast`, given
+    /// `is_hstore(cast)` (asked once per column, not per value).
+    pub fn for_column(value: &'a Value, ty: &'a ColumnType, hstore: bool) -> Self {
+        Self { value, ty, hstore }
     }
 
     /// As `to_text` would write it.
@@ -359,7 +361,7 @@ mod tests {
         ];
         for (v, ty, cast) in &values {
             let mut buf = PgArgumentBuffer::default();
-            let null = TextElement::for_column(v, ty, cast)
+            let null = TextElement::for_column(v, ty, is_hstore(cast))
                 .encode_by_ref(&mut buf)
                 .unwrap();
             let bound = match null {

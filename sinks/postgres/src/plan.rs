@@ -3,7 +3,7 @@
 //! TOAST columns filled from earlier changes in the batch or left as the replica holds them).
 
 use crate::config::PostgresSinkConfig;
-use crate::encode::{TextElement, to_text};
+use crate::encode::{TextElement, is_hstore, to_text};
 use crate::sql::{classify, ident, qualified};
 use ahash::AHashMap;
 use ripple_sink::{ChangeEvent, Column, ColumnType, Op, SinkError, TableSchema, Value, Version};
@@ -280,12 +280,12 @@ impl Plan {
         }
         if has_up {
             for col in 0..self.casts.len() {
-                let (ty, cast) = (&self.types[col], self.casts[col].as_str());
+                let (ty, hstore) = (&self.types[col], is_hstore(&self.casts[col]));
                 query = query.bind(
                     group
                         .upserts
                         .iter()
-                        .map(move |(row, _)| TextElement::for_column(&row[col], ty, cast))
+                        .map(move |(row, _)| TextElement::for_column(&row[col], ty, hstore))
                         .bind_iter(),
                 );
             }
