@@ -2,10 +2,11 @@
 //! fix; secrets may come from the environment and are masked whenever the config is printed.
 
 use regex::Regex;
+use ripple_sink::TlsFiles;
 use ripple_sink::{ConfigError, TableRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -39,6 +40,23 @@ pub struct Config {
 pub struct MetricsConfig {
     /// `host:port` to listen on, e.g. `127.0.0.1:9464`.
     pub listen: String,
+    /// A bearer token required on `/metrics` and the dashboard (not on `/healthz` and `/readyz`),
+    /// from an environment variable or a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl MetricsConfig {
+    pub fn token(&self) -> Result<Option<ripple_sink::Secret>, ConfigError> {
+        ripple_sink::read_secret(
+            "metrics",
+            "token",
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+        )
+    }
 }
 
 /// `[decode]`: connector settings the records themselves do not reveal.
@@ -64,6 +82,16 @@ pub struct AvroConfig {
     /// The registry's Confluent-compatible API: `http://host:8081` for Confluent's or Karapace,
     /// `http://host:8080/apis/ccompat/v7` for Apicurio.
     pub registry_url: String,
+    /// Basic authentication: the user, with the password from `password_env` or `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// `ca_file` for an `https://` registry with a private CA.
+    #[serde(default, skip_serializing_if = "TlsFiles::is_unset")]
+    pub tls: TlsFiles,
 }
 
 /// `[decode.schemaless]`: where the column types of records without schemas come from, and the
@@ -158,19 +186,119 @@ pub struct KafkaConfig {
     /// Where a new consumer group starts: `earliest` (default) or `latest`.
     #[serde(default = "default_offset_reset")]
     pub auto_offset_reset: String,
-    /// Extra librdkafka properties, passed through as they are.
+    /// TLS to the brokers (`security.protocol` SSL, or SASL_SSL with `[kafka.sasl]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTls>,
+    /// SASL authentication (SASL_PLAINTEXT, or SASL_SSL with `[kafka.tls]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
+    /// Extra librdkafka properties, passed through as they are (they win over the typed keys).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+/// `[kafka.tls]`: present means the brokers are spoken to over TLS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTls {
+    /// PEM file of the CA that signed the brokers' certificates (default: the system's store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), for brokers that authenticate clients by certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The password of an encrypted `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_password_file: Option<PathBuf>,
+    /// Check that a broker's certificate names the host connected to (default true).
+    #[serde(default = "yes")]
+    pub verify_hostname: bool,
+}
+
+impl KafkaTls {
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
+}
+
+/// `[kafka.sasl]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    /// PLAIN and SCRAM: the user, and its password from `password_env` or `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// OAUTHBEARER through OIDC client credentials: the token endpoint, the client, its secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_endpoint_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "OAUTHBEARER")]
+    OauthBearer,
+}
+
+impl SaslMechanism {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OauthBearer => "OAUTHBEARER",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `postgres://user@host:port/db`; a password is better given through `password_env`.
+    /// `postgres://user@host:port/db`; the password is given through `password_env` or
+    /// `password_file`.
     pub url: String,
     /// Name of an environment variable holding the password.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// A file holding the password (a mounted secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`; wins over the URL's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<String>,
+    /// CA file and client certificate and key.
+    #[serde(default, skip_serializing_if = "TlsFiles::is_unset")]
+    pub tls: TlsFiles,
     /// Debezium's `topic.prefix`: lets verify find each table's topic (`<prefix>.<schema>.<table>`)
     /// and so the route, and its options, that brought the table to each sink.
     #[serde(default)]
@@ -205,6 +333,22 @@ impl Default for PipelineConfig {
             retry_initial_delay_ms: default_retry_initial_ms(),
             retry_max_delay_ms: default_retry_max_ms(),
         }
+    }
+}
+
+impl SourceConfig {
+    /// Connection options for the source database; errors name `source.<key>`.
+    pub fn connect_options(&self) -> Result<sqlx::postgres::PgConnectOptions, ConfigError> {
+        ripple_sink_postgres::connect_options(
+            "source",
+            ripple_sink_postgres::ConnectKeys {
+                url: &self.url,
+                password_env: self.password_env.as_deref(),
+                password_file: self.password_file.as_deref(),
+                sslmode: self.sslmode.as_deref(),
+                tls: &self.tls,
+            },
+        )
     }
 }
 
@@ -314,6 +458,9 @@ impl Config {
     /// Checks what serde cannot: cross references, value ranges, patterns. `embedded` names sinks
     /// that exist outside the file.
     pub fn validate(&self, embedded: &[&str]) -> Result<(), ConfigError> {
+        if let Some(m) = &self.metrics {
+            m.token()?;
+        }
         if let Some(m) = &self.metrics
             && m.listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -331,6 +478,11 @@ impl Config {
                 "must list at least one host:port",
             ));
         }
+        crate::source::client::client_config(
+            &self.kafka,
+            "ripple",
+            crate::source::client::Role::Consumer,
+        )?;
         if self.kafka.topics.is_empty() {
             return Err(ConfigError::new(
                 "kafka.topics",
@@ -436,8 +588,8 @@ impl Config {
                 }
             }
         }
-        if let Some(source) = &self.source {
-            check_env("source.password_env", source.password_env.as_deref())?;
+        if let Some(source) = self.source.as_ref().filter(|s| !s.url.trim().is_empty()) {
+            source.connect_options()?;
         }
         if let Some(schemaless) = &self.decode.schemaless {
             self.check_schemaless(schemaless)?;
@@ -495,7 +647,7 @@ impl Config {
             s.url = mask_url(&s.url);
         }
         for (key, value) in copy.kafka.options.iter_mut() {
-            if key.contains("password") || key.contains("secret") {
+            if crate::source::client::is_secret_option(key) {
                 *value = "****".into();
             }
         }
@@ -549,17 +701,6 @@ impl RouteConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// Fails when `var` names an environment variable that is not set.
-pub fn check_env(key: &str, var: Option<&str>) -> Result<(), ConfigError> {
-    match var {
-        Some(v) if std::env::var_os(v).is_none() => Err(ConfigError::new(
-            key,
-            format!("names environment variable {v}, which is not set"),
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -3,7 +3,6 @@
 //! lost. A record is dead-lettered (and the write acknowledged) before its offset can be committed.
 
 use crate::config::{DeadLetterConfig, KafkaConfig};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -29,6 +28,8 @@ pub mod header {
 pub enum DeadLetterError {
     #[error("cannot set up the dead-letter producer (dead_letter / kafka.options): {0}")]
     Config(String),
+    #[error(transparent)]
+    Settings(#[from] ripple_sink::ConfigError),
     #[error("cannot write to dead-letter topic {topic:?}: {reason}")]
     Write { topic: String, reason: String },
     #[error(
@@ -64,26 +65,15 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub fn new(kafka: &KafkaConfig, config: &DeadLetterConfig) -> Result<Self, DeadLetterError> {
-        let mut pc = ClientConfig::new();
-        pc.set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", "ripple-dead-letter")
-            // A dead letter may be as large as the biggest record consumed.
-            .set("message.max.bytes", "10485760")
+        use crate::source::client::{Role, client_config};
+        let mut pc = client_config(kafka, "ripple-dead-letter", Role::Producer)?;
+        // A dead letter may be as large as the biggest record consumed.
+        pc.set("message.max.bytes", "10485760")
             .set("enable.idempotence", "true")
             .set("linger.ms", "0");
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &kafka.brokers)
-            .set("group.id", format!("{}-dead-letter-reader", kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("client.id", "ripple-dead-letter-reader");
-        // Security settings (SASL, TLS) apply to every client; consumer-only ones are not wanted
-        // on the producer, so only the shared prefixes are passed on to it.
-        for (k, v) in &kafka.options {
-            cc.set(k, v);
-            if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-                pc.set(k, v);
-            }
-        }
+        let mut cc = client_config(kafka, "ripple-dead-letter-reader", Role::Consumer)?;
+        cc.set("group.id", format!("{}-dead-letter-reader", kafka.group_id))
+            .set("enable.auto.commit", "false");
         let producer: FutureProducer = pc
             .create()
             .map_err(|e| DeadLetterError::Config(e.to_string()))?;

@@ -76,7 +76,7 @@ impl EngineBuilder {
         let decode = &self.config.decode;
         let mut decoder = Decoder::new().binary_mode(decode.binary_handling_mode);
         if let Some(avro) = &decode.avro {
-            decoder = decoder.avro(crate::decode::avro::Registry::new(&avro.registry_url));
+            decoder = decoder.avro(crate::decode::avro::Registry::for_config(avro)?);
         }
         let Some(schemaless) = &decode.schemaless else {
             return Ok(decoder);
@@ -118,7 +118,17 @@ impl EngineBuilder {
         };
         // Bound now, so a port in use stops start-up with the key named.
         let metrics_listener = match &self.config.metrics {
-            Some(m) => Some(
+            Some(m) => Some({
+                if m.token()?.is_none()
+                    && m.listen
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|a| !a.ip().is_loopback())
+                {
+                    tracing::warn!(
+                        listen = %m.listen,
+                        "metrics.listen is not a loopback address and no metrics.token_env or token_file is set: anyone who reaches it sees primary keys of recent changes and error texts"
+                    );
+                }
                 tokio::net::TcpListener::bind(&m.listen)
                     .await
                     .map_err(|e| {
@@ -126,8 +136,8 @@ impl EngineBuilder {
                             "metrics.listen",
                             format!("cannot listen on {}: {e}", m.listen),
                         )
-                    })?,
-            ),
+                    })?
+            }),
             None => None,
         };
         let applier = Applier::new(sinks, &self.config.pipeline, dead_letters);
@@ -263,7 +273,13 @@ impl Engine {
             for sink in applier.sinks() {
                 crate::dashboard::live().sink_known(sink.name());
             }
-            background.push(tokio::spawn(crate::metrics::serve(listener, readiness)));
+            let token = config
+                .metrics
+                .as_ref()
+                .and_then(|m| m.token().ok().flatten());
+            background.push(tokio::spawn(crate::metrics::serve(
+                listener, readiness, token,
+            )));
             background.push(tokio::spawn(crate::dashboard::live().run(verify_report)));
         }
         background.push(tokio::spawn(source.report_lag()));

@@ -14,7 +14,6 @@ use crate::engine::{Engine, EngineError};
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
 use crate::source::SourceError;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -519,14 +518,11 @@ async fn replay_file(
 
 /// A consumer for reading topics by assignment, outside Ripple's consumer group.
 fn reader(kafka: &crate::config::KafkaConfig) -> Result<BaseConsumer, String> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", format!("{}-replay", kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("client.id", "ripple-replay");
-    for (k, v) in &kafka.options {
-        cc.set(k, v);
-    }
+    use crate::source::client::{Role, client_config};
+    let mut cc =
+        client_config(kafka, "ripple-replay", Role::Consumer).map_err(|e| e.to_string())?;
+    cc.set("group.id", format!("{}-replay", kafka.group_id))
+        .set("enable.auto.commit", "false");
     cc.create()
         .map_err(|e| SourceError::Config(e.to_string()).to_string())
 }

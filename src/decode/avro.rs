@@ -14,6 +14,7 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as Avro;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use ripple_sink::ConfigError;
 use serde_json::Value as Json;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -34,6 +35,10 @@ pub struct Registry {
     url: String,
     /// Built on the first fetch: building one costs more than decoding many records.
     client: std::sync::OnceLock<reqwest::Client>,
+    /// The CA the registry's certificate is checked against (default: the system's store).
+    ca: Option<reqwest::Certificate>,
+    /// Basic authentication: user and password.
+    auth: Option<(String, ripple_sink::Secret)>,
     schemas: AHashMap<u32, Arc<WriterSchema>>,
 }
 
@@ -48,8 +53,44 @@ impl Registry {
         Self {
             url: url.trim_end_matches('/').to_string(),
             client: std::sync::OnceLock::new(),
+            ca: None,
+            auth: None,
             schemas: AHashMap::new(),
         }
+    }
+
+    /// The registry `[decode.avro]` names, with its CA and credentials read; errors name the key.
+    pub fn for_config(config: &crate::config::AvroConfig) -> Result<Self, ConfigError> {
+        let key = "decode.avro";
+        let mut registry = Self::new(&config.registry_url);
+        if let Some(pem) = config.tls.read(key)?.ca {
+            registry.ca = Some(reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                ConfigError::new(
+                    "decode.avro.tls.ca_file",
+                    format!("cannot be read as a certificate: {e}"),
+                )
+            })?);
+        }
+        let password = ripple_sink::read_secret(
+            key,
+            "password",
+            config.password_env.as_deref(),
+            config.password_file.as_deref(),
+        )?;
+        registry.auth = match (&config.username, password) {
+            (Some(user), password) => Some((
+                user.clone(),
+                password.unwrap_or_else(|| ripple_sink::Secret::new("")),
+            )),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "decode.avro.username",
+                    "is required with password_env or password_file",
+                ));
+            }
+        };
+        Ok(registry)
     }
 
     /// Adds a schema under `id` as the registry would return it (an Avro schema's JSON text).
@@ -94,13 +135,17 @@ impl Registry {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
                 let client = self.client.get_or_init(|| {
-                    reqwest::Client::builder()
-                        .timeout(FETCH_TIMEOUT)
-                        .build()
-                        .unwrap_or_default()
+                    let mut builder = reqwest::Client::builder().timeout(FETCH_TIMEOUT);
+                    if let Some(ca) = &self.ca {
+                        builder = builder.add_root_certificate(ca.clone());
+                    }
+                    builder.build().unwrap_or_default()
                 });
-                let response = client
-                    .get(&url)
+                let mut request = client.get(&url);
+                if let Some((user, password)) = &self.auth {
+                    request = request.basic_auth(user, Some(password.expose()));
+                }
+                let response = request
                     .send()
                     .await
                     .map_err(|e| format!("schema registry at {url} cannot be reached: {e}"))?;

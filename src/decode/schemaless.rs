@@ -318,11 +318,7 @@ impl Catalog {
                 .source
                 .as_ref()
                 .ok_or_else(|| ConfigError::new(key, "is \"source\", but there is no [source]"))?;
-            let options = ripple_sink_postgres::connect_options(
-                "source",
-                &source.url,
-                source.password_env.as_deref(),
-            )?;
+            let options = source.connect_options()?;
             (options, "the source database".to_string(), None)
         } else {
             let section = config.sinks.get(from).cloned().ok_or_else(|| {

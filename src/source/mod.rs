@@ -2,9 +2,10 @@
 //! broker address, offset commits of what the sinks applied, the rebalance callbacks that commit
 //! before partitions move, and the caught-up check.
 
+pub mod client;
+
 use crate::config::KafkaConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
     StreamConsumer,
@@ -146,9 +147,15 @@ pub trait StartPositions: Send + Sync {
 pub struct RebalanceContext {
     applied: Arc<Applied>,
     start: Option<Arc<dyn StartPositions>>,
+    last_error: client::LastError,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(error = %error, "kafka: {reason}");
+        self.last_error.record(&error, reason);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     /// librdkafka's default handling, except that an assignment may carry start offsets.
@@ -250,6 +257,8 @@ pub enum SourceError {
     Unreachable { brokers: String, reason: String },
     #[error("invalid Kafka setting (kafka.options or kafka.*): {0}")]
     Config(String),
+    #[error("{0}")]
+    Settings(#[from] ripple_sink::ConfigError),
     #[error("cannot subscribe to kafka.topics {topics:?}: {reason}")]
     Subscribe { topics: Vec<String>, reason: String },
     #[error("Kafka: {0}")]
@@ -268,9 +277,8 @@ impl KafkaSource {
         config: &KafkaConfig,
         start: Option<Arc<dyn StartPositions>>,
     ) -> Result<Self, SourceError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.brokers)
-            .set("group.id", &config.group_id)
+        let mut cc = client::client_config(config, "ripple", client::Role::Consumer)?;
+        cc.set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", &config.auto_offset_reset)
@@ -286,8 +294,8 @@ impl KafkaSource {
             .set("fetch.queue.backoff.ms", "10")
             // A crashed instance's partitions move to a live one after this long (librdkafka's
             // default is 45 s); heartbeats go every 3 s, so 10 s tolerates a couple of lost ones.
-            .set("session.timeout.ms", "10000")
-            .set("client.id", "ripple");
+            .set("session.timeout.ms", "10000");
+        // Set again: kafka.options win over the typed keys, and over Ripple's defaults above.
         for (k, v) in &config.options {
             cc.set(k, v);
         }
@@ -295,6 +303,7 @@ impl KafkaSource {
         let context = RebalanceContext {
             applied: applied.clone(),
             start,
+            last_error: client::LastError::default(),
         };
         let consumer: RippleConsumer = cc
             .create_with_context(context)
@@ -303,13 +312,21 @@ impl KafkaSource {
 
         let probe = consumer.clone();
         let brokers = config.brokers.clone();
-        tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(10)))
-            .await
-            .expect("metadata probe task")
-            .map_err(|e| SourceError::Unreachable {
-                brokers,
-                reason: e.to_string(),
-            })?;
+        tokio::task::spawn_blocking(move || {
+            probe
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(|e| {
+                    // librdkafka's own report (authentication refused, a failed TLS handshake) says
+                    // more than the metadata request's time-out.
+                    match probe.context().last_error.take() {
+                        Some(cause) => format!("{cause} ({e})"),
+                        None => e.to_string(),
+                    }
+                })
+        })
+        .await
+        .expect("metadata probe task")
+        .map_err(|reason| SourceError::Unreachable { brokers, reason })?;
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer

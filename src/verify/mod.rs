@@ -96,8 +96,6 @@ enum VerifySink {
     /// A replica database: compared by a merge-join of both sides in key order.
     Postgres {
         name: String,
-        url: String,
-        password_env: Option<String>,
         config: ripple_sink_postgres::PostgresSinkConfig,
     },
     /// Any other sink that implements `ReadBack`.
@@ -136,7 +134,7 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         what: "the source database".into(),
         key: "source".into(),
         url: &source_config.url,
-        password_env: source_config.password_env.as_deref(),
+        options: source_config.connect_options(),
     })
     .await?;
     let names = if requested.is_empty() {
@@ -182,17 +180,12 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
     for sink in &sinks {
         let sink_id = sink_names.iter().position(|n| n == sink.name());
         let replica = match sink {
-            VerifySink::Postgres {
-                name,
-                url,
-                password_env,
-                ..
-            } => Some(
+            VerifySink::Postgres { name, config } => Some(
                 PgStore::connect(PgAddress {
                     what: format!("sink {name:?}"),
                     key: format!("sinks.{name}"),
-                    url,
-                    password_env: password_env.as_deref(),
+                    url: &config.url,
+                    options: config.connect_options(&format!("sinks.{name}")),
                 })
                 .await?,
             ),
@@ -419,7 +412,7 @@ async fn select_sinks(
                 }),
             }
         };
-        let url = text("url")?.ok_or_else(|| VerifyError::Config {
+        text("url")?.ok_or_else(|| VerifyError::Config {
             key: key("url"),
             message: "is not set: verify needs the replica's postgres://user@host:port/db".into(),
         })?;
@@ -436,8 +429,6 @@ async fn select_sinks(
             })?;
         sinks.push(VerifySink::Postgres {
             name: name.clone(),
-            url,
-            password_env: text("password_env")?,
             config: pg_config,
         });
     }

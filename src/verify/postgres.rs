@@ -11,7 +11,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Session settings that decide how values print as text. Both sides must print identically, and a
@@ -29,8 +28,10 @@ pub(crate) struct PgAddress<'a> {
     pub what: String,
     /// The config section: `source`, `sinks.replica`.
     pub key: String,
+    /// For messages, masked before use.
     pub url: &'a str,
-    pub password_env: Option<&'a str>,
+    /// Built from the section's keys (password, `sslmode`, `tls`).
+    pub options: Result<PgConnectOptions, ripple_sink::ConfigError>,
 }
 
 pub(crate) struct PgStore {
@@ -48,18 +49,10 @@ fn query_error(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> VerifyErr
 impl PgStore {
     pub async fn connect(address: PgAddress<'_>) -> Result<Self, VerifyError> {
         let masked_url = mask_url(address.url);
-        let mut options =
-            PgConnectOptions::from_str(address.url).map_err(|e| VerifyError::Config {
-                key: format!("{}.url", address.key),
-                message: format!("{masked_url} is not a postgres:// URL: {e}"),
-            })?;
-        if let Some(var) = address.password_env {
-            let password = std::env::var(var).map_err(|_| VerifyError::Config {
-                key: format!("{}.password_env", address.key),
-                message: format!("names environment variable {var}, which is not set"),
-            })?;
-            options = options.password(&password);
-        }
+        let options = address.options.map_err(|e| VerifyError::Config {
+            key: e.key,
+            message: e.message,
+        })?;
         let options = options.application_name("ripple-verify");
         let connect_error = |error| VerifyError::Connect {
             what: address.what.clone(),

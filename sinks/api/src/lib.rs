@@ -5,6 +5,7 @@
 mod error;
 mod event;
 mod render;
+mod secret;
 mod value;
 
 pub use error::{ConfigError, FailureKind, SinkError};
@@ -12,6 +13,7 @@ pub use event::{
     ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Target, Version,
 };
 pub use render::{json_difference, json_rows_equal, to_json, to_text};
+pub use secret::{Secret, TlsFiles, TlsMaterial, read_secret};
 pub use value::Value;
 
 use async_trait::async_trait;

@@ -1,7 +1,10 @@
 //! `[sinks.<name>]` keys of a `type = "elasticsearch"` sink.
 
-use ripple_sink::ConfigError;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use ripple_sink::{ConfigError, TlsFiles, read_secret};
 use serde::Deserialize;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -10,11 +13,24 @@ pub struct ElasticsearchSinkConfig {
     pub kind: String,
     /// `http(s)://host:port` of one node.
     pub url: String,
+    /// Basic authentication: the user, with the password from `password_env` or `password_file`.
     #[serde(default)]
     pub username: Option<String>,
     /// Environment variable holding the password for `username`.
     #[serde(default)]
     pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// An API key (`Authorization: ApiKey ...`, the base64 `encoded` form Elasticsearch returns),
+    /// from an environment variable or a file; instead of `username`.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// `ca_file`: the CA that signed the cluster's certificate, for `https://` (default: the
+    /// system's store). Client certificates are not supported by this sink.
+    #[serde(default)]
+    pub tls: TlsFiles,
     /// Index per table: `{schema}` and `{table}` are replaced, e.g. `cdc-{table}`.
     #[serde(default = "default_index")]
     pub index: String,
@@ -63,24 +79,65 @@ impl ElasticsearchSinkConfig {
                 "must be at least 1",
             ));
         }
-        if self.password_env.is_some() && self.username.is_none() {
+        let password = self.password_env.is_some() || self.password_file.is_some();
+        if password && self.username.is_none() {
             return Err(ConfigError::new(
                 format!("{key_prefix}.username"),
-                "is required with password_env",
+                "is required with password_env or password_file",
+            ));
+        }
+        if self.username.is_some() && (self.api_key_env.is_some() || self.api_key_file.is_some()) {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.api_key_env"),
+                "cannot be combined with username: authenticate with a user or an API key",
+            ));
+        }
+        if self.tls.cert_file.is_some() || self.tls.key_file.is_some() {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.tls.cert_file"),
+                "is not supported by the elasticsearch sink: authenticate with username or api_key_env",
             ));
         }
         Ok(())
     }
 
-    pub fn password(&self, key_prefix: &str) -> Result<Option<String>, ConfigError> {
-        match &self.password_env {
-            None => Ok(None),
-            Some(var) => std::env::var(var).map(Some).map_err(|_| {
-                ConfigError::new(
-                    format!("{key_prefix}.password_env"),
-                    format!("names environment variable {var}, which is not set"),
-                )
-            }),
+    /// The credentials to send: basic auth or an API key, read from the environment or files.
+    pub fn credentials(&self, key_prefix: &str) -> Result<Option<Credentials>, ConfigError> {
+        if let Some(key) = read_secret(
+            key_prefix,
+            "api_key",
+            self.api_key_env.as_deref(),
+            self.api_key_file.as_deref(),
+        )? {
+            return Ok(Some(Credentials::EncodedApiKey(key.expose().to_string())));
+        }
+        let Some(user) = &self.username else {
+            return Ok(None);
+        };
+        let password = read_secret(
+            key_prefix,
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )?;
+        Ok(Some(Credentials::Basic(
+            user.clone(),
+            password.map(|p| p.expose().to_string()).unwrap_or_default(),
+        )))
+    }
+
+    /// How the server's certificate is checked: against `tls.ca_file`, or the system's store.
+    pub fn cert_validation(&self, key_prefix: &str) -> Result<CertificateValidation, ConfigError> {
+        match self.tls.read(key_prefix)?.ca {
+            None => Ok(CertificateValidation::Default),
+            Some(pem) => Certificate::from_pem(&pem)
+                .map(CertificateValidation::Full)
+                .map_err(|e| {
+                    ConfigError::new(
+                        format!("{key_prefix}.tls.ca_file"),
+                        format!("cannot be read as a certificate: {e}"),
+                    )
+                }),
         }
     }
 }

@@ -13,7 +13,6 @@ mod config;
 pub use config::ElasticsearchSinkConfig;
 
 use async_trait::async_trait;
-use elasticsearch::auth::Credentials;
 use elasticsearch::http::Url;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
@@ -70,9 +69,10 @@ impl ElasticsearchSink {
             )
         })?;
         let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(std::time::Duration::from_secs(60));
-        if let (Some(user), Some(password)) = (&config.username, config.password(key_prefix)?) {
-            builder = builder.auth(Credentials::Basic(user.clone(), password));
+            .timeout(std::time::Duration::from_secs(60))
+            .cert_validation(config.cert_validation(key_prefix)?);
+        if let Some(credentials) = config.credentials(key_prefix)? {
+            builder = builder.auth(credentials);
         }
         let transport = builder.build().map_err(|e| {
             ConfigError::new(
@@ -86,6 +86,18 @@ impl ElasticsearchSink {
             config,
             created: Mutex::default(),
         })
+    }
+
+    /// The cluster's URL without any user or password, for errors.
+    fn address(&self) -> String {
+        match Url::parse(&self.config.url) {
+            Ok(mut url) => {
+                let _ = url.set_password(None);
+                let _ = url.set_username("");
+                url.to_string()
+            }
+            Err(_) => "(the configured url)".into(),
+        }
     }
 
     pub fn client(&self) -> &Elasticsearch {
@@ -534,10 +546,18 @@ impl Sink for ElasticsearchSink {
             .ping()
             .send()
             .await
-            .map_err(|e| transport_error(e, "connect"))?;
+            .map_err(|e| transport_error(e, &format!("connect to {}", self.address())))?;
         let status = response.status_code().as_u16();
         if status >= 300 {
-            return Err(status_error(status, format!("ping answered {status}")));
+            let why = match status {
+                401 => ": the credentials were refused (username/password or api key)",
+                403 => ": the user may not read the cluster",
+                _ => "",
+            };
+            return Err(status_error(
+                status,
+                format!("{} answered {status} to a ping{why}", self.address()),
+            ));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ mod encode;
 mod plan;
 mod sql;
 
-pub use config::{PostgresSinkConfig, connect_options};
+pub use config::{ConnectKeys, PostgresSinkConfig, address, connect_options};
 pub use sql::ident;
 
 use async_trait::async_trait;
@@ -310,12 +310,11 @@ impl Sink for PostgresSink {
     async fn ready(&self) -> Result<(), SinkError> {
         // A direct connection reports the real cause (refused, auth, unknown database), where the
         // pool would only say it timed out.
+        let doing = format!("connect to {}", config::address(&self.options));
         let conn = PgConnection::connect_with(&self.options)
             .await
-            .map_err(|e| sql::classify(e, "connect"))?;
-        conn.close()
-            .await
-            .map_err(|e| sql::classify(e, "connect"))?;
+            .map_err(|e| sql::classify(e, &doing))?;
+        conn.close().await.map_err(|e| sql::classify(e, &doing))?;
         Ok(())
     }
 

@@ -1,17 +1,28 @@
 //! `[sinks.<name>]` keys of a `type = "redis"` sink.
 
-use ripple_sink::ConfigError;
+use redis::IntoConnectionInfo;
+use ripple_sink::{ConfigError, TlsFiles, read_secret};
 use serde::Deserialize;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
     #[serde(rename = "type")]
     pub kind: String,
-    /// `redis://host:port[/db]`. Give a password through `password_env`.
+    /// `redis://host:port[/db]`, or `rediss://host:port[/db]` for TLS. Give the password through
+    /// `password_env` or `password_file`.
     pub url: String,
+    /// ACL user (Redis 6+); without it the password is the `default` user's (`requirepass`).
+    #[serde(default)]
+    pub username: Option<String>,
     #[serde(default)]
     pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA file and client certificate and key, with `rediss://`.
+    #[serde(default)]
+    pub tls: TlsFiles,
     /// Key per row: `{schema}`, `{table}`, `{pk}` (key columns joined by `:`) and any key column by
     /// name, e.g. `inventory:{product_id}`.
     #[serde(default = "default_key")]
@@ -52,24 +63,74 @@ fn default_key_set_prefix() -> String {
 }
 
 impl RedisSinkConfig {
-    /// The URL with the password from `password_env` filled in.
-    pub fn connection_url(&self, key_prefix: &str) -> Result<String, ConfigError> {
-        let Some(var) = &self.password_env else {
-            return Ok(self.url.clone());
-        };
-        let password = std::env::var(var).map_err(|_| {
+    /// A client for the URL, logging in as `username` with the password from `password_env` or
+    /// `password_file`; over TLS with the `tls` files for `rediss://`. The password is set on
+    /// the connection settings, never pasted into a URL, so no character in it needs escaping.
+    pub fn client(&self, key_prefix: &str) -> Result<redis::Client, ConfigError> {
+        let url_error = |e: redis::RedisError| {
             ConfigError::new(
-                format!("{key_prefix}.password_env"),
-                format!("names environment variable {var}, which is not set"),
-            )
-        })?;
-        let Some(rest) = self.url.strip_prefix("redis://") else {
-            return Err(ConfigError::new(
                 format!("{key_prefix}.url"),
-                "must start with redis:// to take a password",
-            ));
+                format!("is not a redis:// or rediss:// URL: {e}"),
+            )
         };
-        Ok(format!("redis://:{password}@{rest}"))
+        let mut info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(url_error)?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = read_secret(
+            key_prefix,
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )? {
+            settings = settings.set_password(password.expose());
+        }
+        info = info.set_redis_settings(settings);
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if self.tls.is_unset() {
+            return redis::Client::open(info).map_err(url_error);
+        }
+        if !tls {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.tls"),
+                "is set, but the url is redis://: use rediss:// for TLS",
+            ));
+        }
+        let material = self.tls.read(key_prefix)?;
+        let certificates = redis::TlsCertificates {
+            client_tls: material
+                .identity
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+            root_cert: material.ca,
+        };
+        redis::Client::build_with_tls(info, certificates).map_err(|e| {
+            ConfigError::new(format!("{key_prefix}.tls"), format!("cannot be used: {e}"))
+        })
+    }
+
+    /// `host:port` of the URL, for errors: never the user or password.
+    pub fn address(&self) -> String {
+        match self
+            .url
+            .as_str()
+            .into_connection_info()
+            .as_ref()
+            .map(|i| i.addr())
+        {
+            Ok(redis::ConnectionAddr::Tcp(h, p)) => format!("redis://{h}:{p}"),
+            Ok(redis::ConnectionAddr::TcpTls { host, port, .. }) => {
+                format!("rediss://{host}:{port}")
+            }
+            _ => "(the configured url)".into(),
+        }
     }
 
     pub fn check(&self, key_prefix: &str) -> Result<(), ConfigError> {

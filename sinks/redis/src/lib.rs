@@ -71,13 +71,7 @@ struct TableKeys {
 
 impl RedisSink {
     pub fn new(name: &str, key_prefix: &str, config: RedisSinkConfig) -> Result<Self, ConfigError> {
-        let url = config.connection_url(key_prefix)?;
-        let client = redis::Client::open(url).map_err(|e| {
-            ConfigError::new(
-                format!("{key_prefix}.url"),
-                format!("is not a redis:// URL: {e}"),
-            )
-        })?;
+        let client = config.client(key_prefix)?;
         let key = KeyTemplate::parse(&config.key)
             .map_err(|e| ConfigError::new(format!("{key_prefix}.key"), e))?;
         config.check(key_prefix)?;
@@ -243,15 +237,16 @@ impl Sink for RedisSink {
 
     async fn ready(&self) -> Result<(), SinkError> {
         // A direct connection says why it failed; the manager would only retry.
+        let address = self.config.address();
         let mut conn = self
             .client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| classify(e, "connect"))?;
+            .map_err(|e| classify(e, &format!("connect to {address}")))?;
         redis::cmd("PING")
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| classify(e, "ping"))?;
+            .map_err(|e| classify(e, &format!("ping {address}")))?;
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use ripple_sink::{ChangeEvent, Op, Sink};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+mod access;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
     pub topic: String,
@@ -216,10 +218,16 @@ pub struct Readiness {
 }
 
 /// Serves `/metrics`, `/healthz`, `/readyz` and the dashboard on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, readiness: Readiness) {
+/// With a `token`, `/metrics` and the dashboard need it (`/healthz` and `/readyz`, which probes
+/// call, never do).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    readiness: Readiness,
+    token: Option<ripple_sink::Secret>,
+) {
     use axum::routing::get;
     let readiness = Arc::new(readiness);
-    let app = axum::Router::new()
+    let protected = axum::Router::new()
         .route(
             "/metrics",
             get(|| async {
@@ -233,6 +241,12 @@ pub async fn serve(listener: tokio::net::TcpListener, readiness: Readiness) {
             }),
         )
         .merge(crate::dashboard::routes())
+        .layer(axum::middleware::from_fn(move |request, next| {
+            let token = token.clone();
+            async move { crate::metrics::access::check(token.as_ref(), request, next).await }
+        }));
+    let app = axum::Router::new()
+        .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",

@@ -1,0 +1,214 @@
+//! The one place a librdkafka configuration is made: every Kafka client Ripple creates (the
+//! consumer, the dead-letter producer and reader, replay's readers) starts from `client_config`,
+//! so the brokers, TLS and SASL settings can never differ between them.
+
+use crate::config::{KafkaConfig, SaslMechanism};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use ripple_sink::{ConfigError, read_secret};
+use std::sync::Mutex;
+
+/// What the client is for: producers get only the settings that apply to every client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Consumer,
+    Producer,
+}
+
+/// librdkafka's configuration for one client: brokers, `client.id`, the typed `[kafka.tls]` and
+/// `[kafka.sasl]` settings with their secrets read from the environment or files, then the raw
+/// `kafka.options` (which win, so anything librdkafka knows can still be set).
+pub fn client_config(
+    kafka: &KafkaConfig,
+    client_id: &str,
+    role: Role,
+) -> Result<ClientConfig, ConfigError> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", client_id);
+    let tls = kafka.tls.as_ref();
+    let sasl = kafka.sasl.as_ref();
+    let protocol = match (tls.is_some(), sasl.is_some()) {
+        (false, false) => None,
+        (true, false) => Some("ssl"),
+        (false, true) => Some("sasl_plaintext"),
+        (true, true) => Some("sasl_ssl"),
+    };
+    if let Some(p) = protocol {
+        cc.set("security.protocol", p);
+    }
+    if let Some(tls) = tls {
+        let material = tls.files().read("kafka")?;
+        // PEM strings rather than file paths: the files are read (and checked) once, here, and
+        // a missing file is named with its key instead of as a librdkafka error.
+        if let Some(ca) = material.ca {
+            cc.set("ssl.ca.pem", pem_text("kafka.tls.ca_file", ca)?);
+        }
+        if let Some((cert, key)) = material.identity {
+            cc.set(
+                "ssl.certificate.pem",
+                pem_text("kafka.tls.cert_file", cert)?,
+            );
+            cc.set("ssl.key.pem", pem_text("kafka.tls.key_file", key)?);
+        }
+        if let Some(pw) = read_secret(
+            "kafka.tls",
+            "key_password",
+            tls.key_password_env.as_deref(),
+            tls.key_password_file.as_deref(),
+        )? {
+            cc.set("ssl.key.password", pw.expose());
+        }
+        cc.set(
+            "ssl.endpoint.identification.algorithm",
+            if tls.verify_hostname { "https" } else { "none" },
+        );
+    }
+    if let Some(sasl) = sasl {
+        cc.set("sasl.mechanism", sasl.mechanism.as_librdkafka());
+        match sasl.mechanism {
+            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let user = sasl.username.as_deref().ok_or_else(|| {
+                    ConfigError::new("kafka.sasl.username", "is required with this mechanism")
+                })?;
+                let password = read_secret(
+                    "kafka.sasl",
+                    "password",
+                    sasl.password_env.as_deref(),
+                    sasl.password_file.as_deref(),
+                )?
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "kafka.sasl.password_env",
+                        "is required with this mechanism (or password_file)",
+                    )
+                })?;
+                cc.set("sasl.username", user)
+                    .set("sasl.password", password.expose());
+            }
+            SaslMechanism::OauthBearer => {
+                let oidc = sasl.oidc_endpoint_url.as_deref().ok_or_else(|| {
+                    ConfigError::new(
+                        "kafka.sasl.oidc_endpoint_url",
+                        "is required with OAUTHBEARER: the identity provider's token endpoint",
+                    )
+                })?;
+                let id = sasl.client_id.as_deref().ok_or_else(|| {
+                    ConfigError::new("kafka.sasl.client_id", "is required with OAUTHBEARER")
+                })?;
+                let secret = read_secret(
+                    "kafka.sasl",
+                    "client_secret",
+                    sasl.client_secret_env.as_deref(),
+                    sasl.client_secret_file.as_deref(),
+                )?
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "kafka.sasl.client_secret_env",
+                        "is required with OAUTHBEARER (or client_secret_file)",
+                    )
+                })?;
+                cc.set("sasl.oauthbearer.method", "oidc")
+                    .set("sasl.oauthbearer.token.endpoint.url", oidc)
+                    .set("sasl.oauthbearer.client.id", id)
+                    .set("sasl.oauthbearer.client.secret", secret.expose());
+                if let Some(scope) = &sasl.scope {
+                    cc.set("sasl.oauthbearer.scope", scope);
+                }
+            }
+        }
+    }
+    for (k, v) in &kafka.options {
+        if role == Role::Consumer || applies_to_every_client(k) {
+            cc.set(k, v);
+        }
+    }
+    Ok(cc)
+}
+
+/// Settings a producer shares with the consumer; consumer-only options would only draw
+/// librdkafka's "ignored" warnings on it.
+fn applies_to_every_client(key: &str) -> bool {
+    [
+        "security.",
+        "sasl.",
+        "ssl.",
+        "ssl_",
+        "socket.",
+        "broker.",
+        "client.dns",
+        "enable.ssl",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+}
+
+fn pem_text(key: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|_| ConfigError::new(key, "is not a text (PEM) file"))
+}
+
+/// librdkafka property names whose values are secrets or key material, masked when the config
+/// is printed.
+pub fn is_secret_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "key.pem",
+        "sasl.oauthbearer.config",
+        "credential",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// Keeps the last error librdkafka reported for a client (authentication refused, a TLS
+/// handshake that failed, a listener speaking another protocol), so a failed start-up can say
+/// why instead of only that the brokers did not answer.
+#[derive(Default)]
+pub struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    pub fn record(&self, error: &KafkaError, reason: &str) {
+        let text = if reason.is_empty() {
+            error.to_string()
+        } else {
+            reason.to_string()
+        };
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }
+
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_librdkafka_options_are_recognised() {
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.config",
+            "sasl.jaas.config",
+        ] {
+            assert!(is_secret_option(k), "{k}");
+        }
+        for k in [
+            "ssl.ca.location",
+            "sasl.username",
+            "fetch.wait.max.ms",
+            "ssl.certificate.pem",
+        ] {
+            assert!(!is_secret_option(k), "{k}");
+        }
+    }
+}
