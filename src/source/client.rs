@@ -3,10 +3,12 @@
 //! so the brokers, TLS and SASL settings can never differ between them.
 
 use crate::config::{KafkaConfig, SaslMechanism};
-use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::producer::{BaseProducer, Producer};
 use ripple_sink::{ConfigError, read_secret};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// What the client is for: producers get only the settings that apply to every client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,24 +166,100 @@ pub fn is_secret_option(key: &str) -> bool {
     .any(|s| key.contains(s))
 }
 
-/// Keeps the last error librdkafka reported for a client (authentication refused, a TLS
-/// handshake that failed, a listener speaking another protocol), so a failed start-up can say
-/// why instead of only that the brokers did not answer.
-#[derive(Default)]
-pub struct LastError(Mutex<Option<String>>);
+/// Checks that the brokers answer, within `timeout`, with the security settings every client
+/// uses. librdkafka reports a refused login, a failed TLS handshake or a listener speaking another
+/// protocol only as log lines and error events, which a consumer delivers only when it is polled:
+/// the probe is a producer, polled while it asks for metadata, so the error can say why. A cause
+/// that does not go away by waiting (credentials, certificates, protocol) ends it at once.
+pub fn probe(kafka: &KafkaConfig, timeout: Duration) -> Result<(), String> {
+    let context = Probe::default();
+    let config = client_config(kafka, "ripple-probe", Role::Producer).map_err(|e| e.to_string())?;
+    let producer: BaseProducer<Probe> = config
+        .create_with_context(context)
+        .map_err(|e| format!("invalid Kafka setting (kafka.options or kafka.*): {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = producer
+            .client()
+            .fetch_metadata(None, Duration::from_millis(500));
+        producer.poll(Duration::from_millis(100));
+        let cause = producer.context().cause();
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let fatal = cause.as_deref().is_some_and(is_fatal);
+                if fatal || Instant::now() >= deadline {
+                    return Err(match cause {
+                        Some(cause) => format!("{cause} ({e})"),
+                        None => format!("{e} (no answer within {} s)", timeout.as_secs()),
+                    });
+                }
+            }
+        }
+    }
+}
 
-impl LastError {
-    pub fn record(&self, error: &KafkaError, reason: &str) {
+/// Failures that waiting does not mend.
+fn is_fatal(message: &str) -> bool {
+    [
+        "Authentication failed",
+        "SASL authentication error",
+        "SSL handshake failed",
+        "certificate verify failed",
+        "security.protocol",
+        "Unsupported SASL mechanism",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// Keeps the most telling line librdkafka logged during the probe.
+#[derive(Default)]
+struct Probe {
+    cause: Mutex<Option<String>>,
+}
+
+impl Probe {
+    fn cause(&self) -> Option<String> {
+        self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps a connection failure (librdkafka's `FAIL` lines) over the generic "all brokers are
+    /// down" that follows it, and a fatal cause over everything after it.
+    fn keep(&self, message: &str, connection_failure: bool) {
+        let mut cause = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+        if cause.as_deref().is_some_and(is_fatal) || (!connection_failure && cause.is_some()) {
+            return;
+        }
+        let mut text = message.to_string();
+        if message.contains("Disconnected") && message.contains("APIVERSION_QUERY") {
+            // A TLS listener closes a plaintext connection without a word.
+            text.push_str(": the broker hung up before answering; the listener may expect TLS ([kafka.tls]) or another security.protocol");
+        }
+        *cause = Some(text);
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Probe {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+impl ClientContext for Probe {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+        if fac == "FAIL" || (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            self.keep(message, fac == "FAIL");
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         let text = if reason.is_empty() {
             error.to_string()
         } else {
             reason.to_string()
         };
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
-    }
-
-    pub fn take(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.keep(&text, false);
     }
 }
 

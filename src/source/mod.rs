@@ -27,6 +27,9 @@ pub type RippleConsumer = StreamConsumer<RebalanceContext>;
 /// that batch uncommitted (its events then reach the new owner again, and change nothing).
 pub const REVOKE_GRACE: Duration = Duration::from_secs(10);
 
+/// How long start-up waits for the brokers to answer before it gives up, naming the cause.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the run loop shares with the rebalance callbacks: whether a batch is being applied, the
 /// offsets applied so far, and the partitions revoked since the loop last looked.
 #[derive(Default)]
@@ -147,15 +150,9 @@ pub trait StartPositions: Send + Sync {
 pub struct RebalanceContext {
     applied: Arc<Applied>,
     start: Option<Arc<dyn StartPositions>>,
-    last_error: client::LastError,
 }
 
-impl ClientContext for RebalanceContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(error = %error, "kafka: {reason}");
-        self.last_error.record(&error, reason);
-    }
-}
+impl ClientContext for RebalanceContext {}
 
 impl ConsumerContext for RebalanceContext {
     /// librdkafka's default handling, except that an assignment may carry start offsets.
@@ -303,30 +300,20 @@ impl KafkaSource {
         let context = RebalanceContext {
             applied: applied.clone(),
             start,
-            last_error: client::LastError::default(),
         };
         let consumer: RippleConsumer = cc
             .create_with_context(context)
             .map_err(|e| SourceError::Config(e.to_string()))?;
         let consumer = Arc::new(consumer);
 
-        let probe = consumer.clone();
-        let brokers = config.brokers.clone();
-        tokio::task::spawn_blocking(move || {
-            probe
-                .fetch_metadata(None, Duration::from_secs(10))
-                .map_err(|e| {
-                    // librdkafka's own report (authentication refused, a failed TLS handshake) says
-                    // more than the metadata request's time-out.
-                    match probe.context().last_error.take() {
-                        Some(cause) => format!("{cause} ({e})"),
-                        None => e.to_string(),
-                    }
-                })
-        })
-        .await
-        .expect("metadata probe task")
-        .map_err(|reason| SourceError::Unreachable { brokers, reason })?;
+        let probe_config = config.clone();
+        tokio::task::spawn_blocking(move || client::probe(&probe_config, PROBE_TIMEOUT))
+            .await
+            .expect("broker probe task")
+            .map_err(|reason| SourceError::Unreachable {
+                brokers: config.brokers.clone(),
+                reason,
+            })?;
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer

@@ -96,7 +96,7 @@ enum VerifySink {
     /// A replica database: compared by a merge-join of both sides in key order.
     Postgres {
         name: String,
-        config: ripple_sink_postgres::PostgresSinkConfig,
+        config: Box<ripple_sink_postgres::PostgresSinkConfig>,
     },
     /// Any other sink that implements `ReadBack`.
     ReadBack { name: String, sink: Arc<dyn Sink> },
@@ -429,7 +429,7 @@ async fn select_sinks(
             })?;
         sinks.push(VerifySink::Postgres {
             name: name.clone(),
-            config: pg_config,
+            config: Box::new(pg_config),
         });
     }
     if sinks.is_empty() {
