@@ -857,6 +857,45 @@ mod tests {
     }
 
     #[test]
+    fn kafka_security_is_typed_and_secret_options_are_masked() {
+        let dir = std::env::temp_dir().join(format!("ripple-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("kafka.pw");
+        std::fs::write(&pw, "k-s3cret\n").unwrap();
+        let text = GOOD.replace(
+            "[kafka]\n",
+            &format!(
+                "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"ripple\"\npassword_file = {pw:?}\n\
+                 [kafka.options]\n\"ssl.key.password\" = \"opt-s3cret\"\n\"sasl.oauthbearer.client.secret\" = \"oauth-s3cret\"\n\"fetch.wait.max.ms\" = \"10\"\n[kafka]\n"
+            ),
+        );
+        let c = Config::parse(&text).unwrap();
+        let shown = c.to_masked_toml();
+        for secret in ["k-s3cret", "opt-s3cret", "oauth-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("fetch.wait.max.ms") && shown.contains("password_file"),
+            "{shown}"
+        );
+        // SASL without TLS is SASL_PLAINTEXT; the password is read from its file.
+        let cc = crate::source::client::client_config(
+            &c.kafka,
+            "t",
+            crate::source::client::Role::Consumer,
+        )
+        .unwrap();
+        assert_eq!(cc.get("security.protocol"), Some("sasl_plaintext"));
+        assert_eq!(cc.get("sasl.password"), Some("k-s3cret"));
+        // A mechanism that needs a password without one names the key.
+        let text = text.replace(&format!("password_file = {pw:?}\n"), "");
+        assert_eq!(
+            Config::parse(&text).unwrap_err().key,
+            "kafka.sasl.password_env"
+        );
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let c = Config::parse(GOOD).unwrap();
         let shown = c.to_masked_toml();
