@@ -104,3 +104,83 @@ fn lz4_records_are_applied() {
 fn zstd_records_are_applied() {
     applies_records_compressed_with("zstd");
 }
+
+/// A batch that cannot be decompressed for any other reason (here: its compressed bytes damaged
+/// in the broker's log after it was written) is signalled: counted, logged once however often
+/// librdkafka retries it, and named by /readyz; Ripple keeps running and reads nothing past it.
+#[test]
+fn a_batch_that_cannot_be_decompressed_is_signalled_once() {
+    require_stack();
+    let t = unique("e2e_codec_corrupt");
+    let dir = temp_dir(&t);
+    let topic = format!("{t}.public.x");
+    // One gzip batch of records that do not compress away, so its payload is large.
+    let records: Vec<String> = (0..200u64)
+        .map(|i| {
+            let noise: String = (0..8)
+                .map(|j| format!("{:016x}", (i * 8 + j).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                .collect();
+            format!("{{\"id\":{i}}}\t{noise}")
+        })
+        .collect();
+    let mut kcat = Command::new("kcat")
+        .args(["-b", BROKERS, "-P", "-t", &topic, "-K", "\t", "-z", "gzip"])
+        .args(["-X", "linger.ms=500", "-X", "batch.num.messages=10000"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    use std::io::Write;
+    kcat.stdin
+        .as_mut()
+        .unwrap()
+        .write_all((records.join("\n") + "\n").as_bytes())
+        .unwrap();
+    assert!(kcat.wait().unwrap().success());
+    assert_eq!(codecs_on_disk(&topic), vec!["gzip".to_string()]);
+
+    // Damage the compressed payload (past the 61-byte batch header) in the segment file; the
+    // broker serves the file as it is, and librdkafka does not check CRCs by default.
+    let segment = repo()
+        .join(".stack/kafka/data")
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    assert!(bytes.len() > 2_000, "segment of {} bytes", bytes.len());
+    for b in &mut bytes[200..1200] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let port = 19400 + (std::process::id() % 90) as u16;
+    let extra = format!(
+        "\n[dead_letter]\ntopic = \"{t}.dlq\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let config = write_config(&dir, std::slice::from_ref(&topic), &t, &extra);
+    let mut run = RippleProcess::start(&config, &[]);
+    let mut metrics = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        "three failed decompressions counted",
+        || {
+            metrics = http_get(port, "/metrics").1;
+            metrics
+                .lines()
+                .find(|l| l.starts_with("ripple_fetch_errors_total{kind=\"decompression\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .is_some_and(|n| n >= 3.0)
+        },
+    );
+    let (code, ready) = http_get(port, "/readyz");
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready.contains("cannot be decompressed"), "{ready}");
+    assert!(run.is_running(), "ripple stopped:\n{}", run.log_text());
+    let log = run.log_text();
+    let told = log.matches("cannot be decompressed").count();
+    assert_eq!(
+        told, 1,
+        "the problem is logged {told} times, not once:\n{log}"
+    );
+    // Nothing of the damaged batch was applied or dead-lettered: it was never read.
+    assert!(dead_letters(&format!("{t}.dlq")).is_empty());
+    drop(run);
+}

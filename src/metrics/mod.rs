@@ -64,6 +64,13 @@ pub struct Metrics {
     pub end_to_end_seconds: Histogram,
     /// 1 while the sink's last apply succeeded, 0 while it is failing.
     pub sink_up: Family<SinkLabels, Gauge>,
+    /// Fetched data librdkafka could not turn into records (`kind`: `decompression`).
+    pub fetch_errors: Family<KindLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 fn latency_buckets() -> Histogram {
@@ -129,6 +136,12 @@ impl Metrics {
             "1 while the sink's last apply succeeded, 0 while it fails",
             sink_up.clone(),
         );
+        let fetch_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "fetch_errors",
+            "Fetches librdkafka could not turn into records, such as a batch it cannot decompress",
+            fetch_errors.clone(),
+        );
         Self {
             registry,
             consumed,
@@ -140,6 +153,7 @@ impl Metrics {
             apply_seconds,
             end_to_end_seconds,
             sink_up,
+            fetch_errors,
         }
     }
 

@@ -150,9 +150,67 @@ pub trait StartPositions: Send + Sync {
 pub struct RebalanceContext {
     applied: Arc<Applied>,
     start: Option<Arc<dyn StartPositions>>,
+    fetch_problem: FetchProblem,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if reason.contains("Decompression") {
+            self.fetch_problem.report(reason);
+        } else {
+            tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+/// How long /readyz keeps failing after the last report of data that cannot be read: librdkafka
+/// retries the same fetch about twice a second for as long as the partition is stuck.
+const FETCH_PROBLEM_SHOWN: Duration = Duration::from_secs(30);
+
+/// A record batch librdkafka cannot decompress (corrupt, or a codec it lacks). Nothing past it
+/// on its partition can be read, so no later offset is committed and nothing is lost; but the
+/// partition is stuck until someone acts, so it is logged once (not at every retry), counted in
+/// `ripple_fetch_errors_total{kind="decompression"}`, and `/readyz` fails while it lasts.
+#[derive(Default)]
+struct FetchProblem {
+    state: Mutex<FetchProblemState>,
+}
+
+#[derive(Default)]
+struct FetchProblemState {
+    logged: HashSet<String>,
+    last: Option<(String, Instant)>,
+}
+
+impl FetchProblem {
+    fn report(&self, reason: &str) {
+        crate::metrics::metrics()
+            .fetch_errors
+            .get_or_create(&crate::metrics::KindLabels {
+                kind: "decompression",
+            })
+            .inc();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.logged.insert(reason.to_string()) {
+            tracing::error!(
+                "a fetched record batch cannot be decompressed: {reason}. Ripple cannot read past it: nothing after it on its partition is applied or committed until the batch is readable (a consumer built with the producer's codec, or the topic repaired); /readyz fails meanwhile"
+            );
+        } else {
+            tracing::debug!("still cannot decompress: {reason}");
+        }
+        state.last = Some((reason.to_string(), Instant::now()));
+    }
+
+    fn current(&self) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &state.last {
+            Some((reason, at)) if at.elapsed() < FETCH_PROBLEM_SHOWN => Some(format!(
+                "a fetched record batch cannot be decompressed: {reason}"
+            )),
+            _ => None,
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     /// librdkafka's default handling, except that an assignment may carry start offsets.
@@ -300,6 +358,7 @@ impl KafkaSource {
         let context = RebalanceContext {
             applied: applied.clone(),
             start,
+            fetch_problem: FetchProblem::default(),
         };
         let consumer: RippleConsumer = cc
             .create_with_context(context)
@@ -383,8 +442,11 @@ impl KafkaSource {
         Arc::new(move || {
             consumer
                 .fetch_metadata(None, Duration::from_secs(3))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            match consumer.context().fetch_problem.current() {
+                Some(problem) => Err(problem),
+                None => Ok(()),
+            }
         })
     }
 
