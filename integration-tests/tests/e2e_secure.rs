@@ -1,7 +1,8 @@
 //! Ripple against the stack's secured endpoints only: Kafka SASL_SSL with SCRAM-SHA-512 and
 //! hostname verification, PostgreSQL `verify-full` with a scram-sha-256 user (source and replica),
-//! `rediss://` with an ACL user, the index over HTTPS with basic auth, a bearer token on the
-//! metrics port. The seed workload flows through real Debezium into all three stores, `ripple
+//! `rediss://` with an ACL user, the index over HTTPS with basic auth, the schema registry over
+//! HTTPS with basic auth (Debezium writes Avro), a bearer token on the metrics port. The seed
+//! workload flows through real Debezium into all three stores, `ripple
 //! verify` (over TLS too) reports them EQUAL, and no secret appears in anything Ripple wrote or
 //! served. Then each way a secured connection goes wrong must stop start-up within 15 s with a
 //! message naming the service, the address and the cause, and no secret.
@@ -82,10 +83,17 @@ sinks = ["replica", "cache", "search"]
 [dead_letter]
 topic = "{dlq}"
 
+[decode.avro]
+registry_url = "https://localhost:18082/apis/ccompat/v7"
+username = "ripple"
+password_file = "{registry}"
+tls = {{ ca_file = "{ca}" }}
+
 [metrics]
 listen = "127.0.0.1:{port}"
 token_env = "RIPPLE_TEST_METRICS_TOKEN"
 "#,
+        registry = file("registry"),
         pg = file("pg"),
         redis = file("redis"),
         search = file("search"),
@@ -122,7 +130,7 @@ fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
 }
 
 fn all_secrets() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = ["kafka", "pg", "redis", "search"]
+    let mut out: Vec<(String, String)> = ["kafka", "pg", "redis", "search", "registry"]
         .iter()
         .map(|n| (n.to_string(), secret(n)))
         .collect();
@@ -150,8 +158,11 @@ fn secured_services_end_to_end_and_no_secret_leaks() {
         "loadgen", "--url", SOURCE_URL, "--table", &t, "--drop", "--setup", "--count", "0",
     ]);
     assert!(setup.status.success(), "loadgen failed: {}", text(&setup));
-    // Kafka Connect keeps the plaintext listener; Ripple never touches it.
-    let connector = Connector::start(&t.replace('_', "-"), &t, &format!("public.{t}"));
+    // Kafka Connect keeps the plaintext listener and registry port; Ripple never touches them.
+    let avro = std::fs::read_to_string(repo().join("scripts/stack.d/avro-settings.json"))
+        .expect("the stack's Avro converter settings");
+    let connector =
+        Connector::with_settings(&t.replace('_', "-"), &t, &format!("public.{t}"), 1, &avro);
     let topic = connector.topic(&t);
     let dlq = format!("{t}.dead-letter");
     let config = dir.join("secure.toml");
