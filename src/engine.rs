@@ -116,28 +116,9 @@ impl EngineBuilder {
             )),
             _ => None,
         };
-        // Bound now, so a port in use stops start-up with the key named.
-        let metrics_listener = match &self.config.metrics {
-            Some(m) => Some({
-                if m.token()?.is_none()
-                    && m.listen
-                        .parse::<std::net::SocketAddr>()
-                        .is_ok_and(|a| !a.ip().is_loopback())
-                {
-                    tracing::warn!(
-                        listen = %m.listen,
-                        "metrics.listen is not a loopback address and no metrics.token_env or token_file is set: anyone who reaches it sees primary keys of recent changes and error texts"
-                    );
-                }
-                tokio::net::TcpListener::bind(&m.listen)
-                    .await
-                    .map_err(|e| {
-                        ConfigError::new(
-                            "metrics.listen",
-                            format!("cannot listen on {}: {e}", m.listen),
-                        )
-                    })?
-            }),
+        // Bound now, so a port in use or a bad certificate stops start-up with the key named.
+        let metrics_endpoint = match &self.config.metrics {
+            Some(m) => Some(crate::metrics::Endpoint::bind(m).await?),
             None => None,
         };
         let applier = Applier::new(sinks, &self.config.pipeline, dead_letters);
@@ -148,7 +129,7 @@ impl EngineBuilder {
             router,
             applier,
             exit_when_idle: self.exit_when_idle,
-            metrics_listener,
+            metrics_endpoint,
             verify_report: self.verify_report,
         })
     }
@@ -196,7 +177,7 @@ pub struct Engine {
     router: Router,
     applier: Applier,
     exit_when_idle: Option<Duration>,
-    metrics_listener: Option<tokio::net::TcpListener>,
+    metrics_endpoint: Option<crate::metrics::Endpoint>,
     verify_report: Option<std::path::PathBuf>,
 }
 
@@ -261,11 +242,11 @@ impl Engine {
             mut router,
             applier,
             exit_when_idle,
-            metrics_listener,
+            metrics_endpoint,
             verify_report,
         } = self;
         let mut background = Vec::new();
-        if let Some(listener) = metrics_listener {
+        if let Some(endpoint) = metrics_endpoint {
             let readiness = Readiness {
                 sinks: applier.sinks().to_vec(),
                 broker: source.reachability(),
@@ -273,13 +254,7 @@ impl Engine {
             for sink in applier.sinks() {
                 crate::dashboard::live().sink_known(sink.name());
             }
-            let token = config
-                .metrics
-                .as_ref()
-                .and_then(|m| m.token().ok().flatten());
-            background.push(tokio::spawn(crate::metrics::serve(
-                listener, readiness, token,
-            )));
+            background.push(tokio::spawn(crate::metrics::serve(endpoint, readiness)));
             background.push(tokio::spawn(crate::dashboard::live().run(verify_report)));
         }
         background.push(tokio::spawn(source.report_lag()));

@@ -92,7 +92,12 @@ tls = {{ ca_file = "{ca}" }}
 [metrics]
 listen = "127.0.0.1:{port}"
 token_env = "RIPPLE_TEST_METRICS_TOKEN"
+[metrics.tls]
+cert_file = "{cert}"
+key_file = "{key}"
 "#,
+        cert = tls.join("server.pem").display(),
+        key = tls.join("server.key").display(),
         registry = file("registry"),
         pg = file("pg"),
         redis = file("redis"),
@@ -113,15 +118,16 @@ fn ripple_secure(args: &[&str]) -> std::process::Output {
         .expect("run ripple")
 }
 
-/// GET with curl, optionally with the metrics token: (status, body).
+/// GET over HTTPS (the stack's CA) with curl, optionally with the metrics token: (status, body).
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}"]);
+    cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}", "--cacert"])
+        .arg(tls_dir().join("ca.pem"));
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
     let out = cmd
-        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .arg(format!("https://localhost:{port}{path}"))
         .output()
         .expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -332,10 +338,8 @@ fn secured_connections_that_go_wrong_fail_fast_and_say_why() {
     require_stack();
     let t = unique("e2e_insecure");
     let dir = temp_dir(&t);
-    let good = secure_config("secure-nothing", &t, &format!("{t}.dlq"), 0).replace(
-        "[metrics]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"RIPPLE_TEST_METRICS_TOKEN\"\n",
-        "",
-    );
+    let good = secure_config("secure-nothing", &t, &format!("{t}.dlq"), 0);
+    let good = good[..good.find("[metrics]").unwrap()].to_string();
     let wrong_file = dir.join("wrong.password");
     std::fs::write(&wrong_file, "wrong-pass-8d1f").unwrap();
     let wrong = wrong_file.display().to_string();

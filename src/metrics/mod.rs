@@ -231,15 +231,81 @@ pub struct Readiness {
     pub broker: Probe,
 }
 
-/// Serves `/metrics`, `/healthz`, `/readyz` and the dashboard on `listener` until the process ends.
-/// With a `token`, `/metrics` and the dashboard need it (`/healthz` and `/readyz`, which probes
-/// call, never do).
-pub async fn serve(
+/// The metrics port, bound at start-up: its listener, the bearer token it asks for, its TLS.
+pub struct Endpoint {
     listener: tokio::net::TcpListener,
-    readiness: Readiness,
     token: Option<ripple_sink::Secret>,
-) {
+    tls: Option<axum_server::tls_openssl::OpenSSLConfig>,
+}
+
+impl Endpoint {
+    /// Binds `[metrics] listen` and reads the token and certificate; errors name the key.
+    pub async fn bind(
+        config: &crate::config::MetricsConfig,
+    ) -> Result<Self, ripple_sink::ConfigError> {
+        use ripple_sink::ConfigError;
+        let token = config.token()?;
+        let tls = match &config.tls {
+            None => None,
+            Some(files) => Some(
+                axum_server::tls_openssl::OpenSSLConfig::from_pem(
+                    &read_pem(&files.cert_file, "cert_file")?,
+                    &read_pem(&files.key_file, "key_file")?,
+                )
+                .map_err(|e| {
+                    ConfigError::new(
+                        "metrics.tls",
+                        format!("the certificate and key cannot be used: {e}"),
+                    )
+                })?,
+            ),
+        };
+        if token.is_none()
+            && config
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| !a.ip().is_loopback())
+        {
+            tracing::warn!(
+                listen = %config.listen,
+                "metrics.listen is not a loopback address and no metrics.token_env or token_file is set: anyone who reaches it sees primary keys of recent changes and error texts"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| {
+                ConfigError::new(
+                    "metrics.listen",
+                    format!("cannot listen on {}: {e}", config.listen),
+                )
+            })?;
+        Ok(Self {
+            listener,
+            token,
+            tls,
+        })
+    }
+}
+
+fn read_pem(path: &std::path::Path, key: &str) -> Result<Vec<u8>, ripple_sink::ConfigError> {
+    std::fs::read(path).map_err(|e| {
+        ripple_sink::ConfigError::new(
+            format!("metrics.tls.{key}"),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` and the dashboard on the endpoint until the process
+/// ends. With a token, `/metrics` and the dashboard need it (`/healthz` and `/readyz`, which
+/// probes call, never do).
+pub async fn serve(endpoint: Endpoint, readiness: Readiness) {
     use axum::routing::get;
+    let Endpoint {
+        listener,
+        token,
+        tls,
+    } = endpoint;
     let readiness = Arc::new(readiness);
     let protected = axum::Router::new()
         .route(
@@ -269,7 +335,22 @@ pub async fn serve(
                 async move { ready(&readiness).await }
             }),
         );
-    if let Err(e) = axum::serve(listener, app).await {
+    let served = match tls {
+        None => axum::serve(listener, app).await,
+        Some(tls) => match listener.into_std() {
+            Ok(std) => match axum_server::from_tcp(std) {
+                Ok(server) => {
+                    server
+                        .acceptor(axum_server::tls_openssl::OpenSSLAcceptor::new(tls))
+                        .serve(app.into_make_service())
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "metrics endpoint stopped");
     }
 }
