@@ -190,12 +190,63 @@ pub fn probe(kafka: &KafkaConfig, timeout: Duration) -> Result<(), String> {
                 let fatal = cause.as_deref().is_some_and(is_fatal);
                 if fatal || Instant::now() >= deadline {
                     return Err(match cause {
+                        Some(cause) if cause.contains("certificate verify failed") => {
+                            format!("{cause} ({e}){}", certificate_diagnosis(kafka))
+                        }
                         Some(cause) => format!("{cause} ({e})"),
                         None => format!("{e} (no answer within {} s)", timeout.as_secs()),
                     });
                 }
             }
         }
+    }
+}
+
+/// librdkafka says only "certificate verify failed" for both an untrusted issuer and a certificate
+/// that does not name the host: a second handshake with the first broker, ignoring the name, tells
+/// them apart.
+fn certificate_diagnosis(kafka: &KafkaConfig) -> String {
+    let Some(tls) = &kafka.tls else {
+        return String::new();
+    };
+    let Some(broker) = kafka.brokers.split(',').next().map(str::trim) else {
+        return String::new();
+    };
+    let host = broker
+        .rsplit_once(':')
+        .map_or(broker, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let mut builder = native_tls::TlsConnector::builder();
+    builder.danger_accept_invalid_hostnames(true);
+    if let Some(ca) = tls
+        .files()
+        .read("kafka")
+        .ok()
+        .and_then(|m| m.ca)
+        .and_then(|pem| native_tls::Certificate::from_pem(&pem).ok())
+    {
+        builder
+            .disable_built_in_roots(true)
+            .add_root_certificate(ca);
+    }
+    let Ok(connector) = builder.build() else {
+        return String::new();
+    };
+    let stream = std::net::ToSocketAddrs::to_socket_addrs(broker)
+        .ok()
+        .and_then(|mut addrs| {
+            addrs
+                .find_map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+        });
+    let Some(stream) = stream else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    match connector.connect(host, stream) {
+        Ok(_) => format!(
+            "; the certificate is signed by a trusted CA but does not name {host:?}: connect by a name it carries, or set kafka.tls.verify_hostname = false"
+        ),
+        Err(_) => "; the certificate is not signed by a CA in kafka.tls.ca_file (or, without it, the system's store)".into(),
     }
 }
 
