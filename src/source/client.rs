@@ -1,5 +1,6 @@
 //! The one place a librdkafka configuration is made: every Kafka client Ripple creates (the
-//! consumer, the dead-letter producer and reader, replay's readers) starts from `client_config`,
+//! consumer, the dead-letter producer and reader, replay's readers, the start-up probe) starts from
+//! `client_config`,
 //! so the brokers, TLS and SASL settings can never differ between them.
 
 use crate::config::{KafkaConfig, SaslMechanism};
@@ -317,6 +318,29 @@ impl ClientContext for Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// librdkafka takes OAUTHBEARER's OIDC client-credentials settings (it needs curl for them).
+    /// No identity provider runs on the stack, so no token is ever fetched.
+    #[test]
+    fn oauthbearer_oidc_clients_can_be_created() {
+        let dir = std::env::temp_dir().join(format!("ripple-oidc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("client-secret");
+        std::fs::write(&secret, "oidc-s3cret").unwrap();
+        let kafka: KafkaConfig = toml::from_str(&format!(
+            "brokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[tls]\n[sasl]\nmechanism = \"OAUTHBEARER\"\n\
+             oidc_endpoint_url = \"https://127.0.0.1:1/token\"\nclient_id = \"ripple\"\nclient_secret_file = {secret:?}\n"
+        ))
+        .unwrap();
+        let cc = client_config(&kafka, "t", Role::Producer).unwrap();
+        assert_eq!(cc.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(
+            cc.get("sasl.oauthbearer.client.secret"),
+            Some("oidc-s3cret")
+        );
+        let created: Result<BaseProducer, _> = cc.create();
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
 
     #[test]
     fn secret_librdkafka_options_are_recognised() {
