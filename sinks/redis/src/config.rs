@@ -149,3 +149,48 @@ impl RedisSinkConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str, password_file: Option<PathBuf>) -> RedisSinkConfig {
+        toml::from_str::<RedisSinkConfig>(&format!(
+            "type = \"redis\"\nurl = {url:?}\nusername = \"app\"\n"
+        ))
+        .map(|c| RedisSinkConfig { password_file, ..c })
+        .unwrap()
+    }
+
+    /// A password with the characters a URL would need escaped reaches the connection as it is.
+    #[test]
+    fn passwords_are_set_on_the_connection_not_pasted_into_the_url() {
+        let dir = std::env::temp_dir().join(format!("ripple-redis-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "p@ss:w/rd?#%\n").unwrap();
+        let client = config("rediss://cache.example.com:6380/2", Some(file))
+            .client("sinks.cache")
+            .unwrap();
+        let info = client.get_connection_info();
+        assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd?#%"));
+        assert_eq!(info.redis_settings().username(), Some("app"));
+        assert_eq!(info.redis_settings().db(), 2);
+        assert!(
+            matches!(info.addr(), redis::ConnectionAddr::TcpTls { host, port: 6380, .. } if host == "cache.example.com")
+        );
+        let plain = config("redis://cache.example.com:6379", None);
+        assert_eq!(plain.address(), "redis://cache.example.com:6379");
+        let with_tls = RedisSinkConfig {
+            tls: TlsFiles {
+                ca_file: Some(dir.join("ca.pem")),
+                ..Default::default()
+            },
+            ..plain
+        };
+        assert_eq!(
+            with_tls.client("sinks.cache").unwrap_err().key,
+            "sinks.cache.tls"
+        );
+    }
+}
