@@ -352,100 +352,79 @@ fn secured_connections_that_go_wrong_fail_fast_and_say_why() {
             .to_string()
     };
 
-    // Kafka: a wrong password, an untrusted CA, a host name the certificate does not carry, and
-    // plaintext (SASL without TLS) to the TLS listener.
-    let kafka_password = good.replace(
-        "password_env = \"RIPPLE_TEST_KAFKA_PASSWORD\"",
-        &format!("password_file = \"{wrong}\""),
-    );
-    let out = fails_at_start(&dir, "kafka-wrong-password", &kafka_password);
-    assert_names(
-        "kafka-wrong-password",
-        &out,
-        &["Kafka", "localhost:19094", "Authentication failed"],
-    );
-
-    let kafka_ca = good.replacen(
-        &format!("[kafka.tls]\nca_file = \"{ca}\""),
-        &format!("[kafka.tls]\nca_file = \"{other_ca}\""),
-        1,
-    );
-    let out = fails_at_start(&dir, "kafka-untrusted-ca", &kafka_ca);
-    assert_names(
-        "kafka-untrusted-ca",
-        &out,
-        &[
-            "Kafka",
-            "localhost:19094",
-            "certificate verify failed",
-            "not signed by a CA in kafka.tls.ca_file",
-        ],
-    );
-
-    let kafka_host = good.replace(
-        "brokers = \"localhost:19094\"",
-        "brokers = \"127.0.0.1:19094\"",
-    );
-    let out = fails_at_start(&dir, "kafka-hostname-mismatch", &kafka_host);
-    assert_names(
-        "kafka-hostname-mismatch",
-        &out,
-        &[
-            "Kafka",
-            "127.0.0.1:19094",
-            "certificate verify failed",
-            "does not name \"127.0.0.1\"",
-        ],
-    );
-
-    let kafka_plain = good.replace(&format!("[kafka.tls]\nca_file = \"{ca}\"\n"), "");
-    let out = fails_at_start(&dir, "kafka-plaintext-to-tls", &kafka_plain);
-    assert_names(
-        "kafka-plaintext-to-tls",
-        &out,
-        &["Kafka", "localhost:19094", "security.protocol"],
-    );
-
-    // The stores: a wrong PostgreSQL password, a wrong Redis password, a 401 from the index.
-    let pg = good.replacen(
-        &format!("password_file = \"{}\"", file("pg")),
-        &format!("password_file = \"{wrong}\""),
-        2,
-    );
-    let out = fails_at_start(&dir, "postgres-wrong-password", &pg);
-    assert_names(
-        "postgres-wrong-password",
-        &out,
-        &[
-            "replica",
-            "localhost:15433",
-            "password authentication failed",
-        ],
-    );
-
-    let redis = good.replace(
-        &format!("password_file = \"{}\"", file("redis")),
-        &format!("password_file = \"{wrong}\""),
-    );
-    let out = fails_at_start(&dir, "redis-wrong-password", &redis);
-    assert_names(
-        "redis-wrong-password",
-        &out,
-        &[
-            "cache",
-            "rediss://localhost:16380",
-            "Password authentication failed",
-        ],
-    );
-
-    let search = good.replace(
-        &format!("password_file = \"{}\"", file("search")),
-        &format!("password_file = \"{wrong}\""),
-    );
-    let out = fails_at_start(&dir, "index-401", &search);
-    assert_names(
-        "index-401",
-        &out,
-        &["search", "https://localhost:19200", "401"],
-    );
+    let password = |name: &str| format!("password_file = \"{}\"", file(name));
+    let wrong_password = format!("password_file = \"{wrong}\"");
+    let kafka_tls = format!("[kafka.tls]\nca_file = \"{ca}\"\n");
+    // (case, config, what its error must name)
+    let cases: [(&str, String, &[&str]); 7] = [
+        (
+            "kafka-wrong-password",
+            good.replace(
+                "password_env = \"RIPPLE_TEST_KAFKA_PASSWORD\"",
+                &wrong_password,
+            ),
+            &["Kafka", "localhost:19094", "Authentication failed"],
+        ),
+        (
+            "kafka-untrusted-ca",
+            good.replacen(
+                &kafka_tls,
+                &format!("[kafka.tls]\nca_file = \"{other_ca}\"\n"),
+                1,
+            ),
+            &[
+                "Kafka",
+                "localhost:19094",
+                "certificate verify failed",
+                "not signed by a CA in kafka.tls.ca_file",
+            ],
+        ),
+        (
+            "kafka-hostname-mismatch",
+            good.replace(
+                "brokers = \"localhost:19094\"",
+                "brokers = \"127.0.0.1:19094\"",
+            ),
+            &[
+                "Kafka",
+                "127.0.0.1:19094",
+                "certificate verify failed",
+                "does not name \"127.0.0.1\"",
+            ],
+        ),
+        (
+            // SASL without TLS, to the TLS listener.
+            "kafka-plaintext-to-tls",
+            good.replace(&kafka_tls, ""),
+            &["Kafka", "localhost:19094", "security.protocol"],
+        ),
+        (
+            "postgres-wrong-password",
+            good.replacen(&password("pg"), &wrong_password, 2),
+            &[
+                "replica",
+                "localhost:15433",
+                "password authentication failed",
+            ],
+        ),
+        (
+            "redis-wrong-password",
+            good.replace(&password("redis"), &wrong_password),
+            &[
+                "cache",
+                "rediss://localhost:16380",
+                "Password authentication failed",
+            ],
+        ),
+        (
+            "index-401",
+            good.replace(&password("search"), &wrong_password),
+            &["search", "https://localhost:19200", "401"],
+        ),
+    ];
+    for (name, config, wants) in cases {
+        assert_ne!(config, good, "{name}: the case changes nothing");
+        let out = fails_at_start(&dir, name, &config);
+        assert_names(name, &out, wants);
+    }
 }
