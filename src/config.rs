@@ -333,6 +333,11 @@ pub struct PipelineConfig {
     pub retry_initial_delay_ms: u64,
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_delay_ms: u64,
+    /// Longest one apply call to one sink may take before it counts as failed (an outage: retried,
+    /// never dead-lettered). Default 30 s: a 10,000-event batch takes well under a second on the
+    /// stack, so only a store that hangs (a lock held elsewhere, a frozen node) reaches it.
+    #[serde(default = "default_apply_timeout_ms")]
+    pub apply_timeout_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -343,6 +348,7 @@ impl Default for PipelineConfig {
             max_retries: default_max_retries(),
             retry_initial_delay_ms: default_retry_initial_ms(),
             retry_max_delay_ms: default_retry_max_ms(),
+            apply_timeout_ms: default_apply_timeout_ms(),
         }
     }
 }
@@ -407,6 +413,9 @@ fn default_retry_initial_ms() -> u64 {
 }
 fn default_retry_max_ms() -> u64 {
     10_000
+}
+fn default_apply_timeout_ms() -> u64 {
+    30_000
 }
 
 /// A topic name or pattern, as written in `kafka.topics` or `routes.topics`.
@@ -507,6 +516,12 @@ impl Config {
             return Err(ConfigError::new(
                 "kafka.auto_offset_reset",
                 "must be \"earliest\" or \"latest\"",
+            ));
+        }
+        if self.pipeline.apply_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "pipeline.apply_timeout_ms",
+                "must be at least 1: it bounds how long one apply to a sink may take",
             ));
         }
         if self.pipeline.batch_size == 0 {

@@ -191,6 +191,17 @@ impl Live {
         state.last_error_at = Some(chrono::Utc::now().timestamp_millis());
     }
 
+    /// Why the sink is down (its last failure), while its last apply failed.
+    pub fn sink_down(&self, sink: &str) -> Option<String> {
+        let s = self.state();
+        let state = s.sinks.get(sink)?;
+        if state.up {
+            None
+        } else {
+            state.last_error.clone()
+        }
+    }
+
     /// Sinks known before they applied anything show as up with nothing applied.
     pub fn sink_known(&self, sink: &str) {
         self.state()

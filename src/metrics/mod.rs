@@ -363,10 +363,15 @@ async fn ready(readiness: &Readiness) -> (axum::http::StatusCode, axum::Json<ser
     let mut all_ok = broker.is_ok();
     let mut sinks = serde_json::Map::new();
     for sink in &readiness.sinks {
-        let state = match tokio::time::timeout(Duration::from_secs(5), sink.ready()).await {
-            Ok(Ok(())) => "ok".to_string(),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 5 s".to_string(),
+        // A store can answer a ping and still refuse every write (read-only, out of memory, a
+        // write block): while the pipeline sees it failing, that is the state shown.
+        let state = match crate::dashboard::live().sink_down(sink.name()) {
+            Some(reason) => format!("down: {reason}"),
+            None => match tokio::time::timeout(Duration::from_secs(5), sink.ready()).await {
+                Ok(Ok(())) => "ok".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer within 5 s".to_string(),
+            },
         };
         all_ok &= state == "ok";
         sinks.insert(sink.name().to_string(), state.into());

@@ -123,6 +123,9 @@ pub struct Applier {
     dead_letters: Option<Arc<DeadLetters>>,
     /// Events sinks rejected for good, written to the dead-letter topic.
     rejected: AtomicU64,
+    /// Longest one apply call may take; past it the call is dropped (releasing its connection)
+    /// and counts as a retriable failure.
+    apply_timeout: Duration,
 }
 
 impl Applier {
@@ -146,6 +149,7 @@ impl Applier {
             patience,
             dead_letters,
             rejected: AtomicU64::new(0),
+            apply_timeout: Duration::from_millis(config.apply_timeout_ms),
         }
     }
 
@@ -233,7 +237,15 @@ impl Applier {
             let slice = &events[part.clone()];
             let attempt = || async {
                 let started = Instant::now();
-                sink.apply(target, slice).await.map(|()| started.elapsed())
+                match tokio::time::timeout(self.apply_timeout, sink.apply(target, slice)).await {
+                    Ok(result) => result.map(|()| started.elapsed()),
+                    Err(_) => Err(SinkError::retriable(format!(
+                        "no answer within {:?} applying {} events to {} (pipeline.apply_timeout_ms)",
+                        self.apply_timeout,
+                        slice.len(),
+                        t.table
+                    ))),
+                }
             };
             let mut result = attempt
                 .retry(self.backoff)
@@ -327,5 +339,115 @@ impl Applier {
             .inc();
         self.rejected.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{Assignment, RouteOptions};
+    use async_trait::async_trait;
+    use ripple_sink::{Column, ColumnType, Op, Origin, TableSchema, Value, Version};
+    use std::sync::Mutex;
+
+    /// Hangs on its first `hangs` calls (until dropped), then records what it is given.
+    struct Hangs {
+        hangs: AtomicU64,
+        applied: Mutex<Vec<i64>>,
+    }
+
+    #[async_trait]
+    impl Sink for Hangs {
+        fn name(&self) -> &str {
+            "hangs"
+        }
+        async fn ready(&self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn apply(&self, _: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
+            if self
+                .hangs
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                std::future::pending::<()>().await;
+            }
+            self.applied
+                .lock()
+                .unwrap()
+                .extend(events.iter().map(|e| e.origin.offset));
+            Ok(())
+        }
+    }
+
+    fn batch(n: i64) -> Batch {
+        let schema = Arc::new(TableSchema {
+            table: TableRef::new("public", "t"),
+            columns: vec![Column {
+                name: "id".into(),
+                ty: ColumnType::Int64,
+                nullable: false,
+                source_type: None,
+            }],
+            key: vec![0],
+        });
+        let sinks: Arc<[Assignment]> = Arc::from(vec![Assignment {
+            sink: 0,
+            options: Arc::new(RouteOptions::default()),
+        }]);
+        let topic: Arc<str> = Arc::from("t");
+        let mut b = Batch::default();
+        for i in 0..n {
+            b.mark(&topic, 0, i);
+            b.push(
+                sinks.clone(),
+                ChangeEvent {
+                    schema: schema.clone(),
+                    op: Op::Upsert,
+                    row: Some(vec![Value::Int(i)]),
+                    key: vec![Value::Int(i)],
+                    version: Version {
+                        commit: 1,
+                        change: i as u64,
+                    },
+                    source_ts_ms: 0,
+                    origin: Origin {
+                        topic: topic.clone(),
+                        partition: 0,
+                        offset: i,
+                    },
+                },
+            );
+        }
+        b
+    }
+
+    /// A sink call that never returns is cut off at `apply_timeout_ms` and retried like any outage;
+    /// nothing is dead-lettered (there is no dead-letter topic, so a permanent error would fail).
+    #[tokio::test]
+    async fn a_hanging_apply_times_out_and_is_retried() {
+        let sink = Arc::new(Hangs {
+            hangs: AtomicU64::new(2),
+            applied: Mutex::default(),
+        });
+        let config = PipelineConfig {
+            apply_timeout_ms: 50,
+            max_retries: 5,
+            retry_initial_delay_ms: 1,
+            retry_max_delay_ms: 5,
+            ..PipelineConfig::default()
+        };
+        let applier = Applier::new(vec![sink.clone() as Arc<dyn Sink>], &config, None);
+        let started = Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(5), applier.apply(&batch(3))).await;
+        result
+            .expect("the applier hung with the sink")
+            .expect("applied after the timeouts");
+        assert_eq!(*sink.applied.lock().unwrap(), vec![0, 1, 2]);
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "two timeouts of 50 ms each"
+        );
+        assert_eq!(sink.hangs.load(Ordering::Relaxed), 0);
     }
 }

@@ -366,7 +366,12 @@ impl ElasticsearchSink {
                 event.table(),
                 result["error"]
             );
-            let error = status_error(status, message).at_event(index);
+            let kind = result["error"]["type"].as_str().unwrap_or_default();
+            let error = if is_outage_type(kind) {
+                SinkError::retriable(format!("elasticsearch: {message}"))
+            } else {
+                status_error(status, message).at_event(index)
+            };
             if !error.is_retriable() {
                 return Err(error);
             }
@@ -788,10 +793,31 @@ fn transport_error(err: elasticsearch::Error, doing: &str) -> SinkError {
     SinkError::retriable(format!("elasticsearch {doing}: {err}")).with_source(err)
 }
 
-/// 429 and 5xx are worth retrying; other 4xx (mapping errors, bad documents) are not.
+/// Error types that say the cluster or index cannot take writes now, whatever the document: a
+/// block (read-only index, flood-stage disk watermark), a closed or missing index, rejected
+/// execution (queues full), a tripped circuit breaker, shards not available.
+fn is_outage_type(kind: &str) -> bool {
+    matches!(
+        kind,
+        "cluster_block_exception"
+            | "index_closed_exception"
+            | "index_not_found_exception"
+            | "es_rejected_execution_exception"
+            | "circuit_breaking_exception"
+            | "unavailable_shards_exception"
+            | "no_shard_available_action_exception"
+            | "process_cluster_event_timeout_exception"
+            | "node_not_connected_exception"
+            | "security_exception"
+    )
+}
+
+/// The cluster's answers that are outages: 401 and 403 (credentials, privileges, a write block),
+/// 408 and 429 (timeout, overload) and 5xx. Other 4xx (mapping errors, bad documents) belong to
+/// the data.
 fn status_error(status: u16, message: String) -> SinkError {
     let message = format!("elasticsearch: {message}");
-    if status == 429 || status >= 500 {
+    if matches!(status, 401 | 403 | 408 | 429) || status >= 500 {
         SinkError::retriable(message)
     } else {
         SinkError::permanent(message)

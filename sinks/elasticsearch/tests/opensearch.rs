@@ -371,3 +371,45 @@ async fn read_back_tells_equal_missing_different_and_lists_documents() {
     listed.sort();
     assert_eq!(listed, ["1", "2"]);
 }
+
+/// An index that refuses writes for its own reasons (a write block, as a disk watermark or an
+/// operator sets it) is an outage: every document is refused, but none for its data, so the error
+/// is retriable and names no event; once the block is lifted the same batch applies.
+#[tokio::test]
+async fn a_write_block_is_an_outage_not_bad_data() {
+    let sink = sink("sink-es-it-block").await;
+    let s = schema("blocked");
+    let target = Target::of(&s.table);
+    sink.apply(target, &[upsert(&s, 1, "first", Value::Null, 1)])
+        .await
+        .unwrap();
+    let index = sink.index_name(target);
+    let block = |on: bool| {
+        let client = sink.client().clone();
+        let index = index.clone();
+        async move {
+            let r = client
+                .indices()
+                .put_settings(elasticsearch::indices::IndicesPutSettingsParts::Index(&[
+                    &index,
+                ]))
+                .body(json!({"index.blocks.write": on}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status_code().is_success(), "{:?}", r.text().await);
+        }
+    };
+    block(true).await;
+    let err = sink
+        .apply(target, &[upsert(&s, 2, "second", Value::Null, 2)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cluster_block_exception"), "{err}");
+    assert!(err.is_retriable(), "a write block must be an outage: {err}");
+    assert_eq!(err.event_index, None, "no event is to blame: {err}");
+    block(false).await;
+    sink.apply(target, &[upsert(&s, 2, "second", Value::Null, 2)])
+        .await
+        .unwrap();
+}

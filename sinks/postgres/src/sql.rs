@@ -29,10 +29,7 @@ pub fn classify(err: sqlx::Error, doing: &str) -> SinkError {
     let message = format!("postgres {doing}: {err}");
     let retriable = match &err {
         sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            // 08 connection, 40 transaction rollback (serialization, deadlock), 53 resources,
-            // 57 operator intervention (shutdown), 58 system error.
-            matches!(&code.get(..2), Some("08" | "40" | "53" | "57" | "58"))
+            is_outage(&db.code().map(|c| c.to_string()).unwrap_or_default())
         }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -50,9 +47,44 @@ pub fn classify(err: sqlx::Error, doing: &str) -> SinkError {
     e.with_source(err)
 }
 
+/// Whether a SQLSTATE says the database cannot take writes now, whatever the data: such a failure
+/// is retried until it passes, never dead-lettered. Everything else (a constraint, a value out of
+/// range, a type the column refuses) belongs to the rows sent.
+pub fn is_outage(sqlstate: &str) -> bool {
+    // 08 connection, 40 transaction rollback (serialization, deadlock), 53 resources (disk full,
+    // out of memory, too many connections), 57 operator intervention (shutdown, cancel), 58 system
+    // error, XX internal error, 28 authentication.
+    matches!(
+        sqlstate.get(..2),
+        Some("08" | "40" | "53" | "57" | "58" | "XX" | "28")
+    ) || matches!(
+        sqlstate,
+        // A read-only database (a standby after failover, default_transaction_read_only), a
+        // privilege taken away, the database, schema or table gone, a lock not granted, an
+        // idle-session timeout.
+        "25006" | "42501" | "3D000" | "3F000" | "42P01" | "55P03" | "55006" | "25P03"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outages_are_told_from_bad_rows() {
+        for code in [
+            "08006", "40001", "40P01", "53100", "57P01", "25006", "42501", "28P01", "3D000",
+            "42P01", "XX000",
+        ] {
+            assert!(is_outage(code), "{code}");
+        }
+        // Constraint, check, not-null, value too long, invalid text, numeric out of range.
+        for code in [
+            "23505", "23514", "23502", "22001", "22P02", "22003", "42804",
+        ] {
+            assert!(!is_outage(code), "{code}");
+        }
+    }
 
     #[test]
     fn identifiers_are_quoted() {

@@ -374,3 +374,106 @@ async fn rows_never_move_back_in_time() {
     let r = rows(&sink, ns).await;
     assert_eq!(r.iter().map(|r| r.0).collect::<Vec<_>>(), [3], "{r:?}");
 }
+
+/// A database that cannot take writes (read-only, as a standby after failover or with
+/// `default_transaction_read_only`) is an outage: retriable, never a reason to dead-letter the
+/// rows; once writable again the same batch applies. Its own database, so no other test sees it.
+#[tokio::test]
+async fn a_read_only_database_is_an_outage_not_bad_data() {
+    let admin = sink("sink_pg_it_ro_admin").await;
+    let db = format!("ripple_ro_{}", std::process::id());
+    let sql = |q: String| {
+        let pool = admin.pool().clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(q))
+                .execute(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    sql(format!("CREATE DATABASE {db}")).await;
+    let config = PostgresSinkConfig {
+        kind: "postgres".into(),
+        url: url()
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{db}"))
+            .unwrap(),
+        password_env: None,
+        sslmode: None,
+        password_file: None,
+        tls: Default::default(),
+        schema: None,
+        create_tables: true,
+        max_connections: 2,
+        exactly_once: false,
+    };
+    let sink = PostgresSink::new("replica", "sinks.replica", config).unwrap();
+    let s = schema();
+    sink.apply(
+        Target::of(&s.table),
+        &[upsert(&s, 0, 1, "1.5", Value::Null)],
+    )
+    .await
+    .unwrap();
+
+    let terminate = || {
+        sql(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+        ))
+    };
+    sql(format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on"
+    ))
+    .await;
+    terminate().await;
+    let mut err = None;
+    // The pool notices its terminated connections on first use; a later attempt meets the setting.
+    for _ in 0..5 {
+        match sink
+            .apply(
+                Target::of(&s.table),
+                &[upsert(&s, 1, 2, "2.5", Value::Null)],
+            )
+            .await
+        {
+            Err(e) if e.to_string().contains("read-only") => {
+                err = Some(e);
+                break;
+            }
+            Err(e) => assert!(e.is_retriable(), "{e}"),
+            Ok(()) => panic!("a write to a read-only database succeeded"),
+        }
+    }
+    let err = err.expect("the read-only refusal");
+    assert!(
+        err.is_retriable(),
+        "a read-only database must be an outage: {err}"
+    );
+
+    sql(format!(
+        "ALTER DATABASE {db} RESET default_transaction_read_only"
+    ))
+    .await;
+    terminate().await;
+    let mut applied = false;
+    for _ in 0..5 {
+        if sink
+            .apply(
+                Target::of(&s.table),
+                &[upsert(&s, 1, 2, "2.5", Value::Null)],
+            )
+            .await
+            .is_ok()
+        {
+            applied = true;
+            break;
+        }
+    }
+    assert!(
+        applied,
+        "the batch did not apply once the database was writable again"
+    );
+    drop(sink);
+    sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}

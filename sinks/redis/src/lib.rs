@@ -470,21 +470,59 @@ fn compare_maps(want: &[(String, Option<String>)], got: &HashMap<String, String>
 }
 
 /// Connection trouble and a busy or loading server are worth retrying; a rejected command is not.
-fn classify(err: redis::RedisError, doing: &str) -> SinkError {
-    let message = format!("redis {doing}: {err}");
-    let retriable = err.is_io_error()
+/// Whether Redis refused because of its own state, not the data: unreachable, loading, out of
+/// memory under `noeviction`, a read-only replica after failover, a login or ACL refusal, a busy
+/// script, failing persistence (MISCONF), a cluster without its master. Retried without end; what
+/// is left (a key of another type, a script's own error) belongs to the event.
+fn is_outage(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || matches!(
             err.kind(),
-            redis::ErrorKind::Server(
-                redis::ServerErrorKind::BusyLoading
-                    | redis::ServerErrorKind::TryAgain
-                    | redis::ServerErrorKind::ClusterDown
-                    | redis::ServerErrorKind::MasterDown
-            )
-        );
+            ErrorKind::AuthenticationFailed
+                | ErrorKind::Server(
+                    S::BusyLoading
+                        | S::TryAgain
+                        | S::ClusterDown
+                        | S::MasterDown
+                        | S::ReadOnly
+                        | S::NoPerm
+                )
+        )
+        || err.code().is_some_and(|code| OUTAGE_CODES.contains(&code))
+        || {
+            // A transaction or pipeline reports its commands' errors inside its own (EXECABORT),
+            // each code quoted, and a script's failed call names the code in its detail.
+            let text = err.to_string();
+            OUTAGE_CODES.iter().any(|c| {
+                text.contains(&format!("\"{c}\""))
+                    || text.contains(&format!("{c} command not allowed"))
+            }) || text.contains("READONLY You can't write")
+        }
+}
+
+/// Error codes of a Redis that cannot take writes now.
+const OUTAGE_CODES: &[&str] = &[
+    "OOM",
+    "MISCONF",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+    "BUSY",
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+];
+
+fn classify(err: redis::RedisError, doing: &str) -> SinkError {
+    let message = format!("redis {doing}: {err}");
+    let retriable = is_outage(&err);
     let e = if retriable {
         SinkError::retriable(message)
     } else {
