@@ -346,40 +346,10 @@ impl Applier {
 mod tests {
     use super::*;
     use crate::route::{Assignment, RouteOptions};
-    use async_trait::async_trait;
-    use ripple_sink::{Column, ColumnType, Op, Origin, TableSchema, Value, Version};
-    use std::sync::Mutex;
+    use ripple_sink::testkit::{Faulty, MemorySink};
+    use ripple_sink::{Column, ColumnType, FailureKind, Op, Origin, TableSchema, Value, Version};
 
-    /// Hangs on its first `hangs` calls (until dropped), then records what it is given.
-    struct Hangs {
-        hangs: AtomicU64,
-        applied: Mutex<Vec<i64>>,
-    }
-
-    #[async_trait]
-    impl Sink for Hangs {
-        fn name(&self) -> &str {
-            "hangs"
-        }
-        async fn ready(&self) -> Result<(), SinkError> {
-            Ok(())
-        }
-        async fn apply(&self, _: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
-            if self
-                .hangs
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                std::future::pending::<()>().await;
-            }
-            self.applied
-                .lock()
-                .unwrap()
-                .extend(events.iter().map(|e| e.origin.offset));
-            Ok(())
-        }
-    }
-
+    /// `n` upserts of one table, offsets 0..n, routed to sink 0.
     fn batch(n: i64) -> Batch {
         let schema = Arc::new(TableSchema {
             table: TableRef::new("public", "t"),
@@ -422,32 +392,63 @@ mod tests {
         b
     }
 
+    fn fast(apply_timeout_ms: u64, max_retries: usize) -> PipelineConfig {
+        PipelineConfig {
+            apply_timeout_ms,
+            max_retries,
+            retry_initial_delay_ms: 1,
+            retry_max_delay_ms: 5,
+            ..PipelineConfig::default()
+        }
+    }
+
     /// A sink call that never returns is cut off at `apply_timeout_ms` and retried like any outage;
     /// nothing is dead-lettered (there is no dead-letter topic, so a permanent error would fail).
     #[tokio::test]
     async fn a_hanging_apply_times_out_and_is_retried() {
-        let sink = Arc::new(Hangs {
-            hangs: AtomicU64::new(2),
-            applied: Mutex::default(),
-        });
-        let config = PipelineConfig {
-            apply_timeout_ms: 50,
-            max_retries: 5,
-            retry_initial_delay_ms: 1,
-            retry_max_delay_ms: 5,
-            ..PipelineConfig::default()
-        };
-        let applier = Applier::new(vec![sink.clone() as Arc<dyn Sink>], &config, None);
+        let sink = Arc::new(Faulty::new(MemorySink::new("m")).hang_first(2));
+        let applier = Applier::new(vec![sink.clone() as Arc<dyn Sink>], &fast(50, 5), None);
         let started = Instant::now();
         let result = tokio::time::timeout(Duration::from_secs(5), applier.apply(&batch(3))).await;
         result
             .expect("the applier hung with the sink")
             .expect("applied after the timeouts");
-        assert_eq!(*sink.applied.lock().unwrap(), vec![0, 1, 2]);
+        assert_eq!(sink.inner().offsets(), vec![0, 1, 2]);
         assert!(
             started.elapsed() >= Duration::from_millis(100),
             "two timeouts of 50 ms each"
         );
-        assert_eq!(sink.hangs.load(Ordering::Relaxed), 0);
+        assert_eq!(sink.calls(), 3);
+    }
+
+    /// Retriable failures are retried (past `max_retries`, with the sink counted as down) until the
+    /// sink takes the batch, which it then holds exactly once.
+    #[tokio::test]
+    async fn an_outage_longer_than_the_retries_is_waited_out() {
+        let sink =
+            Arc::new(Faulty::new(MemorySink::new("m")).fail_first(6, FailureKind::Retriable));
+        let applier = Applier::new(vec![sink.clone() as Arc<dyn Sink>], &fast(1_000, 2), None);
+        tokio::time::timeout(Duration::from_secs(5), applier.apply(&batch(4)))
+            .await
+            .expect("waited out")
+            .expect("applied");
+        assert_eq!(sink.calls(), 7, "six failures, then the call that worked");
+        assert_eq!(sink.inner().offsets(), vec![0, 1, 2, 3]);
+    }
+
+    /// Without a dead-letter topic a permanent rejection stops the run, naming sink and table, and
+    /// is not retried.
+    #[tokio::test]
+    async fn a_permanent_rejection_without_dead_letters_stops_at_once() {
+        let sink =
+            Arc::new(Faulty::new(MemorySink::new("m")).reject(|e| e.origin.offset == 2, true));
+        let applier = Applier::new(vec![sink.clone() as Arc<dyn Sink>], &fast(1_000, 5), None);
+        let err = applier.apply(&batch(4)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("\"m\"") && err.to_string().contains("public.t"),
+            "{err}"
+        );
+        assert_eq!(sink.calls(), 1, "a permanent error is not retried");
+        assert!(sink.inner().applied().is_empty());
     }
 }

@@ -6,6 +6,8 @@ mod error;
 mod event;
 mod render;
 mod secret;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod value;
 
 pub use error::{ConfigError, FailureKind, SinkError};
