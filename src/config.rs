@@ -175,6 +175,29 @@ pub struct DeadLetterConfig {
     /// `all` (default): dead-letter every bad record and go on. `none`: stop at the first one.
     #[serde(default)]
     pub tolerance: Tolerance,
+    /// The breaker: once one sink has rejected this many events within `rejection_window_s`,
+    /// its rejections are no longer dead-lettered: the sink counts as down (retried, consumption
+    /// paused) until an apply succeeds again. Default 1,000: a storm of bad rows is seldom bad
+    /// rows, and a thousand dead letters are still few enough to replay by hand.
+    #[serde(default = "default_max_rejections")]
+    pub max_rejections: u64,
+    #[serde(default = "default_rejection_window_s")]
+    pub rejection_window_s: u64,
+    /// The breaker also opens when more than this share of one table's batch (of at least 20
+    /// events) is rejected: a store that refuses most of a batch refuses the table, not rows.
+    /// Default 0.5; 1.0 turns this rule off.
+    #[serde(default = "default_max_rejected_share")]
+    pub max_rejected_share: f64,
+}
+
+fn default_max_rejections() -> u64 {
+    1_000
+}
+fn default_rejection_window_s() -> u64 {
+    60
+}
+fn default_max_rejected_share() -> f64 {
+    0.5
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -596,6 +619,18 @@ impl Config {
             }
         }
         if let Some(dl) = &self.dead_letter {
+            if !(dl.max_rejected_share > 0.0 && dl.max_rejected_share <= 1.0) {
+                return Err(ConfigError::new(
+                    "dead_letter.max_rejected_share",
+                    "must be above 0 and at most 1 (1 turns the share rule off)",
+                ));
+            }
+            if dl.rejection_window_s == 0 {
+                return Err(ConfigError::new(
+                    "dead_letter.rejection_window_s",
+                    "must be at least 1",
+                ));
+            }
             if dl.topic.trim().is_empty() {
                 return Err(ConfigError::new(
                     "dead_letter.topic",

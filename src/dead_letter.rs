@@ -3,6 +3,7 @@
 //! lost. A record is dead-lettered (and the write acknowledged) before its offset can be committed.
 
 use crate::config::{DeadLetterConfig, KafkaConfig};
+use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -54,6 +55,31 @@ pub struct DeadLetter<'a> {
     pub stage: &'a str,
     pub sink: Option<&'a str>,
     pub reason: &'a str,
+}
+
+/// Where the pipeline puts an event a sink rejected for good: the dead-letter topic, or, in unit
+/// tests, anything that records them.
+#[async_trait]
+pub trait RejectedEvents: Send + Sync {
+    /// Writes the record behind `origin` as rejected by `sink`, for `reason`.
+    async fn send_event(
+        &self,
+        origin: &Origin,
+        sink: &str,
+        reason: &str,
+    ) -> Result<(), DeadLetterError>;
+}
+
+#[async_trait]
+impl RejectedEvents for DeadLetters {
+    async fn send_event(
+        &self,
+        origin: &Origin,
+        sink: &str,
+        reason: &str,
+    ) -> Result<(), DeadLetterError> {
+        DeadLetters::send_event(self, origin, sink, reason).await
+    }
 }
 
 pub struct DeadLetters {

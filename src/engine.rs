@@ -121,8 +121,21 @@ impl EngineBuilder {
             Some(m) => Some(crate::metrics::Endpoint::bind(m).await?),
             None => None,
         };
-        let applier = Applier::new(sinks, &self.config.pipeline, dead_letters);
+        let breaker = self
+            .config
+            .dead_letter
+            .as_ref()
+            .map(crate::pipeline::Breaker::from_config);
+        let applier = Applier::new(
+            sinks,
+            &self.config.pipeline,
+            dead_letters
+                .clone()
+                .map(|d| d as Arc<dyn crate::dead_letter::RejectedEvents>),
+        )
+        .with_breaker(breaker);
         Ok(Engine {
+            dead_letters,
             config: self.config,
             decoder,
             source,
@@ -178,6 +191,8 @@ pub struct Engine {
     applier: Applier,
     exit_when_idle: Option<Duration>,
     metrics_endpoint: Option<crate::metrics::Endpoint>,
+    /// Also the applier's, as `RejectedEvents`; the collector writes undecodable records here.
+    dead_letters: Option<Arc<DeadLetters>>,
     verify_report: Option<std::path::PathBuf>,
 }
 
@@ -244,6 +259,7 @@ impl Engine {
             exit_when_idle,
             metrics_endpoint,
             verify_report,
+            dead_letters,
         } = self;
         let mut background = Vec::new();
         if let Some(endpoint) = metrics_endpoint {
@@ -263,7 +279,7 @@ impl Engine {
         let mut progress = Progress::default();
         let mut collector = Collector {
             applied: source.applied().clone(),
-            dead_letters: applier.dead_letters(),
+            dead_letters,
             decoder,
             topics: HashSet::new(),
             batch_size: config.pipeline.batch_size,

@@ -2,16 +2,17 @@
 //! to every owning sink (sinks concurrently, tables concurrently, each table in order) with retries
 //! and dead-lettering, and the offsets that may be committed once every owner has applied them.
 
+use crate::config::DeadLetterConfig;
 use crate::config::PipelineConfig;
-use crate::dead_letter::{DeadLetterError, DeadLetters};
+use crate::dead_letter::{DeadLetterError, RejectedEvents};
 use crate::metrics::{DeadLetterLabels, metrics};
 use crate::route::Assignment;
 use crate::source::Partition;
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use ripple_sink::{ChangeEvent, Sink, SinkError, TableRef, Target};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,36 @@ impl Batch {
     }
 }
 
+/// When one sink rejects too much, its rejections stop being dead-lettered and it counts as down
+/// until an apply succeeds: see `[dead_letter] max_rejections`, `max_rejected_share`.
+#[derive(Debug, Clone, Copy)]
+pub struct Breaker {
+    pub max_rejections: u64,
+    pub window: Duration,
+    pub max_share: f64,
+}
+
+/// Batches smaller than this never open the breaker by share alone.
+const SHARE_FROM: usize = 20;
+
+impl Breaker {
+    pub fn from_config(config: &DeadLetterConfig) -> Self {
+        Self {
+            max_rejections: config.max_rejections,
+            window: Duration::from_secs(config.rejection_window_s),
+            max_share: config.max_rejected_share,
+        }
+    }
+}
+
+/// One sink's rejections in the current window, and why its breaker is open, if it is.
+#[derive(Default)]
+struct BreakerState {
+    since: Option<Instant>,
+    rejected: u64,
+    open: Option<String>,
+}
+
 /// Applies batches to the sinks with the configured retry policy.
 pub struct Applier {
     sinks: Vec<Arc<dyn Sink>>,
@@ -120,9 +151,11 @@ pub struct Applier {
     /// After that the sink counts as down: retried every `retry_max_delay_ms` until it is back,
     /// while the engine keeps consumption paused.
     patience: ConstantBuilder,
-    dead_letters: Option<Arc<DeadLetters>>,
+    dead_letters: Option<Arc<dyn RejectedEvents>>,
     /// Events sinks rejected for good, written to the dead-letter topic.
     rejected: AtomicU64,
+    breaker: Option<Breaker>,
+    breakers: Mutex<HashMap<String, BreakerState>>,
     /// Longest one apply call may take; past it the call is dropped (releasing its connection)
     /// and counts as a retriable failure.
     apply_timeout: Duration,
@@ -132,7 +165,7 @@ impl Applier {
     pub fn new(
         sinks: Vec<Arc<dyn Sink>>,
         config: &PipelineConfig,
-        dead_letters: Option<Arc<DeadLetters>>,
+        dead_letters: Option<Arc<dyn RejectedEvents>>,
     ) -> Self {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(config.retry_initial_delay_ms))
@@ -149,12 +182,88 @@ impl Applier {
             patience,
             dead_letters,
             rejected: AtomicU64::new(0),
+            breaker: None,
+            breakers: Mutex::default(),
             apply_timeout: Duration::from_millis(config.apply_timeout_ms),
         }
     }
 
-    pub fn dead_letters(&self) -> Option<Arc<DeadLetters>> {
-        self.dead_letters.clone()
+    /// Sets the dead-letter breaker (none: every rejection is dead-lettered).
+    pub fn with_breaker(mut self, breaker: Option<Breaker>) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    fn breakers(&self) -> std::sync::MutexGuard<'_, HashMap<String, BreakerState>> {
+        self.breakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why `sink`'s breaker is open, if it is.
+    fn breaker_open(&self, sink: &str) -> Option<String> {
+        self.breaker?;
+        self.breakers().get(sink).and_then(|s| s.open.clone())
+    }
+
+    /// Counts one more rejection by `sink`, the `rejected`-th of a table batch of `batch`
+    /// events; true when this opens (or finds open) the breaker, so the event is not
+    /// dead-lettered.
+    fn breaker_trips(&self, sink: &str, batch: usize, rejected: usize, error: &SinkError) -> bool {
+        let Some(b) = self.breaker else {
+            return false;
+        };
+        let mut all = self.breakers();
+        let state = all.entry(sink.to_string()).or_default();
+        if state.open.is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        if state.since.is_none_or(|t| now.duration_since(t) > b.window) {
+            state.since = Some(now);
+            state.rejected = 0;
+        }
+        let why = if state.rejected >= b.max_rejections {
+            Some(format!(
+                "{} events rejected within {} s (dead_letter.max_rejections)",
+                state.rejected,
+                b.window.as_secs()
+            ))
+        } else if batch >= SHARE_FROM && rejected as f64 > b.max_share * batch as f64 {
+            Some(format!(
+                "{rejected} of a batch of {batch} events rejected (dead_letter.max_rejected_share = {})",
+                b.max_share
+            ))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                let reason = format!(
+                    "dead-letter breaker open: {why}; the store's last refusal: {error}. Nothing more is dead-lettered for this sink; it counts as down until an apply succeeds"
+                );
+                tracing::error!(sink, "{reason}");
+                crate::dashboard::live().sink_failed(sink, &reason);
+                state.open = Some(reason);
+                true
+            }
+            None => {
+                state.rejected += 1;
+                false
+            }
+        }
+    }
+
+    /// An apply of `sink` succeeded: an open breaker closes.
+    fn breaker_closes(&self, sink: &str) {
+        if self.breaker.is_none() {
+            return;
+        }
+        if let Some(state) = self.breakers().get_mut(sink)
+            && state.open.take().is_some()
+        {
+            state.rejected = 0;
+            state.since = None;
+            tracing::info!(sink, "dead-letter breaker closed: the sink applied again");
+        }
     }
 
     /// Events dead-lettered after a sink rejected them, so far.
@@ -230,6 +339,8 @@ impl Applier {
         // applied is applied again harmlessly: sinks are idempotent.
         let mut pending = std::collections::VecDeque::new();
         pending.push_back(0..events.len());
+        // Events of this table batch dead-lettered for this sink so far (the breaker's share).
+        let mut rejected = 0usize;
         while let Some(part) = pending.pop_front() {
             if part.is_empty() {
                 continue;
@@ -237,7 +348,12 @@ impl Applier {
             let slice = &events[part.clone()];
             let attempt = || async {
                 let started = Instant::now();
-                match tokio::time::timeout(self.apply_timeout, sink.apply(target, slice)).await {
+                let result = match tokio::time::timeout(
+                    self.apply_timeout,
+                    sink.apply(target, slice),
+                )
+                .await
+                {
                     Ok(result) => result.map(|()| started.elapsed()),
                     Err(_) => Err(SinkError::retriable(format!(
                         "no answer within {:?} applying {} events to {} (pipeline.apply_timeout_ms)",
@@ -245,7 +361,14 @@ impl Applier {
                         slice.len(),
                         t.table
                     ))),
-                }
+                };
+                // With the breaker open, what the store refuses is waited out like an outage.
+                result.map_err(|e| match self.breaker_open(sink.name()) {
+                    Some(why) if !e.is_retriable() => {
+                        SinkError::retriable(format!("{why} (now: {e})"))
+                    }
+                    _ => e,
+                })
             };
             let mut result = attempt
                 .retry(self.backoff)
@@ -275,6 +398,7 @@ impl Applier {
             }
             let error = match result {
                 Ok(took) => {
+                    self.breaker_closes(sink.name());
                     metrics().record_applied(sink.name(), slice, took);
                     crate::dashboard::live().sink_applied(sink.name(), slice.len());
                     continue;
@@ -282,16 +406,22 @@ impl Applier {
                 Err(e) if e.is_retriable() || self.dead_letters.is_none() => return Err(failed(e)),
                 Err(e) => e,
             };
-            match error.event_index.filter(|&i| i < slice.len()) {
+            let culprit = match error.event_index.filter(|&i| i < slice.len()) {
+                Some(i) => Some(i),
+                None if slice.len() == 1 => Some(0),
+                None => None,
+            };
+            match culprit {
+                Some(_) if self.breaker_trips(sink.name(), events.len(), rejected + 1, &error) => {
+                    // Not dead-lettered: the part goes again, now waited out as an outage.
+                    pending.push_front(part);
+                }
                 Some(i) => {
+                    rejected += 1;
                     self.dead_letter(sink, &slice[i], &error.to_string())
                         .await?;
                     pending.push_front(part.start + i + 1..part.end);
                     pending.push_front(part.start..part.start + i);
-                }
-                None if slice.len() == 1 => {
-                    self.dead_letter(sink, &slice[0], &error.to_string())
-                        .await?;
                 }
                 None => {
                     let mid = part.start + slice.len() / 2;
@@ -450,5 +580,159 @@ mod tests {
         );
         assert_eq!(sink.calls(), 1, "a permanent error is not retried");
         assert!(sink.inner().applied().is_empty());
+    }
+
+    /// Records what the pipeline dead-letters, by offset.
+    #[derive(Default)]
+    struct Letters(std::sync::Mutex<Vec<i64>>);
+
+    #[async_trait::async_trait]
+    impl RejectedEvents for Letters {
+        async fn send_event(
+            &self,
+            origin: &ripple_sink::Origin,
+            _sink: &str,
+            _reason: &str,
+        ) -> Result<(), DeadLetterError> {
+            self.0.lock().unwrap().push(origin.offset);
+            Ok(())
+        }
+    }
+
+    impl Letters {
+        fn offsets(&self) -> Vec<i64> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    /// A sink that rejects every event (naming it) while `refusing` is set, and an applier with a
+    /// dead-letter recorder and the given breaker.
+    fn refusing_setup(
+        breaker: Breaker,
+    ) -> (
+        Arc<Faulty<MemorySink>>,
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<Letters>,
+        Arc<Applier>,
+    ) {
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = refusing.clone();
+        let sink = Arc::new(
+            Faulty::new(MemorySink::new("m")).reject(move |_| flag.load(Ordering::Relaxed), true),
+        );
+        let letters = Arc::new(Letters::default());
+        let applier = Applier::new(
+            vec![sink.clone() as Arc<dyn Sink>],
+            &fast(1_000, 1),
+            Some(letters.clone() as Arc<dyn RejectedEvents>),
+        )
+        .with_breaker(Some(breaker));
+        (sink, refusing, letters, Arc::new(applier))
+    }
+
+    /// A rejection storm: at most `max_rejections` are dead-lettered, then the sink counts as down
+    /// (nothing more dead-lettered however long it refuses) until the cause goes; then everything
+    /// else is applied and the breaker closes.
+    #[tokio::test]
+    async fn the_breaker_stops_dead_lettering_a_storm_and_closes_when_the_sink_applies() {
+        let (sink, refusing, letters, applier) = refusing_setup(Breaker {
+            max_rejections: 5,
+            window: Duration::from_secs(60),
+            max_share: 1.0,
+        });
+        let run = tokio::spawn({
+            let applier = applier.clone();
+            async move { applier.apply(&batch(50)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            letters.offsets(),
+            vec![0, 1, 2, 3, 4],
+            "exactly the threshold dead-lettered"
+        );
+        let why = applier.breaker_open("m").expect("the breaker is open");
+        assert!(why.contains("max_rejections"), "{why}");
+        assert!(!run.is_finished(), "the sink is waited for, not skipped");
+        let calls = sink.calls();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            sink.calls() > calls,
+            "the refused part is retried while the breaker is open"
+        );
+        assert_eq!(
+            letters.offsets().len(),
+            5,
+            "nothing more dead-lettered while open"
+        );
+
+        refusing.store(false, Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("applied once the sink takes the events")
+            .unwrap()
+            .expect("no error");
+        assert_eq!(sink.inner().offsets(), (5..50).collect::<Vec<_>>());
+        assert!(
+            applier.breaker_open("m").is_none(),
+            "closed after the apply"
+        );
+    }
+
+    /// A store that refuses more than `max_rejected_share` of one table's batch opens the breaker
+    /// before `max_rejections` is reached.
+    #[tokio::test]
+    async fn the_breaker_opens_on_a_share_of_the_batch() {
+        let (_sink, refusing, letters, applier) = refusing_setup(Breaker {
+            max_rejections: 1_000,
+            window: Duration::from_secs(60),
+            max_share: 0.5,
+        });
+        let run = tokio::spawn({
+            let applier = applier.clone();
+            async move { applier.apply(&batch(40)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            letters.offsets().len(),
+            20,
+            "half of 40 dead-lettered, then the breaker"
+        );
+        assert!(
+            applier
+                .breaker_open("m")
+                .unwrap()
+                .contains("max_rejected_share")
+        );
+        refusing.store(false, Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A rejection that names no event is narrowed down by halving: one bad event among 64 costs
+    /// at most 2 * log2(64) + 1 calls, and only it is dead-lettered.
+    #[tokio::test]
+    async fn bisection_finds_the_one_culprit_in_few_calls() {
+        let sink =
+            Arc::new(Faulty::new(MemorySink::new("m")).reject(|e| e.origin.offset == 37, false));
+        let letters = Arc::new(Letters::default());
+        let applier = Applier::new(
+            vec![sink.clone() as Arc<dyn Sink>],
+            &fast(1_000, 1),
+            Some(letters.clone() as Arc<dyn RejectedEvents>),
+        );
+        applier.apply(&batch(64)).await.unwrap();
+        assert_eq!(letters.offsets(), vec![37]);
+        assert_eq!(
+            sink.inner().offsets(),
+            (0..64).filter(|&o| o != 37).collect::<Vec<_>>()
+        );
+        assert!(
+            sink.calls() <= 13,
+            "{} calls to find one event in 64",
+            sink.calls()
+        );
     }
 }
