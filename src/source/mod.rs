@@ -191,6 +191,10 @@ impl FetchProblem {
             })
             .inc();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // One entry per damaged batch seen; a run that meets thousands forgets the old ones.
+        if state.logged.len() >= 1024 {
+            state.logged.clear();
+        }
         if state.logged.insert(reason.to_string()) {
             tracing::error!(
                 "a fetched record batch cannot be decompressed: {reason}. Ripple cannot read past it: nothing after it on its partition is applied or committed until the batch is readable (a consumer built with the producer's codec, or the topic repaired); /readyz fails meanwhile"
