@@ -1,5 +1,6 @@
 # Sourced by the benchmarks: builds ripple (release) and pre-fills a fresh topic with real Debezium
-# events of the seed table. Sets: ripple, url, id, topic, size. BENCH_CHANGES changes (default 200,000).
+# events of the seed table. Sets: ripple, url, id, topic, size. BENCH_CHANGES changes (default 200,000),
+# BENCH_MIX the percentages of inserts, updates and deletes (default 60,30,10).
 changes=${BENCH_CHANGES:-200000}
 id="bench_$(date +%s)"
 scripts/stack up >/dev/null
@@ -10,7 +11,7 @@ url=postgres://postgres@127.0.0.1:15432/app
 echo "== pre-filling topic $id.public.$id with $changes changes through Debezium"
 $ripple loadgen --url "$url" --table "$id" --drop --setup --count 0 >/dev/null
 scripts/stack debezium "${id//_/-}" "$id" "public.$id" initial >/dev/null
-RIPPLE_LOG=warn $ripple loadgen --url "$url" --table "$id" --count "$changes" --seed 1
+RIPPLE_LOG=warn $ripple loadgen --url "$url" --table "$id" --count "$changes" --seed 1 --mix "${BENCH_MIX:-60,30,10}"
 topic="$id.public.$id"
 # Debezium publishes each change once, plus a tombstone after each delete; wait until all arrived.
 last=-1; stable=0

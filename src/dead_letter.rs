@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use ripple_sink::Origin;
 use std::sync::{Arc, Mutex};
@@ -57,36 +56,65 @@ pub struct DeadLetter<'a> {
     pub reason: &'a str,
 }
 
-/// Where the pipeline puts an event a sink rejected for good: the dead-letter topic, or, in unit
-/// tests, anything that records them.
+/// One event a sink refused, to dead-letter.
+pub struct Rejected<'a> {
+    pub origin: &'a Origin,
+    pub reason: &'a str,
+}
+
+/// Where the pipeline puts the events a sink rejected for good: the dead-letter topic, or, in
+/// unit tests, anything that records them.
 #[async_trait]
 pub trait RejectedEvents: Send + Sync {
-    /// Writes the record behind `origin` as rejected by `sink`, for `reason`.
-    async fn send_event(
+    /// Writes every record in `rejected` as refused by `sink`, returning once all are durable.
+    async fn send_rejected(
         &self,
-        origin: &Origin,
         sink: &str,
-        reason: &str,
+        rejected: &[Rejected<'_>],
     ) -> Result<(), DeadLetterError>;
 }
 
+/// Records read back and written per round: bounds the memory a storm of rejections takes.
+const CHUNK: usize = 1_000;
+
 #[async_trait]
 impl RejectedEvents for DeadLetters {
-    async fn send_event(
+    async fn send_rejected(
         &self,
-        origin: &Origin,
         sink: &str,
-        reason: &str,
+        rejected: &[Rejected<'_>],
     ) -> Result<(), DeadLetterError> {
-        DeadLetters::send_event(self, origin, sink, reason).await
+        for chunk in rejected.chunks(CHUNK) {
+            let origins: Vec<Origin> = chunk.iter().map(|r| r.origin.clone()).collect();
+            let started = std::time::Instant::now();
+            let records = self.fetch(origins).await?;
+            let fetched = started.elapsed();
+            let letters: Vec<DeadLetter<'_>> = chunk
+                .iter()
+                .zip(&records)
+                .map(|(r, (key, value))| DeadLetter {
+                    topic: &r.origin.topic,
+                    partition: r.origin.partition,
+                    offset: r.origin.offset,
+                    key: key.as_deref(),
+                    value: value.as_deref(),
+                    stage: "apply",
+                    sink: Some(sink),
+                    reason: r.reason,
+                })
+                .collect();
+            self.send_all(&letters).await?;
+            tracing::debug!(records = chunk.len(), ?fetched, sent = ?(started.elapsed() - fetched), "dead-letter chunk");
+        }
+        Ok(())
     }
 }
 
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
-    /// Reads single records back by offset: events keep no raw bytes, and sink rejections are rare.
-    fetcher: Arc<Mutex<BaseConsumer>>,
+    /// Reads rejected records back by offset.
+    fetcher: Arc<Mutex<Reader>>,
 }
 
 impl DeadLetters {
@@ -98,8 +126,14 @@ impl DeadLetters {
             .set("enable.idempotence", "true")
             .set("linger.ms", "0");
         let mut cc = client_config(kafka, "ripple-dead-letter-reader", Role::Consumer)?;
+        // It reads back what the batch just held: a small read-ahead is enough.
         cc.set("group.id", format!("{}-dead-letter-reader", kafka.group_id))
-            .set("enable.auto.commit", "false");
+            .set("enable.auto.commit", "false")
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.max.bytes", "4194304")
+            .set("fetch.wait.max.ms", "20")
+            // With its small queue full the reader would otherwise wait a second before fetching on.
+            .set("fetch.queue.backoff.ms", "5");
         let producer: FutureProducer = pc
             .create()
             .map_err(|e| DeadLetterError::Config(e.to_string()))?;
@@ -109,7 +143,10 @@ impl DeadLetters {
         Ok(Self {
             producer,
             topic: config.topic.clone(),
-            fetcher: Arc::new(Mutex::new(fetcher)),
+            fetcher: Arc::new(Mutex::new(Reader {
+                consumer: fetcher,
+                next: Default::default(),
+            })),
         })
     }
 
@@ -119,6 +156,80 @@ impl DeadLetters {
 
     /// Writes one dead letter and waits until Kafka has it.
     pub async fn send(&self, letter: DeadLetter<'_>) -> Result<(), DeadLetterError> {
+        self.send_all(std::slice::from_ref(&letter)).await
+    }
+
+    /// Writes `letters` and waits until Kafka has every one. They are all handed to the producer
+    /// before the first acknowledgement is awaited, so a storm of rejections costs a few produce
+    /// requests, not one round trip per record.
+    pub async fn send_all(&self, letters: &[DeadLetter<'_>]) -> Result<(), DeadLetterError> {
+        let failed = |e: rdkafka::error::KafkaError| DeadLetterError::Write {
+            topic: self.topic.clone(),
+            reason: e.to_string(),
+        };
+        let mut pending = std::collections::VecDeque::new();
+        for letter in letters {
+            let mut record = self.record(letter);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push_back(delivery);
+                        break;
+                    }
+                    // The producer's queue is full: wait for the oldest to be acknowledged.
+                    Err((e, back)) => {
+                        record = back;
+                        let Some(oldest) = pending.pop_front() else {
+                            return Err(failed(e));
+                        };
+                        Self::delivered(oldest).await.map_err(failed)?;
+                    }
+                }
+            }
+        }
+        for delivery in pending {
+            Self::delivered(delivery).await.map_err(failed)?;
+        }
+        for letter in letters {
+            tracing::debug!(
+                topic = letter.topic,
+                partition = letter.partition,
+                offset = letter.offset,
+                stage = letter.stage,
+                sink = letter.sink,
+                reason = letter.reason,
+                "dead-lettered a record"
+            );
+        }
+        // One line per call: a storm of rejections must not become a storm of log lines.
+        if let (Some(first), Some(last)) = (letters.first(), letters.last()) {
+            tracing::warn!(
+                records = letters.len(),
+                topic = first.topic,
+                first_offset = first.offset,
+                last_offset = last.offset,
+                stage = first.stage,
+                sink = first.sink,
+                reason = first.reason,
+                dead_letter_topic = %self.topic,
+                "dead-lettered {} record(s); the first one's reason is given",
+                letters.len()
+            );
+        }
+        Ok(())
+    }
+
+    async fn delivered(
+        delivery: rdkafka::producer::DeliveryFuture,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(e),
+            Err(_) => Err(rdkafka::error::KafkaError::Canceled),
+        }
+    }
+
+    fn record<'a>(&'a self, letter: &'a DeadLetter<'a>) -> FutureRecord<'a, [u8], [u8]> {
         let partition = letter.partition.to_string();
         let offset = letter.offset.to_string();
         let mut headers = OwnedHeaders::new()
@@ -156,88 +267,131 @@ impl DeadLetters {
         if let Some(v) = letter.value {
             record = record.payload(v);
         }
-        self.producer
-            .send(record, Timeout::After(Duration::from_secs(60)))
-            .await
-            .map_err(|(e, _)| DeadLetterError::Write {
-                topic: self.topic.clone(),
-                reason: e.to_string(),
-            })?;
-        tracing::warn!(
-            topic = letter.topic,
-            partition = letter.partition,
-            offset = letter.offset,
-            stage = letter.stage,
-            sink = letter.sink,
-            reason = letter.reason,
-            dead_letter_topic = %self.topic,
-            "dead-lettered a record"
-        );
-        Ok(())
+        record
     }
 
-    /// Dead-letters the record an event was decoded from, read back from its topic.
-    pub async fn send_event(
-        &self,
-        origin: &Origin,
-        sink: &str,
-        reason: &str,
-    ) -> Result<(), DeadLetterError> {
-        let (key, value) = self.fetch(origin).await?;
-        self.send(DeadLetter {
-            topic: &origin.topic,
-            partition: origin.partition,
-            offset: origin.offset,
-            key: key.as_deref(),
-            value: value.as_deref(),
-            stage: "apply",
-            sink: Some(sink),
-            reason,
-        })
-        .await
-    }
-
-    async fn fetch(
-        &self,
-        origin: &Origin,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), DeadLetterError> {
+    /// Reads the records at `origins` back, in one pass per partition: events keep no bytes (a
+    /// batch holding every record's bytes as well would take several times the memory), and
+    /// reading a range again is one fetch, not one per record. Returns (key, value) per origin.
+    async fn fetch(&self, origins: Vec<Origin>) -> Result<Vec<Record>, DeadLetterError> {
         let fetcher = self.fetcher.clone();
-        let (topic, partition, offset) =
-            (origin.topic.to_string(), origin.partition, origin.offset);
-        let failed = {
-            let topic = topic.clone();
-            move |reason: String| DeadLetterError::Fetch {
-                topic: topic.clone(),
-                partition,
-                offset,
-                reason,
-            }
-        };
         tokio::task::spawn_blocking(move || {
-            let consumer = fetcher.lock().expect("dead-letter reader");
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
-                .map_err(|e| failed(e.to_string()))?;
-            consumer.assign(&tpl).map_err(|e| failed(e.to_string()))?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                match consumer.poll(Duration::from_millis(500)) {
-                    Some(Ok(m)) if m.offset() == offset && m.partition() == partition => {
-                        return Ok((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
-                    }
-                    Some(Ok(m)) if m.offset() > offset => {
-                        return Err(failed(format!(
-                            "the topic resumed at offset {}",
-                            m.offset()
-                        )));
-                    }
-                    Some(Err(e)) => return Err(failed(e.to_string())),
-                    _ => {}
-                }
-            }
-            Err(failed("no record within 30 s".into()))
+            let mut reader = fetcher.lock().unwrap_or_else(|e| e.into_inner());
+            reader.read_back(&origins)
         })
         .await
         .expect("dead-letter reader task")
+    }
+}
+
+/// A record's key and value.
+type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The consumer that reads rejected records back, and where it stands per partition: the next
+/// chunk of a storm usually starts where the last one ended, and seeking would throw away what
+/// was already fetched ahead.
+struct Reader {
+    consumer: BaseConsumer,
+    /// Per assigned partition, the offset the next poll will deliver.
+    next: std::collections::HashMap<(String, i32), i64>,
+}
+
+/// How far ahead of the reader's position a wanted record may be and still be read on to, rather
+/// than sought.
+const READ_ON: i64 = 20_000;
+
+impl Reader {
+    fn read_back(&mut self, origins: &[Origin]) -> Result<Vec<Record>, DeadLetterError> {
+        use std::collections::{BTreeSet, HashMap};
+        let failed = |o: &Origin, reason: String| DeadLetterError::Fetch {
+            topic: o.topic.to_string(),
+            partition: o.partition,
+            offset: o.offset,
+            reason,
+        };
+        // Per partition, the offsets still wanted, lowest first.
+        let mut wanted: HashMap<(String, i32), BTreeSet<i64>> = HashMap::new();
+        for o in origins {
+            wanted
+                .entry((o.topic.to_string(), o.partition))
+                .or_default()
+                .insert(o.offset);
+        }
+        let reads_on = wanted.iter().all(|(tp, offsets)| {
+            let first = *offsets.first().expect("not empty");
+            self.next
+                .get(tp)
+                .is_some_and(|&at| at <= first && first - at < READ_ON)
+        });
+        if !reads_on {
+            let mut tpl = TopicPartitionList::new();
+            self.next.clear();
+            for ((topic, partition), offsets) in &wanted {
+                let first = *offsets.first().expect("not empty");
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(first))
+                    .map_err(|e| failed(&origins[0], e.to_string()))?;
+                self.next.insert((topic.clone(), *partition), first);
+            }
+            self.consumer
+                .assign(&tpl)
+                .map_err(|e| failed(&origins[0], e.to_string()))?;
+        }
+        let consumer = &self.consumer;
+        let mut found: HashMap<(String, i32, i64), Record> = HashMap::new();
+        let mut left: usize = wanted.values().map(BTreeSet::len).sum();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while left > 0 {
+            if std::time::Instant::now() > deadline {
+                let o = origins
+                    .iter()
+                    .find(|o| !found.contains_key(&(o.topic.to_string(), o.partition, o.offset)))
+                    .unwrap_or(&origins[0]);
+                return Err(failed(o, "no record within 30 s".into()));
+            }
+            let m = match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Err(failed(&origins[0], e.to_string())),
+                None => continue,
+            };
+            let tp = (m.topic().to_string(), m.partition());
+            if let Some(at) = self.next.get_mut(&tp) {
+                *at = m.offset() + 1;
+            }
+            let Some(offsets) = wanted.get_mut(&tp) else {
+                continue;
+            };
+            // Offsets below the next wanted one are skipped; one above it means the wanted one is
+            // gone (retention, compaction).
+            if let Some(&next) = offsets.first()
+                && m.offset() > next
+            {
+                let o = origins
+                    .iter()
+                    .find(|o| {
+                        o.partition == m.partition() && o.offset == next && &*o.topic == m.topic()
+                    })
+                    .unwrap_or(&origins[0]);
+                return Err(failed(
+                    o,
+                    format!("the topic resumed at offset {}", m.offset()),
+                ));
+            }
+            if offsets.remove(&m.offset()) {
+                left -= 1;
+                found.insert(
+                    (m.topic().to_string(), m.partition(), m.offset()),
+                    (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)),
+                );
+            }
+        }
+        Ok(origins
+            .iter()
+            .map(|o| {
+                found
+                    .get(&(o.topic.to_string(), o.partition, o.offset))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 }

@@ -167,12 +167,28 @@ impl Metrics {
 
     /// Counts what `sink` applied of `events` (one table).
     pub fn record_applied(&self, sink: &str, events: &[ChangeEvent], took: Duration) {
+        self.count_applied(sink, events, &[]);
+        let labels = SinkLabels {
+            sink: sink.to_string(),
+        };
+        self.apply_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        self.sink_up.get_or_create(&labels).set(1);
+    }
+
+    /// Counts the events of a call as applied, but for those at `refused` (ascending indices).
+    pub fn count_applied(&self, sink: &str, events: &[ChangeEvent], refused: &[usize]) {
         let Some(first) = events.first() else {
             return;
         };
         let table = first.table().to_string();
         let mut counts = [0u64; 3];
-        for e in events {
+        let mut refused = refused.iter().peekable();
+        for (i, e) in events.iter().enumerate() {
+            if refused.next_if_eq(&&i).is_some() {
+                continue;
+            }
             counts[match e.op {
                 Op::Upsert => 0,
                 Op::Delete => 1,
@@ -190,13 +206,6 @@ impl Metrics {
                     .inc_by(n);
             }
         }
-        let labels = SinkLabels {
-            sink: sink.to_string(),
-        };
-        self.apply_seconds
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
-        self.sink_up.get_or_create(&labels).set(1);
     }
 
     pub fn record_retry(&self, sink: &str, table: &str) {

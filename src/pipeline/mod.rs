@@ -4,12 +4,12 @@
 
 use crate::config::DeadLetterConfig;
 use crate::config::PipelineConfig;
-use crate::dead_letter::{DeadLetterError, RejectedEvents};
+use crate::dead_letter::{DeadLetterError, Rejected, RejectedEvents};
 use crate::metrics::{DeadLetterLabels, metrics};
 use crate::route::Assignment;
 use crate::source::Partition;
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
-use ripple_sink::{ChangeEvent, Sink, SinkError, TableRef, Target};
+use ripple_sink::{ChangeEvent, Rejection, Sink, SinkError, TableRef, Target};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,6 +159,8 @@ pub struct Applier {
     /// Longest one apply call may take; past it the call is dropped (releasing its connection)
     /// and counts as a retriable failure.
     apply_timeout: Duration,
+    /// How long a sink that counts as down is left before it is tried again.
+    patience_delay: Duration,
 }
 
 impl Applier {
@@ -185,6 +187,7 @@ impl Applier {
             breaker: None,
             breakers: Mutex::default(),
             apply_timeout: Duration::from_millis(config.apply_timeout_ms),
+            patience_delay: Duration::from_millis(config.retry_max_delay_ms),
         }
     }
 
@@ -207,7 +210,7 @@ impl Applier {
     /// Counts one more rejection by `sink`, the `rejected`-th of a table batch of `batch`
     /// events; true when this opens (or finds open) the breaker, so the event is not
     /// dead-lettered.
-    fn breaker_trips(&self, sink: &str, batch: usize, rejected: usize, error: &SinkError) -> bool {
+    fn breaker_trips(&self, sink: &str, batch: usize, rejected: usize, error: &str) -> bool {
         let Some(b) = self.breaker else {
             return false;
         };
@@ -330,7 +333,7 @@ impl Applier {
         };
         let events = match route.options.shape_events(&t.events) {
             Ok(events) => events,
-            Err(error) => return self.reject(sink, &t.events, error, &failed).await,
+            Err(error) => return self.reject(sink, t, error, &failed).await,
         };
         let target = Target::of(&t.table).with_template(route.options.target.as_deref());
         // Parts of the batch still to apply, in order. A permanent rejection splits the part it
@@ -406,27 +409,55 @@ impl Applier {
                 Err(e) if e.is_retriable() || self.dead_letters.is_none() => return Err(failed(e)),
                 Err(e) => e,
             };
-            let culprit = match error.event_index.filter(|&i| i < slice.len()) {
-                Some(i) => Some(i),
-                None if slice.len() == 1 => Some(0),
-                None => None,
-            };
-            match culprit {
-                Some(_) if self.breaker_trips(sink.name(), events.len(), rejected + 1, &error) => {
-                    // Not dead-lettered: the part goes again, now waited out as an outage.
-                    pending.push_front(part);
+            // What the store refused of this part, and whether it applied everything else.
+            let reported: Vec<Rejection> = error
+                .rejections
+                .iter()
+                .filter(|r| r.index < slice.len())
+                .cloned()
+                .collect();
+            let (refused, rest_applied) = if !reported.is_empty() {
+                (reported, true)
+            } else {
+                match error.event_index.filter(|&i| i < slice.len()) {
+                    Some(i) => (vec![Rejection::new(i, error.to_string())], false),
+                    None if slice.len() == 1 => (vec![Rejection::new(0, error.to_string())], false),
+                    None => {
+                        // No event named: halve until the culprits are alone.
+                        let mid = part.start + slice.len() / 2;
+                        pending.push_front(mid..part.end);
+                        pending.push_front(part.start..mid);
+                        continue;
+                    }
                 }
-                Some(i) => {
-                    rejected += 1;
-                    self.dead_letter(sink, &slice[i], &error.to_string())
-                        .await?;
-                    pending.push_front(part.start + i + 1..part.end);
-                    pending.push_front(part.start..part.start + i);
+            };
+            let mut letters = Vec::with_capacity(refused.len());
+            let mut tripped_at = None;
+            for (n, r) in refused.iter().enumerate() {
+                if self.breaker_trips(sink.name(), events.len(), rejected + 1, &r.reason) {
+                    tripped_at = Some(n);
+                    break;
+                }
+                rejected += 1;
+                letters.push((part.start + r.index, r.reason.as_str()));
+            }
+            self.dead_letter(sink, t, &events, &letters).await?;
+            match tripped_at {
+                // The rest goes again, now waited out as an outage: from the first refusal not
+                // dead-lettered when the store applied what came before it, else the whole part.
+                Some(n) if rest_applied => {
+                    pending.push_front(part.start + refused[n].index..part.end)
+                }
+                Some(_) => pending.push_front(part),
+                None if rest_applied => {
+                    let at: Vec<usize> = refused.iter().map(|r| r.index).collect();
+                    metrics().count_applied(sink.name(), slice, &at);
+                    crate::dashboard::live().sink_applied(sink.name(), slice.len() - at.len());
                 }
                 None => {
-                    let mid = part.start + slice.len() / 2;
-                    pending.push_front(mid..part.end);
-                    pending.push_front(part.start..mid);
+                    let i = refused[0].index;
+                    pending.push_front(part.start + i + 1..part.end);
+                    pending.push_front(part.start..part.start + i);
                 }
             }
         }
@@ -435,10 +466,11 @@ impl Applier {
 
     /// A permanent failure before any event reached the sink (the route cannot shape the table):
     /// every event is dead-lettered for this sink, or, without a dead-letter topic, the run stops.
+    /// Past the breaker's threshold the sink counts as down, and waits, until an apply succeeds.
     async fn reject(
         &self,
         sink: &dyn Sink,
-        events: &[ChangeEvent],
+        t: &TableBatch,
         error: SinkError,
         failed: &impl Fn(SinkError) -> PipelineError,
     ) -> Result<(), PipelineError> {
@@ -446,28 +478,61 @@ impl Applier {
             return Err(failed(error));
         }
         let reason = error.to_string();
-        for e in events {
-            self.dead_letter(sink, e, &reason).await?;
+        let mut from = 0;
+        while from < t.events.len() {
+            let mut letters = Vec::new();
+            let mut tripped = false;
+            for i in from..t.events.len() {
+                if self.breaker_trips(sink.name(), t.events.len(), letters.len() + 1, &reason) {
+                    tripped = true;
+                    break;
+                }
+                letters.push((i, reason.as_str()));
+            }
+            from += letters.len();
+            self.dead_letter(sink, t, &t.events, &letters).await?;
+            if tripped {
+                tracing::warn!(sink = sink.name(), table = %t.table, error = %reason, "not dead-lettering past the breaker; waiting for the sink to apply again");
+                while self.breaker_open(sink.name()).is_some() {
+                    metrics().record_retry(sink.name(), &t.table.to_string());
+                    tokio::time::sleep(self.patience_delay).await;
+                }
+                tracing::info!(sink = sink.name(), table = %t.table, "breaker closed; dead-lettering again");
+            }
         }
         Ok(())
     }
 
+    /// Dead-letters `letters` (indices into `events`, the shaped events of `t`, with reasons)
+    /// as refused by `sink`, all at once.
     async fn dead_letter(
         &self,
         sink: &dyn Sink,
-        event: &ChangeEvent,
-        reason: &str,
+        t: &TableBatch,
+        events: &[ChangeEvent],
+        letters: &[(usize, &str)],
     ) -> Result<(), PipelineError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
         let dl = self.dead_letters.as_ref().expect("checked by the caller");
-        dl.send_event(&event.origin, sink.name(), reason).await?;
+        let rejected: Vec<Rejected<'_>> = letters
+            .iter()
+            .map(|&(i, reason)| Rejected {
+                origin: &events[i].origin,
+                reason,
+            })
+            .collect();
+        dl.send_rejected(sink.name(), &rejected).await?;
         metrics()
             .dead_lettered
             .get_or_create(&DeadLetterLabels {
-                topic: event.origin.topic.to_string(),
+                topic: t.topic.to_string(),
                 stage: sink.name().to_string(),
             })
-            .inc();
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+            .inc_by(letters.len() as u64);
+        self.rejected
+            .fetch_add(letters.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -476,7 +541,7 @@ impl Applier {
 mod tests {
     use super::*;
     use crate::route::{Assignment, RouteOptions};
-    use ripple_sink::testkit::{Faulty, MemorySink};
+    use ripple_sink::testkit::{Faulty, MemorySink, Naming};
     use ripple_sink::{Column, ColumnType, FailureKind, Op, Origin, TableSchema, Value, Version};
 
     /// `n` upserts of one table, offsets 0..n, routed to sink 0.
@@ -570,8 +635,9 @@ mod tests {
     /// is not retried.
     #[tokio::test]
     async fn a_permanent_rejection_without_dead_letters_stops_at_once() {
-        let sink =
-            Arc::new(Faulty::new(MemorySink::new("m")).reject(|e| e.origin.offset == 2, true));
+        let sink = Arc::new(
+            Faulty::new(MemorySink::new("m")).reject(|e| e.origin.offset == 2, Naming::First),
+        );
         let applier = Applier::new(vec![sink.clone() as Arc<dyn Sink>], &fast(1_000, 5), None);
         let err = applier.apply(&batch(4)).await.unwrap_err();
         assert!(
@@ -582,19 +648,20 @@ mod tests {
         assert!(sink.inner().applied().is_empty());
     }
 
-    /// Records what the pipeline dead-letters, by offset.
+    /// Records what the pipeline dead-letters, by offset, and in how many calls.
     #[derive(Default)]
-    struct Letters(std::sync::Mutex<Vec<i64>>);
+    struct Letters(std::sync::Mutex<Vec<i64>>, AtomicU64);
 
     #[async_trait::async_trait]
     impl RejectedEvents for Letters {
-        async fn send_event(
+        async fn send_rejected(
             &self,
-            origin: &ripple_sink::Origin,
             _sink: &str,
-            _reason: &str,
+            rejected: &[Rejected<'_>],
         ) -> Result<(), DeadLetterError> {
-            self.0.lock().unwrap().push(origin.offset);
+            self.1.fetch_add(1, Ordering::Relaxed);
+            let mut all = self.0.lock().unwrap();
+            all.extend(rejected.iter().map(|r| r.origin.offset));
             Ok(())
         }
     }
@@ -603,12 +670,17 @@ mod tests {
         fn offsets(&self) -> Vec<i64> {
             self.0.lock().unwrap().clone()
         }
+
+        fn calls(&self) -> u64 {
+            self.1.load(Ordering::Relaxed)
+        }
     }
 
     /// A sink that rejects every event (naming it) while `refusing` is set, and an applier with a
     /// dead-letter recorder and the given breaker.
     fn refusing_setup(
         breaker: Breaker,
+        naming: Naming,
     ) -> (
         Arc<Faulty<MemorySink>>,
         Arc<std::sync::atomic::AtomicBool>,
@@ -618,7 +690,7 @@ mod tests {
         let refusing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = refusing.clone();
         let sink = Arc::new(
-            Faulty::new(MemorySink::new("m")).reject(move |_| flag.load(Ordering::Relaxed), true),
+            Faulty::new(MemorySink::new("m")).reject(move |_| flag.load(Ordering::Relaxed), naming),
         );
         let letters = Arc::new(Letters::default());
         let applier = Applier::new(
@@ -635,11 +707,14 @@ mod tests {
     /// else is applied and the breaker closes.
     #[tokio::test]
     async fn the_breaker_stops_dead_lettering_a_storm_and_closes_when_the_sink_applies() {
-        let (sink, refusing, letters, applier) = refusing_setup(Breaker {
-            max_rejections: 5,
-            window: Duration::from_secs(60),
-            max_share: 1.0,
-        });
+        let (sink, refusing, letters, applier) = refusing_setup(
+            Breaker {
+                max_rejections: 5,
+                window: Duration::from_secs(60),
+                max_share: 1.0,
+            },
+            Naming::First,
+        );
         let run = tokio::spawn({
             let applier = applier.clone();
             async move { applier.apply(&batch(50)).await }
@@ -682,11 +757,14 @@ mod tests {
     /// before `max_rejections` is reached.
     #[tokio::test]
     async fn the_breaker_opens_on_a_share_of_the_batch() {
-        let (_sink, refusing, letters, applier) = refusing_setup(Breaker {
-            max_rejections: 1_000,
-            window: Duration::from_secs(60),
-            max_share: 0.5,
-        });
+        let (_sink, refusing, letters, applier) = refusing_setup(
+            Breaker {
+                max_rejections: 1_000,
+                window: Duration::from_secs(60),
+                max_share: 0.5,
+            },
+            Naming::First,
+        );
         let run = tokio::spawn({
             let applier = applier.clone();
             async move { applier.apply(&batch(40)).await }
@@ -715,8 +793,9 @@ mod tests {
     /// at most 2 * log2(64) + 1 calls, and only it is dead-lettered.
     #[tokio::test]
     async fn bisection_finds_the_one_culprit_in_few_calls() {
-        let sink =
-            Arc::new(Faulty::new(MemorySink::new("m")).reject(|e| e.origin.offset == 37, false));
+        let sink = Arc::new(
+            Faulty::new(MemorySink::new("m")).reject(|e| e.origin.offset == 37, Naming::None),
+        );
         let letters = Arc::new(Letters::default());
         let applier = Applier::new(
             vec![sink.clone() as Arc<dyn Sink>],
@@ -734,5 +813,112 @@ mod tests {
             "{} calls to find one event in 64",
             sink.calls()
         );
+    }
+
+    /// A sink that reports every refused event of a call (as `_bulk` does) costs one call and one
+    /// dead-letter write for the whole batch, however many it refuses; the rest is applied once.
+    #[tokio::test]
+    async fn every_reported_rejection_is_dead_lettered_from_one_call() {
+        let sink = Arc::new(
+            Faulty::new(MemorySink::new("m")).reject(|e| e.origin.offset % 3 == 0, Naming::All),
+        );
+        let letters = Arc::new(Letters::default());
+        let applier = Applier::new(
+            vec![sink.clone() as Arc<dyn Sink>],
+            &fast(1_000, 1),
+            Some(letters.clone() as Arc<dyn RejectedEvents>),
+        );
+        applier.apply(&batch(3_000)).await.unwrap();
+        assert_eq!(sink.calls(), 1, "no call again for the rest");
+        assert_eq!(letters.calls(), 1, "one dead-letter write for all");
+        assert_eq!(
+            letters.offsets(),
+            (0..3_000).filter(|o| o % 3 == 0).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            sink.inner().offsets(),
+            (0..3_000).filter(|o| o % 3 != 0).collect::<Vec<_>>()
+        );
+        assert_eq!(applier.rejected(), 1_000);
+    }
+
+    /// With reported rejections the breaker still stops at its threshold: the events refused past
+    /// it are waited out, and applied once the store takes them, with nothing dead-lettered twice.
+    #[tokio::test]
+    async fn the_breaker_holds_for_reported_rejections() {
+        let (sink, refusing, letters, applier) = refusing_setup(
+            Breaker {
+                max_rejections: 7,
+                window: Duration::from_secs(60),
+                max_share: 1.0,
+            },
+            Naming::All,
+        );
+        let run = tokio::spawn({
+            let applier = applier.clone();
+            async move { applier.apply(&batch(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(letters.offsets(), (0..7).collect::<Vec<_>>());
+        assert!(applier.breaker_open("m").is_some());
+        refusing.store(false, Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(letters.offsets().len(), 7);
+        assert_eq!(sink.inner().offsets(), (7..30).collect::<Vec<_>>());
+    }
+
+    /// Backpressure: while one sink is down, `apply` does not return (so the engine takes no new
+    /// records), the healthy sink is given its events once and not again, and the down sink gets
+    /// only retries of the same events, spaced by the retry delay, not a flood.
+    #[tokio::test]
+    async fn a_down_sink_holds_the_batch_without_flooding_anyone() {
+        let healthy = Arc::new(Faulty::new(MemorySink::new("healthy")));
+        let down = Arc::new(
+            Faulty::new(MemorySink::new("down")).fail_first(1_000_000, FailureKind::Retriable),
+        );
+        let mut config = fast(1_000, 2);
+        config.retry_max_delay_ms = 20;
+        let applier = Arc::new(Applier::new(
+            vec![
+                healthy.clone() as Arc<dyn Sink>,
+                down.clone() as Arc<dyn Sink>,
+            ],
+            &config,
+            None,
+        ));
+        let mut b = batch(10);
+        let both: Arc<[Assignment]> = Arc::from(vec![
+            Assignment {
+                sink: 0,
+                options: Arc::new(RouteOptions::default()),
+            },
+            Assignment {
+                sink: 1,
+                options: Arc::new(RouteOptions::default()),
+            },
+        ]);
+        b.tables[0].sinks = both;
+        let run = tokio::spawn({
+            let applier = applier.clone();
+            async move { applier.apply(&b).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!run.is_finished(), "the batch is held while a sink is down");
+        assert_eq!(
+            healthy.calls(),
+            1,
+            "the healthy sink is not sent the batch again"
+        );
+        assert_eq!(healthy.inner().offsets(), (0..10).collect::<Vec<_>>());
+        let calls = down.calls();
+        assert!(
+            (5..=60).contains(&calls),
+            "{calls} calls in 500 ms: retried at the retry delay (about 20 ms), not in a loop"
+        );
+        run.abort();
     }
 }

@@ -21,6 +21,9 @@ pub struct SinkError {
     /// The index, within the batch handed to `apply`, of the event that caused a permanent failure,
     /// when the store says which one it was.
     pub event_index: Option<usize>,
+    /// Every event of the call the store refused for its own data, when the store answers event by
+    /// event: then each event of the call not listed here was applied. Empty otherwise.
+    pub rejections: Vec<Rejection>,
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -31,6 +34,7 @@ impl SinkError {
             kind: FailureKind::Retriable,
             message: message.into(),
             event_index: None,
+            rejections: Vec::new(),
             source: None,
         }
     }
@@ -40,6 +44,7 @@ impl SinkError {
             kind: FailureKind::Permanent,
             message: message.into(),
             event_index: None,
+            rejections: Vec::new(),
             source: None,
         }
     }
@@ -54,8 +59,46 @@ impl SinkError {
         self
     }
 
+    /// The store refused `rejections` (indices into the batch handed to `apply`) and applied every
+    /// other event of the call: what a `_bulk` answer or per-command results say.
+    pub fn rejected(mut rejections: Vec<Rejection>) -> Self {
+        rejections.sort_by_key(|r| r.index);
+        rejections.dedup_by_key(|r| r.index);
+        let message = match rejections.as_slice() {
+            [] => "no event rejected".to_string(),
+            [one] => one.reason.clone(),
+            [first, ..] => format!(
+                "{} events rejected, the first (#{}) for: {}",
+                rejections.len(),
+                first.index,
+                first.reason
+            ),
+        };
+        Self {
+            rejections,
+            ..Self::permanent(message)
+        }
+    }
+
     pub fn is_retriable(&self) -> bool {
         self.kind == FailureKind::Retriable
+    }
+}
+
+/// One event a store refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Its index in the batch handed to `apply`.
+    pub index: usize,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(index: usize, reason: impl Into<String>) -> Self {
+        Self {
+            index,
+            reason: reason.into(),
+        }
     }
 }
 

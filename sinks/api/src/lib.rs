@@ -10,7 +10,7 @@ mod secret;
 pub mod testkit;
 mod value;
 
-pub use error::{ConfigError, FailureKind, SinkError};
+pub use error::{ConfigError, FailureKind, Rejection, SinkError};
 pub use event::{
     ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Target, Version,
 };
@@ -37,6 +37,10 @@ use std::sync::Arc;
 /// - **Failure.** An error says whether trying again may help ([`FailureKind::Retriable`]: a
 ///   connection drop, a timeout, a deadlock) or not ([`FailureKind::Permanent`]: a value the store
 ///   rejects). The engine owns retries, backoff and dead-lettering; a sink never retries by itself.
+/// - **Rejections.** When the store answers event by event, a sink applies what it can and reports
+///   every refused event at once ([`SinkError::rejected`]): the engine dead-letters those and counts
+///   the rest as applied. When the store names one culprit, [`SinkError::at_event`]; when it names
+///   none, a plain permanent error, and the engine narrows the batch down itself.
 /// - **Backpressure.** The engine waits for `apply` to return before it gives the sink more work, so
 ///   a slow store slows consumption rather than filling memory.
 #[async_trait]

@@ -3,7 +3,7 @@
 //! call, reject events matching a predicate, hang, be slow. No store and no Kafka needed. Enabled
 //! with the `testkit` feature.
 
-use crate::{ChangeEvent, FailureKind, Sink, SinkError, Target};
+use crate::{ChangeEvent, FailureKind, Rejection, Sink, SinkError, Target};
 use async_trait::async_trait;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +64,17 @@ impl Sink for MemorySink {
     }
 }
 
+/// How a [`Faulty`] sink tells which events it refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// The call fails, applying nothing, and names no event: the caller must find them.
+    None,
+    /// The call fails, applying nothing, naming the first refused event (as one SQL error can).
+    First,
+    /// Every other event is applied and every refused one reported (as `_bulk` items are).
+    All,
+}
+
 type Predicate = Box<dyn Fn(&ChangeEvent) -> bool + Send + Sync>;
 
 /// Wraps a sink and makes some of its calls fail, hang or wait, as configured with the builder
@@ -73,7 +84,7 @@ pub struct Faulty<S> {
     calls: AtomicUsize,
     fail_calls: Vec<(usize, FailureKind)>,
     fail_until: Option<(usize, FailureKind)>,
-    reject: Option<(Predicate, bool)>,
+    reject: Option<(Predicate, Naming)>,
     hang_calls: usize,
     delay: Option<Duration>,
 }
@@ -103,15 +114,14 @@ impl<S: Sink> Faulty<S> {
         self
     }
 
-    /// A call holding an event that matches `predicate` fails permanently, applying nothing, as a
-    /// store refusing that event's data would. With `names_event` the error carries the index of
-    /// the first such event (as `_bulk` items do); without, the caller must find it.
+    /// Events that match `predicate` are refused, as a store refusing their data would; how the
+    /// refusal is told is `naming`'s.
     pub fn reject(
         mut self,
         predicate: impl Fn(&ChangeEvent) -> bool + Send + Sync + 'static,
-        names_event: bool,
+        naming: Naming,
     ) -> Self {
-        self.reject = Some((Box::new(predicate), names_event));
+        self.reject = Some((Box::new(predicate), naming));
         self
     }
 
@@ -173,18 +183,36 @@ impl<S: Sink> Sink for Faulty<S> {
         if let Some(&(_, kind)) = self.fail_calls.iter().find(|(at, _)| *at == n) {
             return Err(failure(kind, format!("injected failure of call {n}")));
         }
-        if let Some((predicate, names_event)) = &self.reject
-            && let Some(i) = events.iter().position(predicate)
-        {
-            let error = SinkError::permanent(format!(
-                "injected rejection of the event at offset {}",
-                events[i].origin.offset
-            ));
-            return Err(if *names_event {
-                error.at_event(i)
-            } else {
-                error
-            });
+        if let Some((predicate, naming)) = &self.reject {
+            let refused: Vec<usize> = (0..events.len())
+                .filter(|&i| predicate(&events[i]))
+                .collect();
+            let reason = |i: usize| {
+                format!(
+                    "injected rejection of the event at offset {}",
+                    events[i].origin.offset
+                )
+            };
+            match (naming, refused.first()) {
+                (_, None) => {}
+                (Naming::None, Some(&i)) => return Err(SinkError::permanent(reason(i))),
+                (Naming::First, Some(&i)) => {
+                    return Err(SinkError::permanent(reason(i)).at_event(i));
+                }
+                (Naming::All, Some(_)) => {
+                    let kept: Vec<ChangeEvent> = (0..events.len())
+                        .filter(|i| !refused.contains(i))
+                        .map(|i| events[i].clone())
+                        .collect();
+                    self.inner.apply(target, &kept).await?;
+                    return Err(SinkError::rejected(
+                        refused
+                            .iter()
+                            .map(|&i| Rejection::new(i, reason(i)))
+                            .collect(),
+                    ));
+                }
+            }
         }
         self.inner.apply(target, events).await
     }

@@ -21,7 +21,8 @@ use elasticsearch::{
     BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, IndexParts, MgetParts,
 };
 use ripple_sink::{
-    ChangeEvent, ConfigError, Op, ReadBack, RowState, Sink, SinkError, SinkFactory, Target, Value,
+    ChangeEvent, ConfigError, Op, ReadBack, Rejection, RowState, Sink, SinkError, SinkFactory,
+    Target, Value,
 };
 use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
@@ -312,11 +313,14 @@ impl ElasticsearchSink {
         Ok(out)
     }
 
-    /// Sends one `_bulk` request; `events[i]` produced `operations[i]`.
+    /// Sends one `_bulk` request; `events[i]` produced `operations[i]`. Adds the documents the
+    /// index refused for their own data to `rejected`; fails when any item failed for a reason
+    /// that is the cluster's (then the whole request goes again).
     async fn bulk(
         &self,
         operations: Vec<BulkOperation<Json>>,
         events: &[(usize, &ChangeEvent)],
+        rejected: &mut Vec<Rejection>,
     ) -> Result<(), SinkError> {
         let response = self
             .client
@@ -370,12 +374,13 @@ impl ElasticsearchSink {
             let error = if is_outage_type(kind) {
                 SinkError::retriable(format!("elasticsearch: {message}"))
             } else {
-                status_error(status, message).at_event(index)
+                status_error(status, message)
             };
-            if !error.is_retriable() {
-                return Err(error);
+            if error.is_retriable() {
+                retriable.get_or_insert(error);
+            } else {
+                rejected.push(Rejection::new(index, error.message));
             }
-            retriable.get_or_insert(error);
         }
         retriable.map_or(Ok(()), Err)
     }
@@ -385,6 +390,7 @@ impl ElasticsearchSink {
         index: &str,
         events: &[ChangeEvent],
         offset: usize,
+        rejected: &mut Vec<Rejection>,
     ) -> Result<(), SinkError> {
         // Unchanged values are taken from the newest earlier change to the same document in this
         // segment, or, when there is none, from the document the index holds.
@@ -483,13 +489,14 @@ impl ElasticsearchSink {
                 self.bulk(
                     std::mem::take(&mut operations),
                     &std::mem::take(&mut owners),
+                    rejected,
                 )
                 .await?;
                 bytes = 0;
             }
         }
         if !operations.is_empty() {
-            self.bulk(operations, &owners).await?;
+            self.bulk(operations, &owners, rejected).await?;
         }
         Ok(())
     }
@@ -593,6 +600,9 @@ impl Sink for ElasticsearchSink {
         self.ensure_index(&self.config.meta_index).await?;
         self.ensure_index(&index).await?;
         let mut start = 0;
+        // Documents the index refuses are collected over the whole call, and the call goes on:
+        // every other event is applied and the refused ones are reported together.
+        let mut rejected = Vec::new();
         let ends = events
             .iter()
             .enumerate()
@@ -600,7 +610,7 @@ impl Sink for ElasticsearchSink {
             .map(|(i, _)| i);
         for end in ends.chain([events.len()]) {
             if start < end {
-                self.apply_segment(&index, &events[start..end], start)
+                self.apply_segment(&index, &events[start..end], start, &mut rejected)
                     .await?;
             }
             if end < events.len() {
@@ -615,7 +625,11 @@ impl Sink for ElasticsearchSink {
             }
             start = end + 1;
         }
-        Ok(())
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::rejected(rejected))
+        }
     }
 }
 

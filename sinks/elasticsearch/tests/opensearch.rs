@@ -306,25 +306,48 @@ async fn tombstones_read_in_slices_stay_with_their_ids() {
     assert_eq!(ids(&fresh, index).await, ["1", "3", "5", "7"]);
 }
 
+/// Every document of a `_bulk` the index refuses is reported, in one answer; every other one is
+/// written (read back with a search).
 #[tokio::test]
-async fn rejected_documents_are_permanent_and_name_the_event() {
+async fn every_rejected_document_is_reported_and_the_rest_is_written() {
     let sink = sink("rtest-reject").await;
     let s = schema("items");
+    let index = sink.index_name(Target::of(&s.table));
     sink.apply(Target::of(&s.table), &[upsert(&s, 1, "ok", Value::Null, 1)])
         .await
         .unwrap();
     // `title` is mapped as text now; an object there is a mapping error.
-    let mut bad = upsert(&s, 2, "x", Value::Null, 2);
-    bad.row.as_mut().unwrap()[1] = Value::Json(r#"{"nested": true}"#.into());
+    let bad = |id: i64, v: u64| {
+        let mut e = upsert(&s, id, "x", Value::Null, v);
+        e.row.as_mut().unwrap()[1] = Value::Json(r#"{"nested": true}"#.into());
+        e
+    };
     let err = sink
         .apply(
             Target::of(&s.table),
-            &[upsert(&s, 3, "fine", Value::Null, 3), bad],
+            &[
+                upsert(&s, 3, "fine", Value::Null, 3),
+                bad(2, 4),
+                upsert(&s, 4, "fine", Value::Null, 5),
+                bad(5, 6),
+            ],
         )
         .await
         .unwrap_err();
     assert!(!err.is_retriable(), "{err}");
-    assert_eq!(err.event_index, Some(1), "{err}");
+    let at: Vec<usize> = err.rejections.iter().map(|r| r.index).collect();
+    assert_eq!(at, [1, 3], "{err}");
+    assert!(
+        err.rejections[0]
+            .reason
+            .contains("mapper_parsing_exception")
+            || err.rejections[0]
+                .reason
+                .contains("document_parsing_exception"),
+        "{:?}",
+        err.rejections
+    );
+    assert_eq!(ids(&sink, &index).await, ["1", "3", "4"]);
 }
 
 #[tokio::test]

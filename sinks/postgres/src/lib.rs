@@ -14,7 +14,7 @@ use async_trait::async_trait;
 pub use plan::TargetTable;
 use plan::{Plan, PlanCache};
 use ripple_sink::{
-    ChangeEvent, ConfigError, Op, Sink, SinkError, SinkFactory, StoredOffset, Target,
+    ChangeEvent, ConfigError, Op, Rejection, Sink, SinkError, SinkFactory, StoredOffset, Target,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
@@ -139,11 +139,39 @@ impl PostgresSink {
         Ok(())
     }
 
+    async fn apply_batch(
+        &self,
+        into: &TargetTable,
+        events: &[ChangeEvent],
+    ) -> Result<(), SinkError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| sql::classify(e, "begin"))?;
+        let result = self.apply_in(&mut tx, into, events, None).await;
+        match result {
+            Ok(()) => {
+                tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;
+                self.bookkeeping_ready.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // A failed DDL may have left a plan for a table state that was rolled back.
+                self.plans.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// With `each`, every change is written in a subtransaction of its own and the refused ones
+    /// are collected there instead of failing the transaction.
     async fn apply_in(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         into: &TargetTable,
         events: &[ChangeEvent],
+        mut each: Option<&mut Vec<Rejection>>,
     ) -> Result<(), SinkError> {
         if !self.bookkeeping_ready.load(Ordering::Relaxed) {
             plan::ensure_bookkeeping(tx).await?;
@@ -154,14 +182,16 @@ impl PostgresSink {
             if e.op == Op::Truncate {
                 let tail = &events[start..i];
                 if !tail.is_empty() {
-                    self.apply_segment(tx, into, tail).await?;
+                    self.apply_segment(tx, into, tail, start, each.as_deref_mut())
+                        .await?;
                 }
                 self.truncate(tx, into, e).await?;
                 start = i + 1;
             }
         }
         if start < events.len() {
-            self.apply_segment(tx, into, &events[start..]).await?;
+            self.apply_segment(tx, into, &events[start..], start, each)
+                .await?;
         }
         if self.config.exactly_once {
             store_offsets(tx, into, events).await?;
@@ -174,12 +204,52 @@ impl PostgresSink {
         tx: &mut Transaction<'_, Postgres>,
         into: &TargetTable,
         events: &[ChangeEvent],
+        offset: usize,
+        mut each: Option<&mut Vec<Rejection>>,
     ) -> Result<(), SinkError> {
-        for group in plan::reduce(events) {
+        // Row by row, nothing is reduced: a refused change must not take the earlier changes of
+        // its key with it.
+        let groups = match each {
+            Some(_) => plan::singles(events),
+            None => plan::reduce(events),
+        };
+        for group in groups {
             let plan = self.plan(tx, into, group.first_event()).await?;
-            plan.execute(tx, &group).await?;
+            match each.as_deref_mut() {
+                Some(rejected) => plan.execute_each(tx, &group, offset, rejected).await?,
+                None => plan.execute(tx, &group).await?,
+            }
         }
         Ok(())
+    }
+
+    /// Writes `events` again change by change after the replica refused the batch without saying
+    /// which row was to blame (a CHECK, a NOT NULL, a value too long): one transaction, one
+    /// round trip per group, every refused change named.
+    async fn apply_each(
+        &self,
+        into: &TargetTable,
+        events: &[ChangeEvent],
+    ) -> Result<(), SinkError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| sql::classify(e, "begin"))?;
+        let mut rejected = Vec::new();
+        let result = self
+            .apply_in(&mut tx, into, events, Some(&mut rejected))
+            .await;
+        if let Err(e) = result {
+            self.plans.clear();
+            return Err(e);
+        }
+        tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::rejected(rejected))
+        }
     }
 
     /// Truncate records carry no key schema, so they get no plan: the table is emptied if it exists.
@@ -353,26 +423,17 @@ impl Sink for PostgresSink {
 
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
         let into = TargetTable::resolve(target, &self.config);
-        if let Some(parts) = self.parallel_parts(&into, events) {
-            return self.apply_parallel(&into, events, parts).await;
-        }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| sql::classify(e, "begin"))?;
-        let result = self.apply_in(&mut tx, &into, events).await;
+        let result = match self.parallel_parts(&into, events) {
+            Some(parts) => self.apply_parallel(&into, events, parts).await,
+            None => self.apply_batch(&into, events).await,
+        };
         match result {
-            Ok(()) => {
-                tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;
-                self.bookkeeping_ready.store(true, Ordering::Relaxed);
-                Ok(())
+            // The replica refused something and did not say which row: find out in one pass.
+            Err(e) if !e.is_retriable() && e.event_index.is_none() && events.len() > 1 => {
+                tracing::debug!(sink = self.name, error = %e, "batch refused; writing it change by change");
+                self.apply_each(&into, events).await
             }
-            Err(e) => {
-                // A failed DDL may have left a plan for a table state that was rolled back.
-                self.plans.clear();
-                Err(e)
-            }
+            result => result,
         }
     }
 }

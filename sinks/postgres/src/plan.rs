@@ -6,7 +6,9 @@ use crate::config::PostgresSinkConfig;
 use crate::encode::{TextElement, is_hstore, to_text};
 use crate::sql::{classify, ident, qualified};
 use ahash::AHashMap;
-use ripple_sink::{ChangeEvent, Column, ColumnType, Op, SinkError, TableSchema, Value, Version};
+use ripple_sink::{
+    ChangeEvent, Column, ColumnType, Op, Rejection, SinkError, TableSchema, Value, Version,
+};
 // Every dynamic statement here is assembled from `ident`-quoted names and whitelisted type names;
 // values are always bound.
 use sqlx::postgres::PgBindIterExt;
@@ -263,7 +265,100 @@ impl Plan {
             return Ok(());
         }
         let sql = self.statement(&group.unavailable, has_del, has_up);
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&self.table_name);
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(&self.table_name);
+        self.bind(query, group, has_del, has_up)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify(e, &format!("write {}", self.target)))?;
+        Ok(())
+    }
+
+    /// Applies a group change by change, each in a subtransaction of its own, in one round trip:
+    /// for a batch the replica refused without saying which row was to blame. The changes it
+    /// refuses for their data are added to `rejected` (as indices into the events `reduce` was
+    /// given, plus `offset`); an outage still fails the whole call.
+    pub async fn execute_each(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        group: &Group<'_>,
+        offset: usize,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(), SinkError> {
+        for deletes in [true, false] {
+            let (rows, at) = if deletes {
+                (group.deletes.len(), &group.delete_at)
+            } else {
+                (group.upserts.len(), &group.upsert_at)
+            };
+            if rows == 0 {
+                continue;
+            }
+            // The arrays are unnested once, each row's values then read as scalars: subscripting
+            // a large array parameter inside the loop would walk it from the start every time.
+            let (body, types) =
+                self.build_statement(&group.unavailable, deletes, !deletes, &mut |k| {
+                    format!("ARRAY[_ripple_r.a{k}]")
+                });
+            let params: Vec<String> = (2..types.len() + 2).map(|k| format!("${k}")).collect();
+            let columns: Vec<String> = (2..types.len() + 2).map(|k| format!("a{k}")).collect();
+            let create = format!(
+                "CREATE OR REPLACE FUNCTION pg_temp.ripple_each(text, {}) RETURNS SETOF text \
+                 LANGUAGE plpgsql AS $ripple_each$\n#variable_conflict use_column\n\
+                 DECLARE _ripple_r record;\nBEGIN\n\
+                 FOR _ripple_r IN SELECT * FROM unnest({}) WITH ORDINALITY AS x({}, _ripple_i) LOOP\n\
+                 BEGIN\n{body};\n\
+                 EXCEPTION WHEN OTHERS THEN\n\
+                 IF {} THEN RAISE; END IF;\n\
+                 RETURN NEXT _ripple_r._ripple_i::text || ' ' || SQLSTATE || ' ' || SQLERRM;\n\
+                 END;\nEND LOOP;\nEND\n$ripple_each$",
+                types.join(", "),
+                params.join(", "),
+                columns.join(", "),
+                crate::sql::outage_condition("SQLSTATE"),
+            );
+            sqlx::query(AssertSqlSafe(create))
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| classify(e, "prepare a row-by-row write"))?;
+            let placeholders: Vec<String> =
+                (1..=types.len() + 1).map(|k| format!("${k}")).collect();
+            let call = format!("SELECT pg_temp.ripple_each({})", placeholders.join(", "));
+            let query = sqlx::query(AssertSqlSafe(call)).bind(&self.table_name);
+            let refused: Vec<String> = self
+                .bind(query, group, deletes, !deletes)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(|e| classify(e, &format!("write {} row by row", self.target)))?
+                .iter()
+                .map(|row| row.get::<String, _>(0))
+                .collect();
+            for line in refused {
+                let (i, rest) = line.split_once(' ').unwrap_or(("1", &line));
+                let (code, message) = rest.split_once(' ').unwrap_or(("", rest));
+                let i: usize = i.parse().unwrap_or(1);
+                let Some(&event) = at.get(i.saturating_sub(1)) else {
+                    continue;
+                };
+                rejected.push(Rejection::new(
+                    offset + event,
+                    format!(
+                        "postgres write {}: {message} (SQLSTATE {code})",
+                        self.target
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds a group's values, in the order `build_statement` numbers them.
+    fn bind<'q>(
+        &'q self,
+        mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+        group: &'q Group<'_>,
+        has_del: bool,
+        has_up: bool,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
         if has_del {
             for (k, &col) in self.key.iter().enumerate() {
                 let ty = &self.types[col];
@@ -293,10 +388,6 @@ impl Plan {
             query = query.bind(commits).bind(changes);
         }
         query
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| classify(e, &format!("write {}", self.target)))?;
-        Ok(())
     }
 
     fn statement(&self, unavailable: &[bool], has_del: bool, has_up: bool) -> Arc<str> {
@@ -304,18 +395,32 @@ impl Plan {
         let mut statements = self.statements.lock().expect("statement cache lock");
         statements
             .entry(cache_key)
-            .or_insert_with(|| self.build_statement(unavailable, has_del, has_up).into())
+            .or_insert_with(|| {
+                let (sql, _) =
+                    self.build_statement(unavailable, has_del, has_up, &mut |k| format!("${k}"));
+                sql.into()
+            })
             .clone()
     }
 
     /// One statement for a reduced group. Every write is guarded by version: a row is only
     /// replaced by a newer change, a delete leaves a tombstone so an older insert delivered again
     /// cannot bring the row back, and nothing at or below the table's truncation watermark lands.
-    fn build_statement(&self, unavailable: &[bool], has_del: bool, has_up: bool) -> String {
+    /// `arg(k)` writes parameter `k` (2 and up; `$1`, the bookkeeping name, is always `$1`); the
+    /// types of those parameters come back with the statement, in order.
+    fn build_statement(
+        &self,
+        unavailable: &[bool],
+        has_del: bool,
+        has_up: bool,
+        arg: &mut dyn FnMut(usize) -> String,
+    ) -> (String, Vec<&'static str>) {
         let mut param = 1; // $1 is the bookkeeping table name
-        let mut next = || {
+        let mut types: Vec<&'static str> = Vec::new();
+        let mut next = |ty: &'static str| {
             param += 1;
-            param
+            types.push(ty);
+            format!("{}::{ty}", arg(param))
         };
         let older = |alias: &str, vc: &str, vh: &str| {
             format!(
@@ -330,12 +435,8 @@ impl Plan {
         };
         let mut ctes: Vec<String> = Vec::new();
         if has_del {
-            let arrays: Vec<String> = self
-                .key
-                .iter()
-                .map(|_| format!("${}::text[]", next()))
-                .collect();
-            let (vc, vh) = (next(), next());
+            let arrays: Vec<String> = self.key.iter().map(|_| next("text[]")).collect();
+            let (vc, vh) = (next("int8[]"), next("int8[]"));
             let aliases: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
             let conds: Vec<String> = self
                 .key
@@ -344,7 +445,7 @@ impl Plan {
                 .map(|(i, &c)| format!("t.{} = d.k{i}::{}", ident(&self.names[c]), self.casts[c]))
                 .collect();
             ctes.push(format!(
-                "d AS (SELECT * FROM unnest({}, ${vc}::int8[], ${vh}::int8[]) AS u({}, vc, vh) WHERE {})",
+                "d AS (SELECT * FROM unnest({}, {vc}, {vh}) AS u({}, vc, vh) WHERE {})",
                 arrays.join(", "),
                 aliases.join(", "),
                 watermark("u")
@@ -355,20 +456,26 @@ impl Plan {
                 conds.join(" AND "),
                 older("t", "d.vc", "d.vh")
             ));
-            ctes.push(format!(
-                "tombstoned AS (INSERT INTO {TOMBSTONES} (table_name, key, commit_lsn, change_lsn) \
+            let tombstone = format!(
+                "INSERT INTO {TOMBSTONES} (table_name, key, commit_lsn, change_lsn) \
                  SELECT $1, ARRAY[{}]::text, d.vc, d.vh FROM d \
                  ON CONFLICT (table_name, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, change_lsn = EXCLUDED.change_lsn \
-                 WHERE (tombstones.commit_lsn, tombstones.change_lsn) < (EXCLUDED.commit_lsn, EXCLUDED.change_lsn))",
-                aliases.iter().map(|a| format!("d.{a}")).collect::<Vec<_>>().join(", ")
-            ));
-        }
-        if !has_up {
-            return format!("WITH {} SELECT 1", ctes.join(", "));
+                 WHERE (tombstones.commit_lsn, tombstones.change_lsn) < (EXCLUDED.commit_lsn, EXCLUDED.change_lsn)",
+                aliases
+                    .iter()
+                    .map(|a| format!("d.{a}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if !has_up {
+                // The tombstones are the main statement: a function body cannot run a bare SELECT.
+                return (format!("WITH {} {tombstone}", ctes.join(", ")), types);
+            }
+            ctes.push(format!("tombstoned AS ({tombstone})"));
         }
         let n = self.casts.len();
-        let arrays: Vec<String> = (0..n).map(|_| format!("${}::text[]", next())).collect();
-        let (vc, vh) = (next(), next());
+        let arrays: Vec<String> = (0..n).map(|_| next("text[]")).collect();
+        let (vc, vh) = (next("int8[]"), next("int8[]"));
         let aliases: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
         let key_text: Vec<String> = self.key.iter().map(|&c| format!("u.v{c}")).collect();
         // A tombstone only blocks changes at or below its own version, so a change newer than the
@@ -381,7 +488,7 @@ impl Plan {
             )
         };
         ctes.push(format!(
-            "s AS (SELECT * FROM unnest({}, ${vc}::int8[], ${vh}::int8[]) AS u({}, vc, vh) WHERE {} \
+            "s AS (SELECT * FROM unnest({}, {vc}, {vh}) AS u({}, vc, vh) WHERE {} \
              AND ((u.vc, u.vh) > ({}, {}) \
              OR NOT EXISTS (SELECT 1 FROM {TOMBSTONES} tb WHERE tb.table_name = $1 AND tb.key = ARRAY[{}]::text \
              AND (tb.commit_lsn, tb.change_lsn) >= (u.vc, u.vh))))",
@@ -404,7 +511,7 @@ impl Plan {
             .map(|i| format!("{0} = EXCLUDED.{0}", ident(&self.names[i])))
             .collect();
         updates.extend([COMMIT_COLUMN, CHANGE_COLUMN].map(|c| format!("{c} = EXCLUDED.{c}")));
-        format!(
+        let sql = format!(
             "WITH {} INSERT INTO {} AS t ({}) SELECT {} FROM s ON CONFLICT ({}) DO UPDATE SET {} WHERE {}",
             ctes.join(", "),
             self.target,
@@ -413,7 +520,8 @@ impl Plan {
             conflict.join(", "),
             updates.join(", "),
             older("t", "EXCLUDED._ripple_commit", "EXCLUDED._ripple_change")
-        )
+        );
+        (sql, types)
     }
 }
 
@@ -602,6 +710,9 @@ pub struct Group<'a> {
     /// A hash of each upsert's and each delete's key, in order: see `split`.
     upsert_keys: Vec<u64>,
     delete_keys: Vec<u64>,
+    /// The index, in the events `reduce` was given, of the change behind each upsert and delete.
+    upsert_at: Vec<usize>,
+    delete_at: Vec<usize>,
 }
 
 impl<'a> Group<'a> {
@@ -621,17 +732,23 @@ impl<'a> Group<'a> {
                 first: self.first,
                 upsert_keys: Vec::new(),
                 delete_keys: Vec::new(),
+                upsert_at: Vec::new(),
+                delete_at: Vec::new(),
             })
             .collect();
-        for (u, k) in self.upserts.into_iter().zip(self.upsert_keys) {
+        let upserts = self.upserts.into_iter().zip(self.upsert_keys);
+        for ((u, k), at) in upserts.zip(self.upsert_at) {
             let p = &mut parts[(k % n as u64) as usize];
             p.upserts.push(u);
             p.upsert_keys.push(k);
+            p.upsert_at.push(at);
         }
-        for (d, k) in self.deletes.into_iter().zip(self.delete_keys) {
+        let deletes = self.deletes.into_iter().zip(self.delete_keys);
+        for ((d, k), at) in deletes.zip(self.delete_at) {
             let p = &mut parts[(k % n as u64) as usize];
             p.deletes.push(d);
             p.delete_keys.push(k);
+            p.delete_at.push(at);
         }
         parts
     }
@@ -641,6 +758,59 @@ type StatementShape = (Vec<bool>, bool, bool);
 
 /// Per key (as text): the index of its newest event, and its row merged over earlier upserts.
 type Newest<'a> = AHashMap<Vec<Option<String>>, (usize, Option<Cow<'a, [Value]>>)>;
+
+/// Groups a truncate-free run of events without reducing it: every change stays, for writing one
+/// by one. Order between the groups does not matter: every write is guarded by version, so the
+/// changes of one key land as they would in order, and a refused one leaves the key as the
+/// changes before it made it.
+pub fn singles(events: &[ChangeEvent]) -> Vec<Group<'_>> {
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let unavailable: Vec<bool> = match (&e.op, &e.row) {
+            (Op::Upsert, Some(r)) => r.iter().map(|v| *v == Value::Unavailable).collect(),
+            _ => Vec::new(),
+        };
+        let delete = e.op != Op::Upsert;
+        let slot = groups.iter().position(|g| {
+            Arc::ptr_eq(g.schema, &e.schema)
+                && if delete {
+                    g.upserts.is_empty()
+                } else {
+                    g.deletes.is_empty() && g.unavailable == unavailable
+                }
+        });
+        let g = match slot {
+            Some(s) => &mut groups[s],
+            None => {
+                groups.push(Group {
+                    schema: &e.schema,
+                    unavailable: unavailable.clone(),
+                    upserts: Vec::new(),
+                    deletes: Vec::new(),
+                    first: e,
+                    upsert_keys: Vec::new(),
+                    delete_keys: Vec::new(),
+                    upsert_at: Vec::new(),
+                    delete_at: Vec::new(),
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        if delete {
+            g.deletes.push(e);
+            g.delete_keys.push(0);
+            g.delete_at.push(i);
+        } else {
+            g.upserts.push((
+                Cow::Borrowed(e.row.as_deref().unwrap_or_default()),
+                e.version,
+            ));
+            g.upsert_keys.push(0);
+            g.upsert_at.push(i);
+        }
+    }
+    groups
+}
 
 /// Reduces a truncate-free run of events to the newest change per key and groups the result.
 pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
@@ -713,6 +883,8 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
                     first: e,
                     upsert_keys: Vec::new(),
                     delete_keys: Vec::new(),
+                    upsert_at: Vec::new(),
+                    delete_at: Vec::new(),
                 });
                 groups.last_mut().expect("just pushed")
             }
@@ -724,10 +896,12 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
                 }
                 g.upserts.push((r, e.version));
                 g.upsert_keys.push(key_hash);
+                g.upsert_at.push(i);
             }
             None => {
                 g.deletes.push(e);
                 g.delete_keys.push(key_hash);
+                g.delete_at.push(i);
             }
         }
     }
@@ -875,7 +1049,7 @@ mod tests {
             key: vec![0],
             statements: Mutex::default(),
         };
-        let sql = plan.build_statement(&[false, true], true, true);
+        let (sql, _) = plan.build_statement(&[false, true], true, true, &mut |k| format!("${k}"));
         assert!(
             sql.contains("unnest($2::text[], $3::int8[], $4::int8[]) AS u(k0, vc, vh)"),
             "{sql}"
@@ -895,7 +1069,7 @@ mod tests {
             "deletes leave tombstones: {sql}"
         );
         assert!(sql.ends_with("WHERE (COALESCE(t._ripple_commit, -1), COALESCE(t._ripple_change, -1)) < (EXCLUDED._ripple_commit, EXCLUDED._ripple_change)"), "{sql}");
-        let sql = plan.build_statement(&[false, false], false, true);
+        let (sql, _) = plan.build_statement(&[false, false], false, true, &mut |k| format!("${k}"));
         assert!(
             sql.contains("DO UPDATE SET \"note\" = EXCLUDED.\"note\", _ripple_commit"),
             "{sql}"

@@ -51,18 +51,37 @@ pub fn classify(err: sqlx::Error, doing: &str) -> SinkError {
 /// is retried until it passes, never dead-lettered. Everything else (a constraint, a value out of
 /// range, a type the column refuses) belongs to the rows sent.
 pub fn is_outage(sqlstate: &str) -> bool {
-    // 08 connection, 40 transaction rollback (serialization, deadlock), 53 resources (disk full,
-    // out of memory, too many connections), 57 operator intervention (shutdown, cancel), 58 system
-    // error, XX internal error, 28 authentication.
-    matches!(
-        sqlstate.get(..2),
-        Some("08" | "40" | "53" | "57" | "58" | "XX" | "28")
-    ) || matches!(
-        sqlstate,
-        // A read-only database (a standby after failover, default_transaction_read_only), a
-        // privilege taken away, the database, schema or table gone, a lock not granted, an
-        // idle-session timeout.
-        "25006" | "42501" | "3D000" | "3F000" | "42P01" | "55P03" | "55006" | "25P03"
+    sqlstate
+        .get(..2)
+        .is_some_and(|class| OUTAGE_CLASSES.contains(&class))
+        || OUTAGE_CODES.contains(&sqlstate)
+}
+
+/// 08 connection, 40 transaction rollback (serialization, deadlock), 53 resources (disk full, out
+/// of memory, too many connections), 57 operator intervention (shutdown, cancel), 58 system error,
+/// XX internal error, 28 authentication.
+const OUTAGE_CLASSES: &[&str] = &["08", "40", "53", "57", "58", "XX", "28"];
+
+/// A read-only database (a standby after failover, default_transaction_read_only), a privilege
+/// taken away, the database, schema or table gone, a lock not granted, an idle-session timeout.
+const OUTAGE_CODES: &[&str] = &[
+    "25006", "42501", "3D000", "3F000", "42P01", "55P03", "55006", "25P03",
+];
+
+/// `is_outage` as a PL/pgSQL condition on `state` (e.g. `SQLSTATE` in an exception handler), so a
+/// row-by-row write re-raises outages instead of taking them for a refused row.
+pub fn outage_condition(state: &str) -> String {
+    let list = |codes: &[&str]| {
+        codes
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "(left({state}, 2) IN ({}) OR {state} IN ({}))",
+        list(OUTAGE_CLASSES),
+        list(OUTAGE_CODES)
     )
 }
 

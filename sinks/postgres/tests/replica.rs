@@ -477,3 +477,59 @@ async fn a_read_only_database_is_an_outage_not_bad_data() {
     drop(sink);
     sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }
+
+/// A batch the replica refuses without naming a row (a CHECK constraint, a value too long) is
+/// written again change by change in one transaction: every refused change is reported, each
+/// with its reason, and every other change of the call is written (read back with SQL).
+#[tokio::test]
+async fn every_refused_row_of_a_batch_is_named_and_the_rest_is_written() {
+    let ns = "sink_pg_it_each";
+    let sink = sink(ns).await;
+    let s = schema();
+    let target = Target::of(&s.table);
+    sink.apply(target, &[upsert(&s, 0, 7, "7", Value::Null)])
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE \"{ns}\".\"Order \"\"Lines\"\"\" ADD CONSTRAINT amount_not_negative CHECK (\"Amount\" >= 0)"
+    )))
+    .execute(sink.pool())
+    .await
+    .unwrap();
+    let batch = [
+        upsert(&s, 1, 1, "1", Value::Null),
+        upsert(&s, 2, 2, "-2", Value::Null),
+        upsert(&s, 3, 3, "3", Value::Null),
+        delete(&s, 4, 7),
+        upsert(&s, 5, 5, "-5", Value::Null),
+        upsert(&s, 6, 6, "6", Value::Text("y".repeat(300))),
+        upsert(&s, 7, 4, "4", Value::Null),
+        // A refused update of a row this batch inserted: the insert stays.
+        upsert(&s, 8, 3, "-3", Value::Null),
+    ];
+    let err = sink.apply(target, &batch).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    let at: Vec<usize> = err.rejections.iter().map(|r| r.index).collect();
+    assert_eq!(at, [1, 4, 5, 7], "{err:?}");
+    assert!(
+        err.rejections[0].reason.contains("amount_not_negative")
+            && err.rejections[0].reason.contains("23514"),
+        "{:?}",
+        err.rejections[0]
+    );
+    assert!(
+        err.rejections[2].reason.contains("22001"),
+        "{:?}",
+        err.rejections[2]
+    );
+    let stored: Vec<(i64, String)> = rows(&sink, ns)
+        .await
+        .into_iter()
+        .map(|r| (r.0, r.2))
+        .collect();
+    assert_eq!(
+        stored,
+        [(1, "1".into()), (3, "3".into()), (4, "4".into())],
+        "the others written, the delete too, and row 3 as its insert left it"
+    );
+}

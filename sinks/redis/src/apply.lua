@@ -17,13 +17,16 @@ local key = KEYS[1]
 local c, h = tonumber(ARGV[1]), tonumber(ARGV[2])
 if not newer(redis.call('GET', KEYS[3]), c, h) then return 0 end
 if not newer(redis.call('HGET', KEYS[2], key), c, h) then return 0 end
--- Deleted keys keep their version too: a late, older insert must not bring them back.
-redis.call('HSET', KEYS[2], key, ARGV[1] .. ':' .. ARGV[2])
+local version = ARGV[1] .. ':' .. ARGV[2]
 
 local ttl, op = tonumber(ARGV[3]), ARGV[4]
+-- The data is written before the version: a write Redis refuses (a key of another type) fails the
+-- script before anything is stored, so the change can be applied again once the cause is gone.
 if op == 'del' then
   redis.call('DEL', key)
   redis.call('SREM', KEYS[4], key)
+  -- Deleted keys keep their version too: a late, older insert must not bring them back.
+  redis.call('HSET', KEYS[2], key, version)
   return 1
 elseif op == 'hash' then
   local n = tonumber(ARGV[5])
@@ -46,4 +49,5 @@ elseif op == 'string' then
 end
 if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 redis.call('SADD', KEYS[4], key)
+redis.call('HSET', KEYS[2], key, version)
 return 1

@@ -12,8 +12,8 @@ pub use config::{Format, RedisSinkConfig};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use ripple_sink::{
-    ChangeEvent, ConfigError, Op, ReadBack, RowState, Sink, SinkError, SinkFactory, TableRef,
-    Target, Value,
+    ChangeEvent, ConfigError, Op, ReadBack, Rejection, RowState, Sink, SinkError, SinkFactory,
+    TableRef, Target, Value,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -224,7 +224,6 @@ impl RedisSink {
             }
             (Op::Truncate, _) => unreachable!("truncates split the batch before it reaches `add`"),
         }
-        cmd.ignore();
         Ok(())
     }
 }
@@ -270,6 +269,7 @@ impl Sink for RedisSink {
             .map_err(|e| classify(e, "load script"))?;
         let keys = self.table_keys(table);
         let mut start = 0;
+        let mut rejected = Vec::new();
         // Segments between truncates go in order, each as pipelines of up to PIPELINE_EVENTS.
         let ends = events
             .iter()
@@ -283,13 +283,35 @@ impl Sink for RedisSink {
             while from < end {
                 let to = end.min(from + PIPELINE_EVENTS);
                 let mut pipe = redis::pipe();
-                pipe.atomic();
+                // Each command answers for itself: a key of another type refuses one change, and
+                // the transaction applies the others (Redis does not roll back).
+                pipe.atomic().ignore_errors();
+                let mut sent = Vec::with_capacity(to - from);
                 for (i, e) in events[from..to].iter().enumerate() {
-                    self.add(&mut pipe, &template, &keys, e, from + i)?;
+                    match self.add(&mut pipe, &template, &keys, e, from + i) {
+                        Ok(()) => sent.push(from + i),
+                        // An event whose key cannot be named is refused before Redis sees it.
+                        Err(e) if !e.is_retriable() => {
+                            rejected.push(Rejection::new(from + i, e.message));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                pipe.query_async::<()>(&mut conn)
-                    .await
-                    .map_err(|e| classify(e, "write"))?;
+                if !sent.is_empty() {
+                    let answers: Vec<redis::Value> = pipe
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| classify(e, "write"))?;
+                    for (&index, answer) in sent.iter().zip(answers) {
+                        if let redis::Value::ServerError(e) = answer {
+                            let e = classify(redis::RedisError::from(e), "write");
+                            if e.is_retriable() {
+                                return Err(e);
+                            }
+                            rejected.push(Rejection::new(index, e.message));
+                        }
+                    }
+                }
                 from = to;
             }
             if end < events.len() {
@@ -297,7 +319,11 @@ impl Sink for RedisSink {
             }
             start = end + 1;
         }
-        Ok(())
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::rejected(rejected))
+        }
     }
 }
 

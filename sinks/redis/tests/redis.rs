@@ -376,3 +376,47 @@ async fn read_back_tells_equal_missing_different_and_lists_keys() {
         );
     }
 }
+
+/// A key that holds another type refuses its change; every such change of a call is reported at
+/// once and every other one is written. The refused change leaves no version behind, so it
+/// applies once the key is freed (as replaying its dead letter would).
+#[tokio::test]
+async fn keys_of_another_type_are_reported_each_and_the_rest_is_written() {
+    let (sink, mut conn) = sink(
+        Format::Hash,
+        "rtest_clash:{table}:{pk}",
+        None,
+        "rtest_clash",
+    )
+    .await;
+    let s = schema("items");
+    for id in [2, 4] {
+        let _: () = conn
+            .set(format!("rtest_clash:items:{id}"), "a string")
+            .await
+            .unwrap();
+    }
+    let batch: Vec<ChangeEvent> = (1..=5).map(|id| upsert(&s, id, id, Value::Null)).collect();
+    let err = sink.apply(Target::of(&s.table), &batch).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    let at: Vec<usize> = err.rejections.iter().map(|r| r.index).collect();
+    assert_eq!(at, [1, 3], "{err}");
+    assert!(err.rejections[0].reason.contains("WRONGTYPE"), "{err:?}");
+    for id in [1, 3, 5] {
+        let stock: Option<String> = conn
+            .hget(format!("rtest_clash:items:{id}"), "stock")
+            .await
+            .unwrap();
+        assert_eq!(stock, Some(id.to_string()));
+    }
+    let _: () = conn.del("rtest_clash:items:2").await.unwrap();
+    sink.apply(Target::of(&s.table), &batch[1..2])
+        .await
+        .unwrap();
+    let stock: Option<String> = conn.hget("rtest_clash:items:2", "stock").await.unwrap();
+    assert_eq!(
+        stock.as_deref(),
+        Some("2"),
+        "the refused change was not recorded as applied"
+    );
+}
