@@ -348,7 +348,10 @@ impl Engine {
                 let landing = InFlight::start(source.applied().clone());
                 in_flight = Some(tokio::spawn(async move {
                     let mut batch = batch;
+                    // The chaos suite times its kills by these two lines.
+                    tracing::debug!(events = batch.events, "apply started");
                     let result = applier.apply(&batch).await;
+                    tracing::debug!(ok = result.is_ok(), "apply finished");
                     if result.is_ok() {
                         batch.applied_at = Some(Instant::now());
                         landing.0.landed(Some(&batch.offsets));

@@ -187,6 +187,11 @@ pub struct RippleProcess {
 
 impl RippleProcess {
     pub fn start(config: &Path, extra_args: &[&str]) -> Self {
+        Self::start_logging(config, extra_args, "info")
+    }
+
+    /// Like `start`, with `RIPPLE_LOG` set to `filter`.
+    pub fn start_logging(config: &Path, extra_args: &[&str], filter: &str) -> Self {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let log = config.with_extension(format!("run{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
         let file = std::fs::File::create(&log).expect("create log");
@@ -195,7 +200,7 @@ impl RippleProcess {
             .arg("--config")
             .arg(config)
             .args(extra_args)
-            .env("RIPPLE_LOG", "info")
+            .env("RIPPLE_LOG", filter)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .stdin(Stdio::null())
@@ -298,7 +303,15 @@ pub fn redis_cli(args: &[&str]) -> String {
 /// Sends a request to the stack's OpenSearch and returns the JSON answer (`null` if none).
 pub fn search_request(method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-X", method, &format!("http://127.0.0.1:9251/{path}")]);
+    // A frozen node must not hang the caller.
+    cmd.args([
+        "-s",
+        "-m",
+        "10",
+        "-X",
+        method,
+        &format!("http://127.0.0.1:9251/{path}"),
+    ]);
     if let Some(b) = body {
         cmd.args(["-H", "Content-Type: application/json", "-d", b]);
     }

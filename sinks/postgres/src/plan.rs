@@ -535,6 +535,21 @@ pub const TRUNCATIONS: &str = "_ripple.truncations";
 
 /// Creates Ripple's bookkeeping tables in the replica if they are missing.
 pub async fn ensure_bookkeeping(tx: &mut Transaction<'_, Postgres>) -> Result<(), SinkError> {
+    // A writer with only the privileges it needs (no CREATE on the database, not the owner of the
+    // tables) cannot run even `IF NOT EXISTS` DDL: PostgreSQL checks the privilege first. So the
+    // DDL runs only when something is missing.
+    let present: bool = sqlx::query_scalar(
+        "SELECT to_regclass('_ripple.tombstones') IS NOT NULL \
+         AND to_regclass('_ripple.tombstones_newest') IS NOT NULL \
+         AND to_regclass('_ripple.truncations') IS NOT NULL \
+         AND to_regclass('_ripple.offsets') IS NOT NULL",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| classify(e, "look up bookkeeping tables"))?;
+    if present {
+        return Ok(());
+    }
     lock_ddl(tx).await?;
     for ddl in [
         "CREATE SCHEMA IF NOT EXISTS _ripple",

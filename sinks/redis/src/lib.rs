@@ -547,7 +547,18 @@ const OUTAGE_CODES: &[&str] = &[
 ];
 
 fn classify(err: redis::RedisError, doing: &str) -> SinkError {
-    let message = format!("redis {doing}: {err}");
+    let mut message = format!("redis {doing}: {err}");
+    // An aborted transaction lists every command's error, the same one a thousand times over.
+    const LONGEST: usize = 400;
+    if message.len() > LONGEST {
+        let cut = (0..=LONGEST)
+            .rev()
+            .find(|&i| message.is_char_boundary(i))
+            .unwrap_or(0);
+        let more = message.len() - cut;
+        message.truncate(cut);
+        message.push_str(&format!("… ({more} more bytes)"));
+    }
     let retriable = is_outage(&err);
     let e = if retriable {
         SinkError::retriable(message)
