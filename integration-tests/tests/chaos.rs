@@ -37,7 +37,7 @@ impl Plan {
             Plan {
                 kills: 12,
                 outage: Duration::from_secs(15),
-                changes: 160_000,
+                changes: 200_000,
                 rate: 500,
             }
         } else {
