@@ -181,10 +181,18 @@ impl FieldSeed<'_> {
             FieldDecoder::IsoTimestamp => parse_iso_timestamp(&v)
                 .map(Value::Timestamp)
                 .map_err(E::custom),
-            FieldDecoder::Bits { pad } => BASE64
-                .decode(v.as_bytes())
-                .map(|bytes| Value::Text(bit_string(&bytes, *pad)))
-                .map_err(|e| E::custom(format!("invalid base64 in a bits field: {e}"))),
+            FieldDecoder::Bits { pad } => {
+                let length = pad.unwrap_or(0).max(v.len() / 4 * 3 * 8);
+                if length > BIT_MAX_LENGTH {
+                    return Err(E::custom(format!(
+                        "bit string of {length} bits is beyond what PostgreSQL holds ({BIT_MAX_LENGTH})"
+                    )));
+                }
+                BASE64
+                    .decode(v.as_bytes())
+                    .map(|bytes| Value::Text(bit_string(&bytes, *pad)))
+                    .map_err(|e| E::custom(format!("invalid base64 in a bits field: {e}")))
+            }
             FieldDecoder::ZonedTimestamp => parse_zoned_timestamp(&v)
                 .map(Value::TimestampTz)
                 .map_err(E::custom),
@@ -211,8 +219,29 @@ fn timestamp_micros(unit: TimeUnit, v: i64) -> i64 {
     unit.to_micros(v)
 }
 
+/// PostgreSQL's `numeric` holds at most 131,072 digits before the point and 16,383 after it.
+pub const NUMERIC_MAX_SCALE: u32 = 16_383;
+const NUMERIC_MAX_DIGITS: usize = 131_072 + 16_383;
+/// The bytes of a two's-complement integer of NUMERIC_MAX_DIGITS digits (log2(10) / 8 per digit).
+const NUMERIC_MAX_BYTES: usize = NUMERIC_MAX_DIGITS * 416 / 1000 + 2;
+/// PostgreSQL's longest `bit(n)` / `bit varying(n)`.
+pub const BIT_MAX_LENGTH: usize = 83_886_080;
+
 /// Turns a base64 big-endian two's-complement unscaled value and a scale into decimal text.
+/// Values no PostgreSQL numeric can hold are refused before any digit is written: the text of a
+/// scale of 2^31 would take gigabytes.
 pub fn decode_decimal(b64: &str, scale: u32) -> Result<Value, String> {
+    if scale > NUMERIC_MAX_SCALE {
+        return Err(format!(
+            "decimal scale {scale} is beyond what a PostgreSQL numeric holds ({NUMERIC_MAX_SCALE})"
+        ));
+    }
+    if b64.len() / 4 * 3 > NUMERIC_MAX_BYTES + 3 {
+        return Err(format!(
+            "decimal of {} base64 characters is beyond what a PostgreSQL numeric holds ({NUMERIC_MAX_DIGITS} digits)",
+            b64.len()
+        ));
+    }
     let bytes = BASE64
         .decode(b64)
         .map_err(|e| format!("invalid base64 decimal {b64:?}: {e}"))?;
@@ -393,6 +422,45 @@ mod tests {
         let err = decode(&FieldDecoder::BytesText(BinaryMode::Bytes), r#""00ff""#).unwrap_err();
         assert!(err.to_string().contains("binary_handling_mode"), "{err}");
         assert!(decode(&FieldDecoder::BytesText(BinaryMode::Hex), r#""0g""#).is_err());
+    }
+
+    /// A scale or a length no PostgreSQL value can have is refused before anything of its size is
+    /// written: `"0".repeat(scale)` once made one record grow Ripple to 7.8 GB.
+    #[test]
+    fn values_beyond_postgres_limits_are_refused_not_expanded() {
+        let vsd = |scale: u64| {
+            decode(
+                &FieldDecoder::VariableScaleDecimal,
+                &format!(r#"{{"scale": {scale}, "value": "AQ=="}}"#),
+            )
+        };
+        let err = vsd(2_147_483_647).unwrap_err();
+        assert!(err.to_string().contains("16383"), "{err}");
+        let Value::Decimal(text) = vsd(16_383).unwrap() else {
+            panic!("a decimal");
+        };
+        assert_eq!(
+            text.len(),
+            16_385,
+            "0.000…1 at the largest scale PostgreSQL has"
+        );
+        let err = decode(
+            &FieldDecoder::Decimal {
+                scale: 4_000_000_000,
+            },
+            r#""AQ==""#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("numeric"), "{err}");
+        let digits = format!("\"{}\"", "A".repeat(90_000));
+        let err = decode(&FieldDecoder::Decimal { scale: 0 }, &digits).unwrap_err();
+        assert!(err.to_string().contains("digits"), "{err}");
+        let err = decode(&FieldDecoder::Bits { pad: Some(1 << 40) }, r#""AQ==""#).unwrap_err();
+        assert!(err.to_string().contains("83886080"), "{err}");
+        assert_eq!(
+            decode(&FieldDecoder::Bits { pad: Some(8) }, r#""AQ==""#).unwrap(),
+            Value::Text("00000001".into())
+        );
     }
 
     #[test]

@@ -1,20 +1,14 @@
 -- Applies one change to one key, only if it is newer than what Redis holds for that key and newer
--- than the table's last truncate. Versions are "commit:change" (Ripple's `Version`).
+-- than the table's last truncate. Versions are "commit:change" (Ripple's `Version`); `newer` comes
+-- from versions.lua, which is put in front of this script.
 --
 -- KEYS: 1 data key, 2 versions hash of the table, 3 truncation watermark of the table, 4 key set
 -- ARGV: 1 commit, 2 change, 3 ttl seconds (0: none), 4 op: del | hash | json | string, then
 --   hash:   5 number of fields to set n, then n field/value pairs, then fields to clear
 --   json:   5 document, then names of fields to keep from the stored document (unchanged values)
 --   string: 5 value
-local function newer(stored, c, h)
-  if not stored then return true end
-  local sc, sh = string.match(stored, '^(%d+):(%d+)$')
-  sc, sh = tonumber(sc), tonumber(sh)
-  return c > sc or (c == sc and h > sh)
-end
-
 local key = KEYS[1]
-local c, h = tonumber(ARGV[1]), tonumber(ARGV[2])
+local c, h = ARGV[1], ARGV[2]
 if not newer(redis.call('GET', KEYS[3]), c, h) then return 0 end
 if not newer(redis.call('HGET', KEYS[2], key), c, h) then return 0 end
 local version = ARGV[1] .. ':' .. ARGV[2]

@@ -55,9 +55,9 @@ pub struct RedisSink {
 }
 
 /// Guarded write of one change; see the script's header.
-const APPLY: &str = include_str!("apply.lua");
+const APPLY: &str = concat!(include_str!("versions.lua"), include_str!("apply.lua"));
 /// Guarded truncate of one table; see the script's header.
-const TRUNCATE: &str = include_str!("truncate.lua");
+const TRUNCATE: &str = concat!(include_str!("versions.lua"), include_str!("truncate.lua"));
 
 /// The per-table keys Ripple keeps next to the data.
 struct TableKeys {

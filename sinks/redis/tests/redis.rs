@@ -420,3 +420,39 @@ async fn keys_of_another_type_are_reported_each_and_the_rest_is_written() {
         "the refused change was not recorded as applied"
     );
 }
+
+/// Versions are compared exactly whatever their size: 2^60 and 2^60 + 1 are one double in Lua.
+#[tokio::test]
+async fn versions_beyond_2_pow_53_compare_exactly() {
+    let (sink, mut conn) = sink(Format::Hash, "rtest_big:row:{pk}", None, "rtest_big").await;
+    let s = schema("big_versions");
+    let t = s.table.clone();
+    let big = 1u64 << 60;
+    sink.apply(Target::of(&t), &[at(upsert(&s, 1, 1, Value::Null), big, 1)])
+        .await
+        .unwrap();
+    sink.apply(
+        Target::of(&t),
+        &[at(upsert(&s, 1, 2, Value::Null), big + 1, 1)],
+    )
+    .await
+    .unwrap();
+    let stock: String = conn.hget("rtest_big:row:1", "stock").await.unwrap();
+    assert_eq!(stock, "2", "a commit one above 2^60 is newer");
+    sink.apply(Target::of(&t), &[at(upsert(&s, 1, 3, Value::Null), big, 9)])
+        .await
+        .unwrap();
+    let stock: String = conn.hget("rtest_big:row:1", "stock").await.unwrap();
+    assert_eq!(stock, "2", "an older commit does not land");
+    sink.apply(
+        Target::of(&t),
+        &[at(upsert(&s, 1, 4, Value::Null), big + 1, u64::MAX)],
+    )
+    .await
+    .unwrap();
+    let stock: String = conn.hget("rtest_big:row:1", "stock").await.unwrap();
+    assert_eq!(
+        stock, "4",
+        "the change LSN decides within one commit, up to u64::MAX"
+    );
+}
