@@ -290,6 +290,7 @@ mod tests {
             ty: ColumnType::Text,
             nullable: true,
             source_type: None,
+            default: None,
         };
         Arc::new(TableSchema {
             table: TableRef::new("public", "inventory"),

@@ -261,6 +261,7 @@ fn connect_of(
         fields: None,
         items: None,
         field: None,
+        default: None,
     };
     match node {
         Json::String(name) => Ok(match name.as_str() {

@@ -5,7 +5,7 @@
 pub mod avro;
 mod schema;
 pub mod schemaless;
-mod value;
+pub(crate) mod value;
 
 pub use schema::{BinaryMode, ConnectSchema, FieldDecoder};
 use schemaless::ColumnTypes;

@@ -23,6 +23,9 @@ pub struct ConnectSchema {
     /// Set on struct fields: the field's name.
     #[serde(default)]
     pub field: Option<String>,
+    /// The field's default, in the same representation as its values.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
 }
 
 impl ConnectSchema {
@@ -117,11 +120,21 @@ impl TimeUnit {
 /// The column type and decoder for one field of a row struct.
 pub fn column_for(field: &ConnectSchema, binary: BinaryMode) -> (Column, FieldDecoder) {
     let (ty, decoder) = type_of(field, binary);
+    // Decoded like a value of the field, so a logical type's default reads as its values do; one
+    // that does not decode is left out rather than guessed.
+    let default = field.default.as_ref().and_then(|d| {
+        use serde::de::DeserializeSeed;
+        crate::decode::value::FieldSeed(&decoder)
+            .deserialize(d)
+            .ok()
+            .and_then(|v| ripple_sink::to_text(&v))
+    });
     let column = Column {
         name: field.field.clone().unwrap_or_default(),
         ty,
         nullable: field.optional,
         source_type: source_type(field),
+        default,
     };
     (column, decoder)
 }

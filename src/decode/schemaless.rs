@@ -157,6 +157,7 @@ impl PgType {
                     ..schema
                 })),
                 field: None,
+                default: None,
             };
         }
         schema.field = Some(field.to_string());
@@ -264,6 +265,7 @@ impl PgType {
             fields: None,
             items: None,
             field: None,
+            default: None,
         }
     }
 }

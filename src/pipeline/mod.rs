@@ -553,6 +553,7 @@ mod tests {
                 ty: ColumnType::Int64,
                 nullable: false,
                 source_type: None,
+                default: None,
             }],
             key: vec![0],
         });

@@ -144,6 +144,7 @@ pub(crate) fn table_schema(table: &SourceTable) -> TableSchema {
                 ty: ColumnType::Other(c.type_name.clone()),
                 nullable: true,
                 source_type: None,
+                default: None,
             })
             .collect(),
         key: table

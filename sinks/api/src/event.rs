@@ -90,6 +90,10 @@ pub struct Column {
     /// The column's type as the source database declares it (`VARCHAR(255)`, `NUMERIC`), when the
     /// stream carries it. Lets a SQL sink create the same column instead of a close relative.
     pub source_type: Option<String>,
+    /// The column's default in the source, as text (what `to_text` writes), when the stream
+    /// carries it: a column added with a default fills the rows already there without a single
+    /// change event, so a store that adds the column must declare the same default.
+    pub default: Option<String>,
 }
 
 /// A table's columns and primary key, shared by every event decoded with the same schema.

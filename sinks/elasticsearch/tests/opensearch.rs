@@ -57,6 +57,7 @@ fn schema(table: &str) -> Arc<TableSchema> {
         ty,
         nullable: true,
         source_type: None,
+        default: None,
     };
     Arc::new(TableSchema {
         table: TableRef::new("public", table),

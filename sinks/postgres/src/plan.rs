@@ -175,8 +175,15 @@ impl Plan {
                 None if config.create_tables => {
                     let t = pg_type(col);
                     tracing::info!(table = %target, column = %col.name, r#type = %t, "adding column to replica table");
+                    // The source's default fills the rows already there, as the source's
+                    // ALTER did: no change event will ever carry their value.
+                    let default = col
+                        .default
+                        .as_deref()
+                        .map(|d| format!(" DEFAULT {}::{t}", crate::sql::literal(d)))
+                        .unwrap_or_default();
                     sqlx::query(AssertSqlSafe(format!(
-                        "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {t}",
+                        "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {t}{default}",
                         ident(&col.name)
                     )))
                     .execute(&mut **tx)
@@ -934,6 +941,7 @@ mod tests {
             ty,
             nullable: true,
             source_type: None,
+            default: None,
         };
         Arc::new(TableSchema {
             table: TableRef::new("public", "t"),

@@ -23,6 +23,16 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", ident(schema), ident(table))
 }
 
+/// A SQL string literal holding `text`, whatever `standard_conforming_strings` says.
+pub fn literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
 /// Classifies a database error. Connection trouble, lock conflicts and resource exhaustion are worth
 /// retrying; rejected data and broken statements are not.
 pub fn classify(err: sqlx::Error, doing: &str) -> SinkError {
@@ -103,6 +113,12 @@ mod tests {
         ] {
             assert!(!is_outage(code), "{code}");
         }
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal(r"a\b'c"), r"E'a\\b''c'");
     }
 
     #[test]

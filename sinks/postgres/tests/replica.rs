@@ -50,6 +50,7 @@ fn col(name: &str, ty: ColumnType, source_type: Option<&str>) -> Column {
         ty,
         nullable: true,
         source_type: source_type.map(String::from),
+        default: None,
     }
 }
 
