@@ -131,10 +131,32 @@ impl PgStore {
         oid: i64,
         table: &TableName,
     ) -> Result<Vec<(Column, bool)>, VerifyError> {
+        // A domain reads as its base type (a domain over integer compares as a number), and so
+        // does an array of a domain's elements; domains over domains are followed to the bottom.
         let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid::int8, \
+            "WITH RECURSIVE chain(col, oid, base, typmod, typtype, depth) AS ( \
+               SELECT a.attnum, t.oid, t.typbasetype, t.typtypmod, t.typtype, 0 \
+               FROM pg_catalog.pg_attribute a \
+               JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
+               JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN t0.typelem <> 0 AND t0.typcategory = 'A' \
+                                                         THEN t0.typelem ELSE t0.oid END \
+               WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'd' \
+               UNION ALL \
+               SELECT c.col, p.oid, p.typbasetype, p.typtypmod, p.typtype, c.depth + 1 \
+               FROM chain c JOIN pg_catalog.pg_type p ON p.oid = c.base WHERE c.typtype = 'd'), \
+             resolved AS ( \
+               SELECT DISTINCT ON (b.col) b.col, \
+                      format_type(b.oid, (SELECT d.typmod FROM chain d WHERE d.col = b.col AND d.typtype = 'd' \
+                                          ORDER BY d.depth DESC LIMIT 1)) AS name, b.oid \
+               FROM chain b WHERE b.typtype <> 'd' ORDER BY b.col, b.depth DESC) \
+             SELECT a.attname::text, \
+                    CASE WHEN r.col IS NULL THEN format_type(a.atttypid, a.atttypmod) \
+                         WHEN t0.typcategory = 'A' THEN r.name || '[]' ELSE r.name END, \
+                    CASE WHEN r.col IS NULL OR t0.typcategory = 'A' THEN a.atttypid ELSE r.oid END::int8, \
                     a.attgenerated <> '' \
              FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
+             LEFT JOIN resolved r ON r.col = a.attnum \
              WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
         )
