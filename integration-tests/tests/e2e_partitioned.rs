@@ -24,12 +24,12 @@ fn a_partitioned_table_replicates_as_one() {
     );
     let connector = Connector::start(&t.replace('_', "-"), &t, &format!("public.{t}"));
     let topic = connector.topic(&t);
-    let extra = format!(
-        "\n[sinks.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:16379\"\n\
-         \n[sinks.search]\ntype = \"elasticsearch\"\nurl = \"http://127.0.0.1:9251\"\n\
-         \n[[routes]]\ntopics = [\"{topic}\"]\nsinks = [\"cache\", \"search\"]\n"
+    let config = write_config(
+        &dir,
+        std::slice::from_ref(&topic),
+        &t,
+        &cache_and_search(&topic),
     );
-    let config = write_config(&dir, std::slice::from_ref(&topic), &t, &extra);
     let mut run = RippleProcess::start(&config, &[]);
 
     // Streaming: a partition added, rows written into it, rows moved between partitions by a

@@ -172,6 +172,16 @@ sinks = ["replica"]
     path
 }
 
+/// Config for `write_config`'s `extra`: the stack's Redis (hash format) and index as two more
+/// sinks, with their defaults, routed from `topic`.
+pub fn cache_and_search(topic: &str) -> String {
+    format!(
+        "\n[sinks.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:16379\"\n\
+         \n[sinks.search]\ntype = \"elasticsearch\"\nurl = \"http://127.0.0.1:9251\"\n\
+         \n[[routes]]\ntopics = [\"{topic}\"]\nsinks = [\"cache\", \"search\"]\n"
+    )
+}
+
 /// A temporary directory under the workspace's target dir, kept for post-mortems.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = repo().join("target").join("it").join(name);

@@ -139,29 +139,26 @@ impl PostgresSink {
         Ok(())
     }
 
+    /// One transaction over `events`; with `each`, see `apply_in`.
     async fn apply_batch(
         &self,
         into: &TargetTable,
         events: &[ChangeEvent],
+        each: Option<&mut Vec<Rejection>>,
     ) -> Result<(), SinkError> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| sql::classify(e, "begin"))?;
-        let result = self.apply_in(&mut tx, into, events, None).await;
-        match result {
-            Ok(()) => {
-                tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;
-                self.bookkeeping_ready.store(true, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                // A failed DDL may have left a plan for a table state that was rolled back.
-                self.plans.clear();
-                Err(e)
-            }
+        if let Err(e) = self.apply_in(&mut tx, into, events, each).await {
+            // A failed DDL may have left a plan for a table state that was rolled back.
+            self.plans.clear();
+            return Err(e);
         }
+        tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;
+        self.bookkeeping_ready.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// With `each`, every change is written in a subtransaction of its own and the refused ones
@@ -231,20 +228,8 @@ impl PostgresSink {
         into: &TargetTable,
         events: &[ChangeEvent],
     ) -> Result<(), SinkError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| sql::classify(e, "begin"))?;
         let mut rejected = Vec::new();
-        let result = self
-            .apply_in(&mut tx, into, events, Some(&mut rejected))
-            .await;
-        if let Err(e) = result {
-            self.plans.clear();
-            return Err(e);
-        }
-        tx.commit().await.map_err(|e| sql::classify(e, "commit"))?;
+        self.apply_batch(into, events, Some(&mut rejected)).await?;
         if rejected.is_empty() {
             Ok(())
         } else {
@@ -425,7 +410,7 @@ impl Sink for PostgresSink {
         let into = TargetTable::resolve(target, &self.config);
         let result = match self.parallel_parts(&into, events) {
             Some(parts) => self.apply_parallel(&into, events, parts).await,
-            None => self.apply_batch(&into, events).await,
+            None => self.apply_batch(&into, events, None).await,
         };
         match result {
             // The replica refused something and did not say which row: find out in one pass.
