@@ -115,6 +115,8 @@ pub struct DeadLetters {
     topic: String,
     /// Reads rejected records back by offset.
     fetcher: Arc<Mutex<Reader>>,
+    /// What has been logged lately, so a stream of bad records is a line a minute, not a line each.
+    lines: Mutex<LogSummary>,
 }
 
 impl DeadLetters {
@@ -147,6 +149,7 @@ impl DeadLetters {
                 consumer: fetcher,
                 next: Default::default(),
             })),
+            lines: Mutex::new(LogSummary::new(Duration::from_secs(60))),
         })
     }
 
@@ -201,20 +204,32 @@ impl DeadLetters {
                 "dead-lettered a record"
             );
         }
-        // One line per call: a storm of rejections must not become a storm of log lines.
+        // At most a line a minute per topic, stage and sink, with the count since the last one: a
+        // storm of bad records must not become a storm of log lines (the metric counts each).
         if let (Some(first), Some(last)) = (letters.first(), letters.last()) {
-            tracing::warn!(
-                records = letters.len(),
-                topic = first.topic,
-                first_offset = first.offset,
-                last_offset = last.offset,
-                stage = first.stage,
-                sink = first.sink,
-                reason = first.reason,
-                dead_letter_topic = %self.topic,
-                "dead-lettered {} record(s); the first one's reason is given",
-                letters.len()
+            let key = format!(
+                "{}/{}/{}",
+                first.topic,
+                first.stage,
+                first.sink.unwrap_or("")
             );
+            let due = self.lines.lock().unwrap_or_else(|e| e.into_inner()).admit(
+                &key,
+                letters.len() as u64,
+                std::time::Instant::now(),
+            );
+            if let Some(records) = due {
+                tracing::warn!(
+                    records,
+                    topic = first.topic,
+                    last_offset = last.offset,
+                    stage = first.stage,
+                    sink = first.sink,
+                    reason = last.reason,
+                    dead_letter_topic = %self.topic,
+                    "dead-lettered {records} record(s) since the last such line (at most one a minute); the latest reason is given"
+                );
+            }
         }
         Ok(())
     }
@@ -393,5 +408,73 @@ impl Reader {
                     .unwrap_or_default()
             })
             .collect())
+    }
+}
+
+/// Counts events per key and says when a line is due: the first at once, then at most one per
+/// `every`, carrying the count since the last. Holds at most `KEYS` keys.
+struct LogSummary {
+    every: Duration,
+    keys: std::collections::HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl LogSummary {
+    const KEYS: usize = 1_024;
+
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            keys: Default::default(),
+        }
+    }
+
+    /// Notes `n` more under `key`; the count to log now, if a line is due.
+    fn admit(&mut self, key: &str, n: u64, now: std::time::Instant) -> Option<u64> {
+        if self.keys.len() >= Self::KEYS && !self.keys.contains_key(key) {
+            self.keys
+                .retain(|_, (at, _)| now.duration_since(*at) < self.every);
+        }
+        match self.keys.get_mut(key) {
+            Some((at, pending)) => {
+                *pending += n;
+                (now.duration_since(*at) >= self.every).then(|| {
+                    *at = now;
+                    std::mem::take(pending)
+                })
+            }
+            None => {
+                self.keys.insert(key.to_string(), (now, 0));
+                Some(n)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first batch of bad records is logged at once; the next minute's are one line with their
+    /// count; another topic has lines of its own.
+    #[test]
+    fn repeated_dead_letters_are_one_line_a_minute() {
+        let mut lines = LogSummary::new(Duration::from_secs(60));
+        let t0 = std::time::Instant::now();
+        assert_eq!(lines.admit("a", 1, t0), Some(1));
+        let said: Vec<Option<u64>> = (1..=1_000)
+            .map(|i| lines.admit("a", 1, t0 + Duration::from_millis(i * 50)))
+            .collect();
+        assert_eq!(
+            said.iter().flatten().count(),
+            0,
+            "nothing within the minute"
+        );
+        assert_eq!(lines.admit("b", 3, t0), Some(3), "another key is its own");
+        assert_eq!(
+            lines.admit("a", 1, t0 + Duration::from_secs(61)),
+            Some(1_001),
+            "one line with everything since"
+        );
+        assert_eq!(lines.admit("a", 1, t0 + Duration::from_secs(62)), None);
     }
 }
