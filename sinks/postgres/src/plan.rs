@@ -738,6 +738,20 @@ pub struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
+    fn empty(schema: &'a Arc<TableSchema>, first: &'a ChangeEvent, unavailable: Vec<bool>) -> Self {
+        Group {
+            schema,
+            unavailable,
+            upserts: Vec::new(),
+            deletes: Vec::new(),
+            first,
+            upsert_keys: Vec::new(),
+            delete_keys: Vec::new(),
+            upsert_at: Vec::new(),
+            delete_at: Vec::new(),
+        }
+    }
+
     pub fn first_event(&self) -> &'a ChangeEvent {
         self.first
     }
@@ -746,17 +760,7 @@ impl<'a> Group<'a> {
     /// key's change is in exactly one part, and parts share no row.
     pub fn split(self, n: usize) -> Vec<Group<'a>> {
         let mut parts: Vec<Group<'a>> = (0..n)
-            .map(|_| Group {
-                schema: self.schema,
-                unavailable: self.unavailable.clone(),
-                upserts: Vec::new(),
-                deletes: Vec::new(),
-                first: self.first,
-                upsert_keys: Vec::new(),
-                delete_keys: Vec::new(),
-                upsert_at: Vec::new(),
-                delete_at: Vec::new(),
-            })
+            .map(|_| Group::empty(self.schema, self.first, self.unavailable.clone()))
             .collect();
         let upserts = self.upserts.into_iter().zip(self.upsert_keys);
         for ((u, k), at) in upserts.zip(self.upsert_at) {
@@ -804,17 +808,7 @@ pub fn singles(events: &[ChangeEvent]) -> Vec<Group<'_>> {
         let g = match slot {
             Some(s) => &mut groups[s],
             None => {
-                groups.push(Group {
-                    schema: &e.schema,
-                    unavailable: unavailable.clone(),
-                    upserts: Vec::new(),
-                    deletes: Vec::new(),
-                    first: e,
-                    upsert_keys: Vec::new(),
-                    delete_keys: Vec::new(),
-                    upsert_at: Vec::new(),
-                    delete_at: Vec::new(),
-                });
+                groups.push(Group::empty(&e.schema, e, unavailable));
                 groups.last_mut().expect("just pushed")
             }
         };
@@ -897,17 +891,7 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
         let g = match slot {
             Some(s) => &mut groups[s],
             None => {
-                groups.push(Group {
-                    schema: &e.schema,
-                    unavailable: Vec::new(),
-                    upserts: Vec::new(),
-                    deletes: Vec::new(),
-                    first: e,
-                    upsert_keys: Vec::new(),
-                    delete_keys: Vec::new(),
-                    upsert_at: Vec::new(),
-                    delete_at: Vec::new(),
-                });
+                groups.push(Group::empty(&e.schema, e, Vec::new()));
                 groups.last_mut().expect("just pushed")
             }
         };
