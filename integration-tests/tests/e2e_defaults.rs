@@ -24,7 +24,7 @@ fn a_column_added_with_a_default_fills_the_replicas_untouched_rows() {
     let connector = Connector::start(&t.replace('_', "-"), &t, &format!("public.{t}"));
     let topic = connector.topic(&t);
     let config = write_config(&dir, std::slice::from_ref(&topic), &t, "");
-    let mut run = RippleProcess::start(&config, &[]);
+    let run = RippleProcess::start(&config, &[]);
     let replica = |sql: &str| psql(REPLICA_URL, &sql.replace("{t}", &t));
     wait_until(Duration::from_secs(60), "the first rows", || {
         psql(

@@ -32,7 +32,7 @@ fn domain_columns_verify_equal_in_every_store() {
         &t,
         &cache_and_search(&topic),
     );
-    let mut run = RippleProcess::start(&config, &[]);
+    let run = RippleProcess::start(&config, &[]);
     psql(
         SOURCE_URL,
         &format!("UPDATE public.{t} SET y = y + 1, price = price * 2 WHERE id % 5 = 0"),

@@ -263,6 +263,18 @@ impl Drop for RippleProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what Ripple last said (a sink down and why, say): CI keeps only the
+        // test's output, not the log file.
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- last lines of {}:\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
@@ -413,13 +425,19 @@ pub fn verify(config: &Path, table: &str) -> Output {
 
 /// Waits until verify of `table` passes with `sinks` comparisons equal; returns the last report.
 pub fn wait_verified(config: &Path, table: &str, sinks: usize, timeout: Duration) -> String {
-    let mut last = String::new();
-    wait_until(timeout, "every store to verify equal", || {
+    let deadline = Instant::now() + timeout;
+    loop {
         let out = verify(config, table);
-        last = text(&out);
-        out.status.success() && last.matches("EQUAL ").count() == sinks
-    });
-    last
+        let last = text(&out);
+        if out.status.success() && last.matches("EQUAL ").count() == sinks {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for every store to verify equal; last report:\n{last}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// (status code, body) of a GET on a local port, by curl.
