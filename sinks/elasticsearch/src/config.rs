@@ -47,6 +47,22 @@ pub struct ElasticsearchSinkConfig {
     /// Index where Ripple records, per index, the version of the last truncate applied.
     #[serde(default = "default_meta_index")]
     pub meta_index: String,
+    /// How JSON columns (`json`, `jsonb`) are mapped: `stored` (any shape, kept in `_source`, not
+    /// searchable), `flat` (`flat_object` on OpenSearch, `flattened` on Elasticsearch: objects of
+    /// any shape, searchable by path; a value that is not an object is refused) or `dynamic`
+    /// (the index guesses from the first document, and refuses later ones of another shape).
+    #[serde(default)]
+    pub json_fields: JsonFields,
+}
+
+/// `json_fields`: see [`ElasticsearchSinkConfig::json_fields`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonFields {
+    #[default]
+    Stored,
+    Flat,
+    Dynamic,
 }
 
 fn default_index() -> String {

@@ -9,20 +9,23 @@
 //! older than a row's tombstone or than the index's last truncate are dropped before they are sent.
 
 mod config;
+mod mapping;
 
-pub use config::ElasticsearchSinkConfig;
+pub use config::{ElasticsearchSinkConfig, JsonFields};
 
 use async_trait::async_trait;
 use elasticsearch::http::Url;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
+use elasticsearch::indices::{
+    IndicesCreateParts, IndicesGetMappingParts, IndicesPutMappingParts, IndicesRefreshParts,
+};
 use elasticsearch::params::VersionType;
 use elasticsearch::{
     BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, IndexParts, MgetParts,
 };
 use ripple_sink::{
-    ChangeEvent, ConfigError, Op, ReadBack, Rejection, RowState, Sink, SinkError, SinkFactory,
-    Target, Value,
+    ChangeEvent, Column, ConfigError, Op, ReadBack, Rejection, RowState, Sink, SinkError,
+    SinkFactory, TableSchema, Target, Value,
 };
 use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
@@ -52,8 +55,10 @@ pub struct ElasticsearchSink {
     name: String,
     client: Elasticsearch,
     config: ElasticsearchSinkConfig,
-    /// Indices known to exist with Ripple's settings.
-    created: Mutex<HashSet<String>>,
+    /// Indices known to exist, with the fields their mappings are known to have.
+    mapped: Mutex<HashMap<String, HashSet<String>>>,
+    /// Elasticsearch or OpenSearch, read from the cluster when a mapping first needs it.
+    flavour: tokio::sync::OnceCell<mapping::Flavour>,
 }
 
 impl ElasticsearchSink {
@@ -85,7 +90,8 @@ impl ElasticsearchSink {
             name: name.to_string(),
             client: Elasticsearch::new(transport),
             config,
-            created: Mutex::default(),
+            mapped: Mutex::default(),
+            flavour: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -132,42 +138,158 @@ impl ElasticsearchSink {
     }
 
     /// Creates the index with `gc_deletes` long enough for delete versions to outlive late,
-    /// stale inserts. An index that already exists is left as it is.
-    async fn ensure_index(&self, index: &str) -> Result<(), SinkError> {
-        if self.created.lock().expect("index set").contains(index) {
+    /// stale inserts, and its fields mapped from `schemas`. An index that already exists keeps its
+    /// settings and the fields it has; columns it lacks are added to its mapping (a column added
+    /// to the source extends the mapping before the first document that holds it).
+    async fn ensure_index(&self, index: &str, schemas: &[&TableSchema]) -> Result<(), SinkError> {
+        let columns = |known: Option<&HashSet<String>>| -> Vec<&Column> {
+            let mut seen = HashSet::new();
+            schemas
+                .iter()
+                .flat_map(|s| &s.columns)
+                .filter(|c| known.is_none_or(|k| !k.contains(&c.name)) && seen.insert(&c.name))
+                .collect()
+        };
+        let missing = {
+            let mapped = self.mapped.lock().expect("index map");
+            mapped.get(index).map(|known| columns(Some(known)))
+        };
+        let missing = match missing {
+            Some(missing) => missing,
+            None => {
+                let known = self.create_index(index, &columns(None)).await?;
+                let missing = columns(Some(&known));
+                self.mapped
+                    .lock()
+                    .expect("index map")
+                    .insert(index.to_string(), known);
+                missing
+            }
+        };
+        if missing.is_empty() {
             return Ok(());
         }
+        let properties = mapping::properties(
+            missing.iter().copied(),
+            self.config.json_fields,
+            self.flavour().await?,
+        );
+        if !properties.is_empty() {
+            let response = self
+                .client
+                .indices()
+                .put_mapping(IndicesPutMappingParts::Index(&[index]))
+                .body(json!({ "properties": properties }))
+                .send()
+                .await
+                .map_err(|e| transport_error(e, "extend a mapping"))?;
+            let status = response.status_code().as_u16();
+            if status >= 300 {
+                let body: Json = response.json().await.unwrap_or(Json::Null);
+                let err = status_error(status, format!("extend the mapping of {index}: {body}"));
+                if err.is_retriable() {
+                    return Err(err);
+                }
+                // A field the index will not take this way (a name it reserves, say) is left to
+                // dynamic mapping: each document is then accepted or refused on its own.
+                tracing::warn!(index, error = %err, "columns left to dynamic mapping");
+            }
+        }
+        self.mapped
+            .lock()
+            .expect("index map")
+            .entry(index.to_string())
+            .or_default()
+            .extend(missing.iter().map(|c| c.name.clone()));
+        Ok(())
+    }
+
+    /// Creates `index` with `columns` mapped; returns the fields its mapping has (those of an
+    /// index that was already there, read back).
+    async fn create_index(
+        &self,
+        index: &str,
+        columns: &[&Column],
+    ) -> Result<HashSet<String>, SinkError> {
+        let properties = mapping::properties(
+            columns.iter().copied(),
+            self.config.json_fields,
+            self.flavour().await?,
+        );
         let response = self
             .client
             .indices()
             .create(IndicesCreateParts::Index(index))
             .body(json!({
                 "settings": {"index": {"gc_deletes": self.config.gc_deletes}},
-                // Dynamic mapping would make every fractional number a 32-bit float, which turns
-                // a double such as 1e308 into Infinity and rejects the document.
-                "mappings": {"dynamic_templates": [
-                    {"fractions_as_double": {"match_mapping_type": "double", "mapping": {"type": "double"}}}
-                ]}
+                "mappings": {
+                    "properties": properties,
+                    // Dynamic mapping would make every fractional number a 32-bit float, which
+                    // turns a double such as 1e308 into Infinity and rejects the document.
+                    "dynamic_templates": [
+                        {"fractions_as_double": {"match_mapping_type": "double", "mapping": {"type": "double"}}}
+                    ]
+                }
             }))
             .send()
             .await
             .map_err(|e| transport_error(e, "create index"))?;
         let status = response.status_code().as_u16();
-        if status >= 300 {
-            let body: Json = response.json().await.unwrap_or(Json::Null);
-            let kind = body["error"]["type"].as_str().unwrap_or_default();
-            if kind != "resource_already_exists_exception" {
-                return Err(status_error(
-                    status,
-                    format!("create index {index}: {body}"),
-                ));
-            }
+        if status < 300 {
+            return Ok(columns.iter().map(|c| c.name.clone()).collect());
         }
-        self.created
-            .lock()
-            .expect("index set")
-            .insert(index.to_string());
-        Ok(())
+        let body: Json = response.json().await.unwrap_or(Json::Null);
+        if body["error"]["type"].as_str() != Some("resource_already_exists_exception") {
+            return Err(status_error(
+                status,
+                format!("create index {index}: {body}"),
+            ));
+        }
+        let response = self
+            .client
+            .indices()
+            .get_mapping(IndicesGetMappingParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read a mapping"))?;
+        let (status, body) = status_and_json(response, "read a mapping").await?;
+        if status >= 300 {
+            return Err(status_error(
+                status,
+                format!("read the mapping of {index}: {body}"),
+            ));
+        }
+        // Keyed by the index's real name, which differs from `index` when that is an alias.
+        Ok(body
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|m| m["mappings"]["properties"].as_object())
+            .flat_map(|p| p.keys().cloned())
+            .collect())
+    }
+
+    async fn flavour(&self) -> Result<mapping::Flavour, SinkError> {
+        self.flavour
+            .get_or_try_init(|| async {
+                let response = self
+                    .client
+                    .info()
+                    .send()
+                    .await
+                    .map_err(|e| transport_error(e, "read the cluster's version"))?;
+                let (status, body) =
+                    status_and_json(response, "read the cluster's version").await?;
+                if status >= 300 {
+                    return Err(status_error(
+                        status,
+                        format!("read the cluster's version: {body}"),
+                    ));
+                }
+                Ok(mapping::Flavour::of(&body))
+            })
+            .await
+            .copied()
     }
 
     /// Empties the index, unless a truncate at least as new was already applied: each truncate
@@ -597,8 +719,17 @@ impl Sink for ElasticsearchSink {
 
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
         let index = self.index_name(target);
-        self.ensure_index(&self.config.meta_index).await?;
-        self.ensure_index(&index).await?;
+        self.ensure_index(&self.config.meta_index, &[]).await?;
+        let mut schemas: Vec<&TableSchema> = Vec::new();
+        for e in events {
+            if !schemas
+                .iter()
+                .any(|s| std::ptr::eq(*s, &*e.schema) || **s == *e.schema)
+            {
+                schemas.push(&e.schema);
+            }
+        }
+        self.ensure_index(&index, &schemas).await?;
         let mut start = 0;
         // Documents the index refuses are collected over the whole call, and the call goes on:
         // every other event is applied and the refused ones are reported together.

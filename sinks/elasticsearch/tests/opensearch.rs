@@ -1,6 +1,7 @@
 //! The elasticsearch sink against a real search node (the stack's OpenSearch, or
 //! `RIPPLE_TEST_SEARCH_URL`): documents follow upserts, deletes and truncates, unchanged values are
-//! kept, stale changes never win, and a document the index rejects is a permanent error naming it.
+//! kept, stale changes never win, fields are mapped from the schema (JSON of any shape included),
+//! and a document the index rejects is a permanent error naming it.
 
 use elasticsearch::indices::{IndicesDeleteParts, IndicesRefreshParts};
 use elasticsearch::{GetParts, SearchParts};
@@ -8,7 +9,7 @@ use ripple_sink::{
     ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Target, Value,
     Version,
 };
-use ripple_sink_elasticsearch::{ElasticsearchSink, ElasticsearchSinkConfig};
+use ripple_sink_elasticsearch::{ElasticsearchSink, ElasticsearchSinkConfig, JsonFields};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ fn config(index: &str) -> ElasticsearchSinkConfig {
         bulk_max_bytes: 1 << 20,
         gc_deletes: "1d".into(),
         meta_index: format!("{index}-meta"),
+        json_fields: JsonFields::Stored,
     }
 }
 
@@ -436,4 +438,163 @@ async fn a_write_block_is_an_outage_not_bad_data() {
     sink.apply(target, &[upsert(&s, 2, "second", Value::Null, 2)])
         .await
         .unwrap();
+}
+
+/// A table with a JSON column whose values vary in shape from row to row.
+fn shapes_schema(extra: bool) -> Arc<TableSchema> {
+    let col = |name: &str, ty| Column {
+        name: name.into(),
+        ty,
+        nullable: true,
+        source_type: None,
+        default: None,
+    };
+    let mut columns = vec![
+        col("id", ColumnType::Int64),
+        col("doc", ColumnType::Json),
+        col("at", ColumnType::TimestampTz),
+        col(
+            "price",
+            ColumnType::Decimal {
+                precision: None,
+                scale: None,
+            },
+        ),
+        col("tags", ColumnType::Array(Box::new(ColumnType::Text))),
+    ];
+    if extra {
+        columns.push(col("added", ColumnType::Int32));
+    }
+    Arc::new(TableSchema {
+        table: TableRef::new("public", "shapes"),
+        columns,
+        key: vec![0],
+    })
+}
+
+fn shaped(s: &Arc<TableSchema>, id: i64, doc: &str) -> ChangeEvent {
+    let mut e = upsert(s, id, "", Value::Null, id as u64);
+    let mut row = vec![
+        Value::Int(id),
+        Value::Json(doc.into()),
+        Value::TimestampTz(1_700_000_000_000_000),
+        Value::Decimal("1e400".into()),
+        Value::Array(vec![Value::Text("a".into()), Value::Null]),
+    ];
+    if s.columns.len() > 5 {
+        row.push(Value::Int(7));
+    }
+    e.row = Some(row);
+    e
+}
+
+async fn mapping_of(sink: &ElasticsearchSink, index: &str) -> Json {
+    let r = sink
+        .client()
+        .indices()
+        .get_mapping(elasticsearch::indices::IndicesGetMappingParts::Index(&[
+            index,
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let body: Json = r.json().await.unwrap();
+    body[index]["mappings"]["properties"].clone()
+}
+
+#[tokio::test]
+async fn fields_are_mapped_from_the_schema_and_json_of_any_shape_is_kept() {
+    let sink = sink("rtest-shapes").await;
+    let s = shapes_schema(false);
+    let index = sink.index_name(Target::of(&s.table));
+    // Dynamic mapping would type `doc.arr` by the first document (long) and refuse the others.
+    let docs = [
+        r#"{"arr": [1, "x"]}"#,
+        r#"{"arr": {"o": 1}}"#,
+        r#"[1, "two", {"three": 3}]"#,
+        r#""just a string""#,
+        "42",
+        r#"{"a": {"b": {"c": {"d": [[1, [2]], {"e": true}]}}}}"#,
+        "{}",
+        "[]",
+    ];
+    let events: Vec<ChangeEvent> = (1..).zip(docs).map(|(id, d)| shaped(&s, id, d)).collect();
+    sink.apply(Target::of(&s.table), &events).await.unwrap();
+    assert_eq!(ids(&sink, &index).await.len(), docs.len());
+    let m = mapping_of(&sink, &index).await;
+    assert_eq!(m["id"]["type"], "long", "{m}");
+    assert_eq!(m["doc"]["enabled"], false, "{m}");
+    assert_eq!(m["at"]["type"], "date", "{m}");
+    assert_eq!(m["price"]["type"], "double", "{m}");
+    assert_eq!(m["tags"]["type"], "text", "{m}");
+    // Kept exactly, whatever the field's type: 1e400 is beyond a double and stays unindexed.
+    let got = sink
+        .client()
+        .get(GetParts::IndexId(&index, "3"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Json>()
+        .await
+        .unwrap();
+    assert_eq!(got["_source"]["doc"], json!([1, "two", {"three": 3}]));
+    assert_eq!(got["_source"]["price"], "1e400");
+
+    // A column added to the source extends the mapping before any document holds it.
+    let s2 = shapes_schema(true);
+    sink.apply(Target::of(&s2.table), &[shaped(&s2, 20, "{}")])
+        .await
+        .unwrap();
+    assert_eq!(mapping_of(&sink, &index).await["added"]["type"], "integer");
+}
+
+#[tokio::test]
+async fn flat_json_fields_take_objects_of_any_shape_and_search_them_by_path() {
+    let mut c = config("rtest-flat");
+    c.json_fields = JsonFields::Flat;
+    let sink = ElasticsearchSink::new("search", "sinks.search", c).unwrap();
+    let _ = sink
+        .client()
+        .indices()
+        .delete(IndicesDeleteParts::Index(&["rtest-flat-*"]))
+        .send()
+        .await;
+    let s = shapes_schema(false);
+    let index = sink.index_name(Target::of(&s.table));
+    sink.apply(
+        Target::of(&s.table),
+        &[
+            shaped(&s, 1, r#"{"arr": [1, "x"]}"#),
+            shaped(&s, 2, r#"{"arr": {"o": 1}}"#),
+            shaped(&s, 3, r#"{"arr": 5}"#),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&sink, &index).await, ["1", "2", "3"]);
+    assert_eq!(
+        mapping_of(&sink, &index).await["doc"]["type"],
+        "flat_object"
+    );
+    let r = sink
+        .client()
+        .search(SearchParts::Index(&[&index]))
+        .body(json!({"query": {"term": {"doc.arr": "x"}}}))
+        .send()
+        .await
+        .unwrap();
+    let body: Json = r.json().await.unwrap();
+    let hits: Vec<&str> = body["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(hits, ["1"], "{body}");
+    // Not an object: the one document is refused, as the option's documentation says.
+    let err = sink
+        .apply(Target::of(&s.table), &[shaped(&s, 4, "[1, 2]")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.rejections.len(), 1, "{err}");
 }

@@ -1,11 +1,12 @@
 -- Applies one change to one key, only if it is newer than what Redis holds for that key and newer
 -- than the table's last truncate. Versions are "commit:change" (Ripple's `Version`); `newer` comes
--- from versions.lua, which is put in front of this script.
+-- from versions.lua and `members` from members.lua, which are put in front of this script.
 --
 -- KEYS: 1 data key, 2 versions hash of the table, 3 truncation watermark of the table, 4 key set
 -- ARGV: 1 commit, 2 change, 3 ttl seconds (0: none), 4 op: del | hash | json | string, then
 --   hash:   5 number of fields to set n, then n field/value pairs, then fields to clear
---   json:   5 document, then names of fields to keep from the stored document (unchanged values)
+--   json:   5 document, then names of fields to keep from the stored document (unchanged values),
+--           each JSON-encoded as the document writes it ("name", quotes included)
 --   string: 5 value
 local key = KEYS[1]
 local c, h = ARGV[1], ARGV[2]
@@ -32,9 +33,20 @@ elseif op == 'json' then
   if #ARGV > 5 then
     local old = redis.call('GET', key)
     if old then
-      local new, prev = cjson.decode(doc), cjson.decode(old)
-      for i = 6, #ARGV do new[ARGV[i]] = prev[ARGV[i]] end
-      doc = cjson.encode(new)
+      -- Unchanged values are copied from the stored document as text (members.lua), never
+      -- decoded and encoded again.
+      local prev = members(old)
+      if not prev then return redis.error_reply('the stored value of ' .. key .. ' is not a JSON object') end
+      local parts, empty = {string.sub(doc, 1, -2)}, doc == '{}'
+      for i = 6, #ARGV do
+        local raw = prev[ARGV[i]]
+        if raw then
+          parts[#parts + 1] = (empty and '' or ',') .. ARGV[i] .. ':' .. raw
+          empty = false
+        end
+      end
+      parts[#parts + 1] = '}'
+      doc = table.concat(parts)
     end
   end
   redis.call('SET', key, doc)

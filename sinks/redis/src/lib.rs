@@ -55,7 +55,11 @@ pub struct RedisSink {
 }
 
 /// Guarded write of one change; see the script's header.
-const APPLY: &str = concat!(include_str!("versions.lua"), include_str!("apply.lua"));
+const APPLY: &str = concat!(
+    include_str!("versions.lua"),
+    include_str!("members.lua"),
+    include_str!("apply.lua")
+);
 /// Guarded truncate of one table; see the script's header.
 const TRUNCATE: &str = concat!(include_str!("versions.lua"), include_str!("truncate.lua"));
 
@@ -191,18 +195,8 @@ impl RedisSink {
                 cmd.arg(&cleared);
             }
             (Op::Upsert, Format::Json) => {
-                let mut doc = serde_json::Map::new();
-                let mut unavailable: Vec<&str> = Vec::new();
-                for (c, v) in columns.iter().zip(row) {
-                    if *v == Value::Unavailable {
-                        unavailable.push(&c.name);
-                    } else {
-                        doc.insert(c.name.clone(), ripple_sink::to_json(v));
-                    }
-                }
-                cmd.arg("json")
-                    .arg(serde_json::Value::Object(doc).to_string())
-                    .arg(&unavailable);
+                let (doc, unavailable) = json_document(columns, row);
+                cmd.arg("json").arg(doc).arg(&unavailable);
             }
             (Op::Upsert, Format::String) => {
                 let field = self.config.field.as_deref().unwrap_or_default();
@@ -475,6 +469,36 @@ impl ReadBack for RedisSink {
             .map_err(|e| classify(e, "list keys"))?;
         Ok((ids, (next != "0").then_some(next)))
     }
+}
+
+/// The `json` format's document for `row`, and the names of its unavailable columns (JSON-encoded,
+/// as the document writes them, for the script to copy from the stored one). A JSON column goes
+/// in as the source wrote it, not through a parse: a number beyond a double keeps its digits.
+fn json_document(columns: &[ripple_sink::Column], row: &[Value]) -> (String, Vec<String>) {
+    let mut doc = String::from("{");
+    let mut unavailable = Vec::new();
+    for (c, v) in columns.iter().zip(row) {
+        let name = serde_json::Value::from(c.name.as_str()).to_string();
+        if *v == Value::Unavailable {
+            unavailable.push(name);
+            continue;
+        }
+        if doc.len() > 1 {
+            doc.push(',');
+        }
+        doc.push_str(&name);
+        doc.push(':');
+        match v {
+            Value::Json(text)
+                if serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok() =>
+            {
+                doc.push_str(text.trim())
+            }
+            v => doc.push_str(&ripple_sink::to_json(v).to_string()),
+        }
+    }
+    doc.push('}');
+    (doc, unavailable)
 }
 
 fn unreadable(e: impl std::fmt::Display) -> RowState {

@@ -457,3 +457,79 @@ async fn versions_beyond_2_pow_53_compare_exactly() {
         "the change LSN decides within one commit, up to u64::MAX"
     );
 }
+
+#[tokio::test]
+async fn json_values_round_trip_byte_exactly_through_a_merge() {
+    let (sink, mut conn) = sink(Format::Json, "rtest_exact:{pk}", None, "rtest_exact").await;
+    let col = |name: &str, ty| Column {
+        name: name.into(),
+        ty,
+        nullable: true,
+        source_type: None,
+        default: None,
+    };
+    let s = Arc::new(TableSchema {
+        table: TableRef::new("public", "exact"),
+        columns: vec![
+            col("a \"quoted\" name", ColumnType::Text),
+            col("id", ColumnType::Int64),
+            col("big", ColumnType::Int64),
+            col("f", ColumnType::Float64),
+            col("j", ColumnType::Json),
+            col("t", ColumnType::Text),
+        ],
+        key: vec![1],
+    });
+    // What cjson would change: digits past 14, [] (it writes {}), escapes, nesting; and text
+    // holding the characters a scanner of the stored document must not stop at.
+    let j = r#"{"big": 123456789012345678901234567890, "d": 1.2345678901234567, "e": [], "o": {}, "u": "é✓😀 \"\\/", "n": [[{}], {"x": [null, true]}]}"#;
+    let t = r#"text with } { ] [ , : " \ and "quotes""#;
+    let event = |row: Vec<Value>| ChangeEvent {
+        row: Some(row),
+        ..upsert(&s, 1, 0, Value::Null)
+    };
+    sink.apply(
+        Target::of(&s.table),
+        &[event(vec![
+            Value::Text("first".into()),
+            Value::Int(1),
+            Value::Int(9_007_199_254_740_993),
+            Value::Float(1.234_567_890_123_456_7),
+            Value::Json(j.into()),
+            Value::Text(t.into()),
+        ])],
+    )
+    .await
+    .unwrap();
+    let before: String = conn.get("rtest_exact:1").await.unwrap();
+    assert!(
+        before.contains(j),
+        "the JSON column goes in as written: {before}"
+    );
+    // An update that carries none of the large values: they are merged from what Redis holds.
+    sink.apply(
+        Target::of(&s.table),
+        &[event(vec![
+            Value::Unavailable,
+            Value::Int(1),
+            Value::Int(9_007_199_254_740_995),
+            Value::Unavailable,
+            Value::Unavailable,
+            Value::Unavailable,
+        ])],
+    )
+    .await
+    .unwrap();
+    let after: String = conn.get("rtest_exact:1").await.unwrap();
+    for kept in [
+        r#""a \"quoted\" name":"first""#.to_string(),
+        r#""f":1.2345678901234567"#.into(),
+        format!(r#""j":{j}"#),
+        format!(r#""t":{}"#, serde_json::Value::from(t)),
+        r#""big":9007199254740995"#.into(),
+    ] {
+        assert!(after.contains(&kept), "{kept} not in {after}");
+    }
+    let doc: serde_json::Value = serde_json::from_str(&after).expect("still JSON");
+    assert_eq!(doc.as_object().unwrap().len(), 6, "{after}");
+}
