@@ -14,7 +14,7 @@ pub use error::{ConfigError, FailureKind, Rejection, SinkError};
 pub use event::{
     ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Target, Version,
 };
-pub use render::{json_difference, json_rows_equal, to_json, to_text};
+pub use render::{absent_field, json_difference, json_rows_equal, to_json, to_text};
 pub use secret::{Secret, TlsFiles, TlsMaterial, read_secret};
 pub use value::Value;
 

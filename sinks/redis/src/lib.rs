@@ -512,6 +512,9 @@ fn unreadable(e: impl std::fmt::Display) -> RowState {
 fn compare_maps(want: &[(String, Option<String>)], got: &HashMap<String, String>) -> RowState {
     for (name, w) in want {
         let g = got.get(name);
+        if let (Some(w), None) = (w, g) {
+            return RowState::Different(ripple_sink::absent_field(name, format!("{w:?}")));
+        }
         if w.as_ref() != g {
             return RowState::Different(format!("field {name:?}: holds {g:?}, the source {w:?}"));
         }
