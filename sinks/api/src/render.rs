@@ -116,6 +116,17 @@ fn timestamp_text(micros: i64, zoned: bool) -> String {
     }
 }
 
+/// A verify report's words for a field a stored row lacks while the source row has a value. The
+/// usual cause is a column added with a default: PostgreSQL fills the rows already there without
+/// a change event, so a row not written since has no such field, and replaying the topic cannot
+/// give it one (the events before the column do not have it).
+pub fn absent_field(name: &str, source: impl std::fmt::Display) -> String {
+    format!(
+        "field {name:?} is absent, the source {source}: a column added with a default reaches no row \
+         until the row changes; rewrite such rows in the source (UPDATE ... SET {name} = {name}) to refill them"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,15 +178,4 @@ mod tests {
             serde_json::json!(["x", null])
         );
     }
-}
-
-/// A verify report's words for a field a stored row lacks while the source row has a value. The
-/// usual cause is a column added with a default: PostgreSQL fills the rows already there without
-/// a change event, so a row not written since has no such field, and replaying the topic cannot
-/// give it one (the events before the column do not have it).
-pub fn absent_field(name: &str, source: impl std::fmt::Display) -> String {
-    format!(
-        "field {name:?} is absent, the source {source}: a column added with a default reaches no row \
-         until the row changes; rewrite such rows in the source (UPDATE ... SET {name} = {name}) to refill them"
-    )
 }
