@@ -161,6 +161,7 @@ impl Shape {
                 .as_ref()
                 .map(|row| self.keep.iter().map(|&i| row[i].clone()).collect()),
             key: e.key.clone(),
+            before: None,
             version: e.version,
             source_ts_ms: e.source_ts_ms,
             origin: e.origin.clone(),
@@ -329,6 +330,7 @@ mod tests {
                 Value::Text("pw".into()),
             ]),
             key: vec![Value::Int(7)],
+            before: None,
             version: Version::default(),
             source_ts_ms: 0,
             origin: Origin {

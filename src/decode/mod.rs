@@ -12,7 +12,9 @@ use schemaless::ColumnTypes;
 pub use value::{UNAVAILABLE, decode_decimal, parse_zoned_timestamp};
 
 use ahash::AHashMap;
-use ripple_sink::{ChangeEvent, Column, Op, Origin, TableRef, TableSchema, Value, Version};
+use ripple_sink::{
+    ChangeEvent, Column, ColumnType, Op, Origin, ROW_COLUMN, TableRef, TableSchema, Value, Version,
+};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -72,6 +74,34 @@ struct Envelope {
     positions: AHashMap<String, usize>,
     key_decoders: Vec<FieldDecoder>,
     key_positions: AHashMap<String, usize>,
+    /// For a table without a key: `table` with the position column added as its key.
+    keyless: Option<Arc<TableSchema>>,
+}
+
+impl Envelope {
+    /// The schema events of a keyless table carry: its columns, then [`ROW_COLUMN`] as the key.
+    fn keyless_schema(&mut self) -> Arc<TableSchema> {
+        if let Some(s) = &self.keyless
+            && s.table == self.table.table
+        {
+            return s.clone();
+        }
+        let mut columns = self.table.columns.clone();
+        columns.push(Column {
+            name: ROW_COLUMN.to_string(),
+            ty: ColumnType::Text,
+            nullable: false,
+            source_type: None,
+            default: None,
+        });
+        let schema = Arc::new(TableSchema {
+            table: self.table.table.clone(),
+            key: vec![columns.len() - 1],
+            columns,
+        });
+        self.keyless = Some(schema.clone());
+        schema
+    }
 }
 
 enum Kind {
@@ -349,6 +379,7 @@ fn envelope_for<'a>(
         positions,
         key_decoders,
         key_positions,
+        keyless: None,
     }))
 }
 
@@ -419,6 +450,7 @@ fn decode_flat(
         op: if deleted { Op::Delete } else { Op::Upsert },
         row: (!deleted).then_some(row),
         key,
+        before: None,
         version: Version {
             commit: 0,
             change: lsn.max(0) as u64,
@@ -491,6 +523,20 @@ fn decode_change(
     };
     let source_ts_ms = source.ts_ms.unwrap_or_default();
 
+    if schema.key.is_empty() && op != Op::Truncate {
+        let code = p.op.as_deref().unwrap_or_default();
+        let (before, after) = (p.before, p.after);
+        return keyless_change(
+            envelope,
+            code,
+            before,
+            after,
+            op,
+            version,
+            source_ts_ms,
+            origin,
+        );
+    }
     let (row, key) = match op {
         Op::Truncate => (None, Vec::new()),
         Op::Upsert => {
@@ -524,10 +570,81 @@ fn decode_change(
         op,
         row,
         key,
+        before: None,
         version,
         source_ts_ms,
         origin,
     }))
+}
+
+/// A change to a table without a primary key. An insert (or snapshot read) becomes a row keyed by
+/// its source position ([`ROW_COLUMN`]), so applying it again changes nothing. An update or delete
+/// names its row by the whole row before it, which Debezium has only with REPLICA IDENTITY FULL.
+#[allow(clippy::too_many_arguments)]
+fn keyless_change(
+    envelope: &mut Envelope,
+    code: &str,
+    before: Option<Vec<Value>>,
+    after: Option<Vec<Value>>,
+    op: Op,
+    version: Version,
+    source_ts_ms: i64,
+    origin: Origin,
+) -> Result<Decoded, DecodeError> {
+    let schema = envelope.keyless_schema();
+    let with = |mut row: Vec<Value>, position: Value| {
+        row.push(position);
+        row
+    };
+    let event = |row, key, before| {
+        Decoded::Change(ChangeEvent {
+            schema: schema.clone(),
+            op,
+            row,
+            key,
+            before,
+            version,
+            source_ts_ms,
+            origin: origin.clone(),
+        })
+    };
+    if code == "c" || code == "r" {
+        let after = after.ok_or_else(|| DecodeError::new("insert without `after`"))?;
+        // Rows of one snapshot share its LSN: their Kafka position tells them apart.
+        let position = if code == "r" {
+            format!("{}:{}:{}", version.change, origin.partition, origin.offset)
+        } else {
+            format!("{}:{}", version.commit, version.change)
+        };
+        let position = Value::Text(position);
+        return Ok(event(
+            Some(with(after, position.clone())),
+            vec![position],
+            None,
+        ));
+    }
+    let before = before.ok_or_else(|| {
+        DecodeError::new(format!(
+            "table {} has no primary key and its {} carries no old row: with REPLICA IDENTITY FULL \
+             (ALTER TABLE {} REPLICA IDENTITY FULL) Debezium sends the whole old row and Ripple \
+             changes the row that holds it; or give the table a primary key",
+            schema.table,
+            if op == Op::Delete { "delete" } else { "update" },
+            schema.table
+        ))
+    })?;
+    let row = match op {
+        Op::Upsert => Some(with(
+            after.ok_or_else(|| DecodeError::new("update without `after`"))?,
+            Value::Unavailable,
+        )),
+        _ => None,
+    };
+    Ok(event(
+        row,
+        vec![Value::Unavailable],
+        Some(with(before, Value::Unavailable)),
+    ))
 }
 
 /// The table a change envelope's `source` block names.

@@ -572,6 +572,7 @@ mod tests {
                     op: Op::Upsert,
                     row: Some(vec![Value::Int(i)]),
                     key: vec![Value::Int(i)],
+                    before: None,
                     version: Version {
                         commit: 1,
                         change: i as u64,

@@ -169,6 +169,9 @@ pub(crate) struct Scan<'a> {
     /// Of those, the `timetz` ones, compared as UTC times: Debezium carries a timetz as the same
     /// time of day in UTC, without its original offset.
     pub utc_times: &'a [String],
+    /// For a table without a key: each row is keyed by its whole text (`values`), so equal rows
+    /// meet in the merge and duplicates pair up one for one.
+    pub by_row: bool,
 }
 
 /// A key: the text form of each key column (`None` for NULL, which sorts last).
@@ -245,14 +248,17 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         ..Default::default()
     };
     if table.key.is_empty() {
-        report.problem = Some(format!(
-            "the source table {} has no primary key, so its rows cannot be matched by key",
-            table.name
-        ));
-        report.source_rows = source.count(&table.name).await?;
-        if target_columns.is_some() {
-            report.replica_rows = replica.count(target).await?;
-        }
+        compare_keyless(
+            source,
+            replica,
+            table,
+            target,
+            target_columns,
+            columns,
+            samples,
+            &mut report,
+        )
+        .await?;
         return Ok(report);
     }
     let source_columns: Vec<String> = columns.pairs.iter().map(|(s, _)| s.clone()).collect();
@@ -284,6 +290,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
             order: &order,
             values: None,
             utc_times: &[],
+            by_row: false,
         });
         let right: RowStream<'_> = Box::pin(futures::stream::empty());
         let labels = (source.label(), replica.label());
@@ -343,6 +350,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         order: &order,
         values: (!schema_differs).then_some(source_columns.as_slice()),
         utc_times: &source_utc,
+        by_row: false,
     });
     let right = replica.rows(Scan {
         table: target,
@@ -350,6 +358,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         order: &order,
         values: (!schema_differs).then_some(replica_columns.as_slice()),
         utc_times: &replica_utc,
+        by_row: false,
     });
     let labels = (source.label(), replica.label());
     merge(
@@ -363,6 +372,80 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     )
     .await?;
     Ok(report)
+}
+
+/// A table without a primary key: the two sides are compared as bags of rows, each row by its
+/// whole text, so a row the replica lacks is missing, one it holds too often is extra (the
+/// sample is the row itself).
+#[allow(clippy::too_many_arguments)]
+async fn compare_keyless<S: RowStore, R: RowStore>(
+    source: &S,
+    replica: &R,
+    table: &SourceTable,
+    target: &TableName,
+    target_columns: Option<Vec<Column>>,
+    columns: &ColumnMap,
+    samples: usize,
+    report: &mut TableReport,
+) -> Result<(), VerifyError> {
+    report.key_columns = vec!["row".into()];
+    let Some(target_columns) = target_columns else {
+        report.missing_table = true;
+        report.source_rows = source.count(&table.name).await?;
+        report.missing = report.source_rows;
+        return Ok(());
+    };
+    report.missing_columns = columns
+        .pairs
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|name| !target_columns.iter().any(|t| &t.name == *name))
+        .cloned()
+        .collect();
+    if !report.missing_columns.is_empty() {
+        report.problem = Some(format!(
+            "the source table {} has no primary key and the replica table {target} lacks columns, so no row can match",
+            table.name
+        ));
+        report.source_rows = source.count(&table.name).await?;
+        report.replica_rows = replica.count(target).await?;
+        report.missing = report.source_rows;
+        report.extra = report.replica_rows;
+        return Ok(());
+    }
+    let timetz = |name: &String| {
+        table
+            .columns
+            .iter()
+            .any(|c| &c.name == name && is_timetz(&c.type_name))
+    };
+    let (source_columns, replica_columns): (Vec<String>, Vec<String>) =
+        columns.pairs.iter().cloned().unzip();
+    let (source_utc, replica_utc): (Vec<String>, Vec<String>) = columns
+        .pairs
+        .iter()
+        .filter(|(s, _)| timetz(s))
+        .cloned()
+        .unzip();
+    let order = [KeyOrder::Text];
+    let left = source.rows(Scan {
+        table: &table.name,
+        key: &[],
+        order: &order,
+        values: Some(&source_columns),
+        utc_times: &source_utc,
+        by_row: true,
+    });
+    let right = replica.rows(Scan {
+        table: target,
+        key: &[],
+        order: &order,
+        values: Some(&replica_columns),
+        utc_times: &replica_utc,
+        by_row: true,
+    });
+    let labels = (source.label(), replica.label());
+    merge(left, right, &order, samples, false, report, labels).await
 }
 
 fn join_names(names: &[&String]) -> String {

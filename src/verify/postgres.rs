@@ -229,6 +229,26 @@ impl PgStore {
 /// and sort integers as text.
 pub(crate) fn rows_sql(scan: &Scan<'_>) -> String {
     let column = |name: &str| format!("t.{}", quote_ident(name));
+    let texts = |values: &[String]| -> String {
+        let texts: Vec<String> = values
+            .iter()
+            .map(|v| {
+                if scan.utc_times.contains(v) {
+                    format!("({} AT TIME ZONE 'UTC')::text", column(v))
+                } else {
+                    format!("{}::text", column(v))
+                }
+            })
+            .collect();
+        format!("ROW({})::text", texts.join(", "))
+    };
+    if scan.by_row {
+        let row = texts(scan.values.unwrap_or_default());
+        return format!(
+            "SELECT {row} AS k0, NULL::text AS fingerprint FROM {} AS t ORDER BY {row} COLLATE \"C\"",
+            scan.table.sql()
+        );
+    }
     let mut select: Vec<String> = scan
         .key
         .iter()
@@ -236,19 +256,7 @@ pub(crate) fn rows_sql(scan: &Scan<'_>) -> String {
         .map(|(i, k)| format!("{}::text AS k{i}", column(k)))
         .collect();
     select.push(match scan.values {
-        Some(values) => {
-            let texts: Vec<String> = values
-                .iter()
-                .map(|v| {
-                    if scan.utc_times.contains(v) {
-                        format!("({} AT TIME ZONE 'UTC')::text", column(v))
-                    } else {
-                        format!("{}::text", column(v))
-                    }
-                })
-                .collect();
-            format!("md5(ROW({})::text) AS fingerprint", texts.join(", "))
-        }
+        Some(values) => format!("md5({}) AS fingerprint", texts(values)),
         None => "NULL::text AS fingerprint".into(),
     });
     let order: Vec<String> = scan
@@ -343,7 +351,7 @@ impl RowStore for PgStore {
     }
 
     fn rows<'a>(&'a self, scan: Scan<'a>) -> RowStream<'a> {
-        let keys = scan.key.len();
+        let keys = if scan.by_row { 1 } else { scan.key.len() };
         let what = format!("reading {} from {}", scan.table, self.label);
         sqlx::query(AssertSqlSafe(rows_sql(&scan)))
             .fetch(&self.pool)
@@ -387,6 +395,7 @@ mod unit_tests {
             order: &[KeyOrder::Integer, KeyOrder::Text],
             values: Some(&values),
             utc_times: &[],
+            by_row: false,
         });
         assert_eq!(
             sql,
@@ -401,6 +410,7 @@ mod unit_tests {
             order: &[KeyOrder::Text],
             values: None,
             utc_times: &[],
+            by_row: false,
         });
         assert!(
             keys_only.starts_with("SELECT t.\"Id\"::text AS k0, NULL::text AS fingerprint FROM"),

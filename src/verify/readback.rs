@@ -37,13 +37,6 @@ pub(crate) async fn compare_table(
         key_columns: table.key.clone(),
         ..Default::default()
     };
-    if table.key.is_empty() {
-        report.problem = Some(format!(
-            "the source table {} has no primary key, so its rows have no key in the sink",
-            table.name
-        ));
-        return Ok(report);
-    }
     let schema = Arc::new(table_schema(table));
     let shape = options
         .shape(&schema)
@@ -51,6 +44,20 @@ pub(crate) async fn compare_table(
             table: table.name.to_string(),
             error: message,
         })?;
+    if table.key.is_empty() {
+        compare_keyless(
+            source,
+            sink,
+            target,
+            table,
+            &schema,
+            &shape,
+            samples,
+            &mut report,
+        )
+        .await?;
+        return Ok(report);
+    }
     let keys: Vec<usize> = schema.key.clone();
     let origin = Origin {
         topic: Arc::from("verify"),
@@ -73,6 +80,7 @@ pub(crate) async fn compare_table(
                 op: Op::Upsert,
                 key: keys.iter().map(|&i| row[i].clone()).collect(),
                 row: Some(row),
+                before: None,
                 version: Version::default(),
                 source_ts_ms: 0,
                 origin: origin.clone(),
@@ -130,6 +138,109 @@ pub(crate) async fn compare_table(
         }
     }
     Ok(report)
+}
+
+/// A table without a primary key: the sink's rows are keyed by source positions the source does
+/// not have, so both sides are compared as bags of rows (each row as the sink's `row_text`),
+/// sorted in memory.
+#[allow(clippy::too_many_arguments)]
+async fn compare_keyless(
+    source: &PgStore,
+    sink: &dyn ReadBack,
+    target: Target<'_>,
+    table: &SourceTable,
+    schema: &Arc<TableSchema>,
+    shape: &crate::route::Shape,
+    samples: usize,
+    report: &mut TableReport,
+) -> Result<(), VerifyError> {
+    let sink_error = |e: ripple_sink::SinkError| VerifyError::Sink {
+        table: table.name.to_string(),
+        error: e.to_string(),
+    };
+    report.key_columns = vec!["row".into()];
+    let as_event = |row: Vec<Value>| ChangeEvent {
+        schema: schema.clone(),
+        op: Op::Upsert,
+        key: Vec::new(),
+        row: Some(row),
+        before: None,
+        version: Version::default(),
+        source_ts_ms: 0,
+        origin: Origin {
+            topic: Arc::from("verify"),
+            partition: 0,
+            offset: 0,
+        },
+    };
+    let mut want = Vec::new();
+    let mut rows = source.text_rows(table);
+    while let Some(texts) = rows.try_next().await? {
+        let row: Vec<Value> = texts
+            .iter()
+            .zip(&table.columns)
+            .map(|(t, c)| parse_value(t.as_deref(), &c.type_name))
+            .collect();
+        want.push(sink.row_text(&shape.apply(&as_event(row))));
+    }
+    drop(rows);
+    // The columns the sink holds for the table, after the route's options.
+    let shaped = shape.apply(&as_event(vec![Value::Null; schema.columns.len()]));
+    let mut got = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = sink.stored_ids(target, cursor).await.map_err(sink_error)?;
+        match sink
+            .row_texts(target, &shaped.schema, &page)
+            .await
+            .map_err(sink_error)?
+        {
+            Some(texts) => got.extend(texts),
+            None => {
+                report.problem = Some(format!(
+                    "the source table {} has no primary key and this sink cannot list its rows",
+                    table.name
+                ));
+                return Ok(());
+            }
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    want.sort_unstable();
+    got.sort_unstable();
+    report.source_rows = want.len() as u64;
+    report.replica_rows = got.len() as u64;
+    let (mut w, mut g) = (want.iter().peekable(), got.iter().peekable());
+    let sample = |into: &mut Vec<Vec<Option<String>>>, row: &str| {
+        if into.len() < samples {
+            into.push(vec![Some(row.chars().take(200).collect())]);
+        }
+    };
+    loop {
+        match (w.peek(), g.peek()) {
+            (None, None) => break,
+            (Some(a), Some(b)) if a == b => {
+                report.matching += 1;
+                w.next();
+                g.next();
+            }
+            (Some(a), b) if b.is_none_or(|b| a < b) => {
+                report.missing += 1;
+                sample(&mut report.samples.missing, a);
+                w.next();
+            }
+            (_, Some(b)) => {
+                report.extra += 1;
+                sample(&mut report.samples.extra, b);
+                g.next();
+            }
+            (Some(_), None) => unreachable!("handled above"),
+        }
+    }
+    Ok(())
 }
 
 /// The source table as the change stream would describe it; only names and the key matter here.

@@ -154,6 +154,11 @@ pub struct ChangeEvent {
     pub row: Option<Vec<Value>>,
     /// The primary key, one value per `schema.key`; empty for truncates.
     pub key: Vec<Value>,
+    /// For a table without a primary key (see [`ROW_COLUMN`]), an update or delete names its row by
+    /// the whole row before the change (REPLICA IDENTITY FULL), one value per `schema.columns`
+    /// (the position column `Unavailable`): the store changes one row that holds exactly these
+    /// values. `key` is then unknown (`Unavailable`). `None` for every other change.
+    pub before: Option<Vec<Value>>,
     pub version: Version,
     /// When the source committed the change, in milliseconds since the Unix epoch.
     pub source_ts_ms: i64,
@@ -164,4 +169,19 @@ impl ChangeEvent {
     pub fn table(&self) -> &TableRef {
         &self.schema.table
     }
+}
+
+/// The column Ripple adds to a table that has no primary key in the stream, and makes its key: the
+/// source position of the insert that created the row (`<commit>:<change>`, or for a snapshot row
+/// `<lsn>:<partition>:<offset>`). Each insert is then applied once whatever is replayed, and
+/// `verify` leaves the column out (as every `_ripple*` column).
+pub const ROW_COLUMN: &str = "_ripple_row";
+
+/// Why a store that finds rows only by their key refuses an update or delete of a table without
+/// one ([`ChangeEvent::before`]): the row it changes is known only by its old values.
+pub fn keyless_refused(store: &str) -> String {
+    format!(
+        "{store} finds rows only by key and the table has no primary key: its updates and deletes \
+         can be applied by the postgres sink only (route the table's updates there, or give it a primary key)"
+    )
 }

@@ -12,7 +12,8 @@ mod value;
 
 pub use error::{ConfigError, FailureKind, Rejection, SinkError};
 pub use event::{
-    ChangeEvent, Column, ColumnType, Op, Origin, TableRef, TableSchema, Target, Version,
+    ChangeEvent, Column, ColumnType, Op, Origin, ROW_COLUMN, TableRef, TableSchema, Target,
+    Version, keyless_refused,
 };
 pub use render::{absent_field, json_difference, json_rows_equal, to_json, to_text};
 pub use secret::{Secret, TlsFiles, TlsMaterial, read_secret};
@@ -125,6 +126,29 @@ pub trait ReadBack: Send + Sync {
         target: Target<'_>,
         cursor: Option<String>,
     ) -> Result<(Vec<String>, Option<String>), SinkError>;
+
+    /// For a table without a primary key, which verify compares as a bag of rows: the rows stored
+    /// under `ids` (from `stored_ids`), each as [`ReadBack::row_text`] writes the source row it
+    /// came from, over `schema`'s columns. `None` when the store cannot read rows back this way.
+    async fn row_texts(
+        &self,
+        _target: Target<'_>,
+        _schema: &TableSchema,
+        _ids: &[String],
+    ) -> Result<Option<Vec<String>>, SinkError> {
+        Ok(None)
+    }
+
+    /// The text [`ReadBack::row_texts`] gives the stored row of this upsert.
+    fn row_text(&self, _event: &ChangeEvent) -> String {
+        String::new()
+    }
+}
+
+/// A row as a bag-of-rows comparison holds it: its fields, in the schema's order, as one JSON
+/// array (`row_texts` and `row_text` of every store build it the same way).
+pub fn row_text(fields: impl IntoIterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::Array(fields.into_iter().collect()).to_string()
 }
 
 /// Builds sinks of one kind from their configuration section. Registering a factory on the engine is

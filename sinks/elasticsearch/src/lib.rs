@@ -519,7 +519,10 @@ impl ElasticsearchSink {
         let mut seen = HashSet::new();
         let mut to_read = Vec::new();
         let mut any_lacks_values = false;
-        for e in events.iter().filter(|e| e.op == Op::Upsert) {
+        for e in events
+            .iter()
+            .filter(|e| e.op == Op::Upsert && e.before.is_none())
+        {
             let id = doc_id(e);
             let lacks_values = e
                 .row
@@ -540,6 +543,13 @@ impl ElasticsearchSink {
         let mut owners: Vec<(usize, &ChangeEvent)> = Vec::new();
         let mut bytes = 0usize;
         for (i, e) in events.iter().enumerate() {
+            if e.before.is_some() {
+                rejected.push(Rejection::new(
+                    offset + i,
+                    ripple_sink::keyless_refused("the search index"),
+                ));
+                continue;
+            }
             let id = doc_id(e);
             let version = external_version(e);
             let operation: BulkOperation<Json> = match e.op {
@@ -835,6 +845,39 @@ impl ReadBack for ElasticsearchSink {
                 }
             })
             .collect())
+    }
+
+    fn row_text(&self, event: &ChangeEvent) -> String {
+        ripple_sink::row_text(
+            event
+                .row
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(field_json),
+        )
+    }
+
+    async fn row_texts(
+        &self,
+        target: Target<'_>,
+        schema: &TableSchema,
+        ids: &[String],
+    ) -> Result<Option<Vec<String>>, SinkError> {
+        let stored = self.stored(&self.index_name(target), ids).await?;
+        Ok(Some(
+            ids.iter()
+                .map(|id| {
+                    let doc = stored.get(id).cloned().unwrap_or_default();
+                    ripple_sink::row_text(
+                        schema
+                            .columns
+                            .iter()
+                            .map(|c| doc.get(&c.name).cloned().unwrap_or_default()),
+                    )
+                })
+                .collect(),
+        ))
     }
 
     async fn stored_ids(

@@ -90,6 +90,7 @@ fn upsert(s: &Arc<TableSchema>, id: i64, title: &str, body: Value, change: u64) 
             body,
         ]),
         key: vec![Value::Int(id)],
+        before: None,
         version: Version { commit: 1, change },
         source_ts_ms: 0,
         origin: Origin {

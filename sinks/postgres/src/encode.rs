@@ -11,9 +11,8 @@ use std::fmt::{self, Write};
 
 /// The text form of `v` for a replica column whose type is `cast`: as `to_text`, except that a
 /// JSON object (how Debezium sends an hstore) bound for an hstore column is written in hstore's
-/// own input format. Writes go through `TextElement`, which must write the same; this is its
-/// reference in the tests.
-#[cfg(test)]
+/// own input format. Batched writes go through `TextElement`, which must write the same (the
+/// tests hold it to this); single values, as a keyless row's update binds them, use this.
 pub fn to_column_text(v: &Value, ty: &ColumnType, cast: &str) -> Option<String> {
     match v {
         Value::Json(json) if is_hstore(cast) => {

@@ -97,7 +97,7 @@ impl PostgresSink {
         }
         let mut last: Option<&Arc<ripple_sink::TableSchema>> = None;
         for e in events {
-            if e.op == Op::Truncate {
+            if e.op == Op::Truncate || e.before.is_some() {
                 return None;
             }
             if last.is_none_or(|s| !Arc::ptr_eq(s, &e.schema)) {
@@ -174,15 +174,24 @@ impl PostgresSink {
             plan::ensure_bookkeeping(tx).await?;
         }
         // A truncate splits the batch: what came before it is wiped, what comes after it stays.
+        // So does an update or delete of a table without a key: it finds its row by the old
+        // values, which an earlier change of the batch may have written.
         let mut start = 0;
         for (i, e) in events.iter().enumerate() {
-            if e.op == Op::Truncate {
+            if e.op == Op::Truncate || e.before.is_some() {
                 let tail = &events[start..i];
                 if !tail.is_empty() {
                     self.apply_segment(tx, into, tail, start, each.as_deref_mut())
                         .await?;
                 }
-                self.truncate(tx, into, e).await?;
+                if e.op == Op::Truncate {
+                    self.truncate(tx, into, e).await?;
+                } else {
+                    self.plan(tx, into, e)
+                        .await?
+                        .execute_matching(tx, e)
+                        .await?;
+                }
                 start = i + 1;
             }
         }

@@ -3,11 +3,12 @@
 //! TOAST columns filled from earlier changes in the batch or left as the replica holds them).
 
 use crate::config::PostgresSinkConfig;
-use crate::encode::{TextElement, is_hstore, to_text};
+use crate::encode::{TextElement, is_hstore, to_column_text, to_text};
 use crate::sql::{classify, ident, qualified};
 use ahash::AHashMap;
 use ripple_sink::{
-    ChangeEvent, Column, ColumnType, Op, Rejection, SinkError, TableSchema, Value, Version,
+    ChangeEvent, Column, ColumnType, Op, ROW_COLUMN, Rejection, SinkError, TableSchema, Value,
+    Version,
 };
 // Every dynamic statement here is assembled from `ident`-quoted names and whitelisted type names;
 // values are always bound.
@@ -358,6 +359,102 @@ impl Plan {
         Ok(())
     }
 
+    /// Applies an update or delete of a table without a key ([`ChangeEvent::before`]): one row
+    /// that holds exactly the old values (compared as text, so any type compares) is changed, the
+    /// one with the lowest position when several are equal. Changes of such a table are applied
+    /// in their order; a change not newer than the last one applied (`_ripple.keyless`), or older
+    /// than the table's last truncate, changes nothing, so a replay cannot change a row twice. A
+    /// deleted row leaves a tombstone under its position, so its insert cannot come back.
+    pub async fn execute_matching(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &ChangeEvent,
+    ) -> Result<(), SinkError> {
+        ensure_keyless_marks(tx).await?;
+        let before = event.before.as_deref().unwrap_or_default();
+        let position = self.key.first().copied().unwrap_or(usize::MAX);
+        let mut values: Vec<Option<String>> = Vec::new();
+        let mut param = |v: Option<String>, cast: &str| {
+            values.push(v);
+            format!("${}::{cast}", values.len() + 3)
+        };
+        let mut conds: Vec<String> = Vec::new();
+        for (i, v) in before.iter().enumerate() {
+            if i == position || *v == Value::Unavailable || i >= self.casts.len() {
+                continue;
+            }
+            let column = ident(&self.names[i]);
+            match to_column_text(v, &self.types[i], &self.casts[i]) {
+                None => conds.push(format!("t.{column} IS NULL")),
+                Some(text) => {
+                    let p = param(Some(text), &self.casts[i]);
+                    conds.push(format!("t.{column}::text = ({p})::text"));
+                }
+            }
+        }
+        let conds = if conds.is_empty() {
+            "true".to_string()
+        } else {
+            conds.join(" AND ")
+        };
+        let ctes = format!(
+            "WITH mark AS (INSERT INTO {KEYLESS} AS m (table_name, commit_lsn, change_lsn) VALUES ($1, $2, $3) \
+             ON CONFLICT (table_name) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, change_lsn = EXCLUDED.change_lsn \
+             WHERE (m.commit_lsn, m.change_lsn) < (EXCLUDED.commit_lsn, EXCLUDED.change_lsn) RETURNING 1), \
+             target AS (SELECT t.ctid AS at, t.{row} AS position FROM {target} t WHERE EXISTS (SELECT 1 FROM mark) \
+             AND NOT EXISTS (SELECT 1 FROM {TRUNCATIONS} w WHERE w.table_name = $1 AND (w.commit_lsn, w.change_lsn) >= ($2, $3)) \
+             AND {conds} ORDER BY t.{row} LIMIT 1 FOR UPDATE)",
+            row = ident(ROW_COLUMN),
+            target = self.target,
+        );
+        let sql = match (event.op, event.row.as_deref()) {
+            (Op::Upsert, Some(after)) => {
+                let mut sets: Vec<String> = Vec::new();
+                for (i, v) in after.iter().enumerate() {
+                    if i == position || *v == Value::Unavailable || i >= self.casts.len() {
+                        continue;
+                    }
+                    let p = param(
+                        to_column_text(v, &self.types[i], &self.casts[i]),
+                        &self.casts[i],
+                    );
+                    sets.push(format!("{} = {p}", ident(&self.names[i])));
+                }
+                sets.extend(
+                    [COMMIT_COLUMN, CHANGE_COLUMN]
+                        .iter()
+                        .zip(["$2", "$3"])
+                        .map(|(c, p)| format!("{c} = {p}")),
+                );
+                format!(
+                    "{ctes} UPDATE {} t SET {} FROM target WHERE t.ctid = target.at",
+                    self.target,
+                    sets.join(", ")
+                )
+            }
+            _ => format!(
+                "{ctes}, gone AS (DELETE FROM {} t USING target WHERE t.ctid = target.at RETURNING target.position) \
+                 INSERT INTO {TOMBSTONES} AS tb (table_name, key, commit_lsn, change_lsn) \
+                 SELECT $1, ARRAY[gone.position]::text, $2, $3 FROM gone \
+                 ON CONFLICT (table_name, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, change_lsn = EXCLUDED.change_lsn \
+                 WHERE (tb.commit_lsn, tb.change_lsn) < (EXCLUDED.commit_lsn, EXCLUDED.change_lsn)",
+                self.target
+            ),
+        };
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.table_name)
+            .bind(event.version.commit as i64)
+            .bind(event.version.change as i64);
+        for v in values {
+            query = query.bind(v);
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify(e, "change a row of a table without a key"))?;
+        Ok(())
+    }
+
     /// Binds a group's values, in the order `build_statement` numbers them.
     fn bind<'q>(
         &'q self,
@@ -537,6 +634,8 @@ pub const COMMIT_COLUMN: &str = "_ripple_commit";
 pub const CHANGE_COLUMN: &str = "_ripple_change";
 /// Versions of deleted keys, so a late, older insert cannot resurrect a row.
 pub const TOMBSTONES: &str = "_ripple.tombstones";
+/// Per table without a key, the version of the last update or delete applied to it.
+pub const KEYLESS: &str = "_ripple.keyless";
 /// Per table, the version of its last truncate: nothing older may land afterwards.
 pub const TRUNCATIONS: &str = "_ripple.truncations";
 
@@ -574,6 +673,27 @@ pub async fn ensure_bookkeeping(tx: &mut Transaction<'_, Postgres>) -> Result<()
             .await
             .map_err(|e| classify(e, "create bookkeeping tables"))?;
     }
+    Ok(())
+}
+
+/// `_ripple.keyless`, created when a table without a key first has an update or delete (so a
+/// writer without the privilege to create it is only asked to when it needs it).
+async fn ensure_keyless_marks(tx: &mut Transaction<'_, Postgres>) -> Result<(), SinkError> {
+    let present: bool = sqlx::query_scalar("SELECT to_regclass('_ripple.keyless') IS NOT NULL")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| classify(e, "look up bookkeeping tables"))?;
+    if present {
+        return Ok(());
+    }
+    lock_ddl(tx).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS _ripple.keyless (table_name text PRIMARY KEY, \
+         commit_lsn bigint NOT NULL, change_lsn bigint NOT NULL)",
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| classify(e, "create bookkeeping tables"))?;
     Ok(())
 }
 
@@ -940,6 +1060,7 @@ mod tests {
             op,
             row: note.map(|n| vec![Value::Int(id), n]),
             key: vec![Value::Int(id)],
+            before: None,
             version: Version::default(),
             source_ts_ms: 0,
             origin: Origin {

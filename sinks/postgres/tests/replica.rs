@@ -92,6 +92,7 @@ fn upsert(s: &Arc<TableSchema>, offset: i64, id: i64, amount: &str, note: Value)
             Value::Json(format!(r#"{{"id": {id}, "tags": ["a", "é"]}}"#)),
         ]),
         key: vec![Value::Int(id)],
+        before: None,
         version: Version {
             commit: 1,
             change: offset as u64,

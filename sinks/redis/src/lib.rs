@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use ripple_sink::{
     ChangeEvent, ConfigError, Op, ReadBack, Rejection, RowState, Sink, SinkError, SinkFactory,
-    TableRef, Target, Value,
+    TableRef, TableSchema, Target, Value,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -156,6 +156,9 @@ impl RedisSink {
         event: &ChangeEvent,
         index: usize,
     ) -> Result<(), SinkError> {
+        if event.before.is_some() {
+            return Err(SinkError::permanent(ripple_sink::keyless_refused("Redis")).at_event(index));
+        }
         let key = template
             .render(event)
             .map_err(|e| SinkError::permanent(e).at_event(index))?;
@@ -450,6 +453,71 @@ impl ReadBack for RedisSink {
             });
         }
         Ok(states)
+    }
+
+    fn row_text(&self, event: &ChangeEvent) -> String {
+        let row = event.row.as_deref().unwrap_or_default();
+        let text = |v: &Value| ripple_sink::to_text(v).map_or(serde_json::Value::Null, Into::into);
+        match self.config.format {
+            Format::Hash => ripple_sink::row_text(row.iter().map(text)),
+            Format::Json => ripple_sink::row_text(row.iter().map(ripple_sink::to_json)),
+            Format::String => {
+                let field = self.config.field.as_deref().unwrap_or_default();
+                let value = event.schema.column_index(field).map(|i| &row[i]);
+                ripple_sink::row_text(value.map(text))
+            }
+        }
+    }
+
+    async fn row_texts(
+        &self,
+        _target: Target<'_>,
+        schema: &TableSchema,
+        ids: &[String],
+    ) -> Result<Option<Vec<String>>, SinkError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            match self.config.format {
+                Format::Hash => pipe.cmd("HGETALL").arg(id),
+                Format::Json | Format::String => pipe.cmd("GET").arg(id),
+            };
+        }
+        let mut conn = self.connection().await?;
+        let found: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(e, "read"))?;
+        let null = serde_json::Value::Null;
+        let mut texts = Vec::with_capacity(found.len());
+        for got in found {
+            texts.push(match self.config.format {
+                Format::Hash => {
+                    let got: HashMap<String, String> =
+                        redis::from_redis_value(got).unwrap_or_default();
+                    ripple_sink::row_text(
+                        schema
+                            .columns
+                            .iter()
+                            .map(|c| got.get(&c.name).map_or(null.clone(), |v| v.as_str().into())),
+                    )
+                }
+                Format::Json => {
+                    let text: String = redis::from_redis_value(got).unwrap_or_default();
+                    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    ripple_sink::row_text(
+                        schema
+                            .columns
+                            .iter()
+                            .map(|c| doc.get(&c.name).cloned().unwrap_or_default()),
+                    )
+                }
+                Format::String => {
+                    let text: Option<String> = redis::from_redis_value(got).unwrap_or_default();
+                    ripple_sink::row_text(text.map(serde_json::Value::from))
+                }
+            });
+        }
+        Ok(Some(texts))
     }
 
     async fn stored_ids(

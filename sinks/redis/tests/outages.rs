@@ -21,6 +21,7 @@ fn event(s: &Arc<TableSchema>, id: i64, change: u64) -> ChangeEvent {
         op: Op::Upsert,
         row: Some(vec![Value::Int(id), Value::Text(format!("row {id}"))]),
         key: vec![Value::Int(id)],
+        before: None,
         version: Version { commit: 1, change },
         source_ts_ms: 0,
         origin: Origin {

@@ -100,6 +100,7 @@ fn upsert(s: &Arc<TableSchema>, id: i64, stock: i64, notes: Value) -> ChangeEven
             notes,
         ]),
         key: vec![Value::Int(id)],
+        before: None,
         version: next_version(),
         source_ts_ms: 0,
         origin: Origin {
