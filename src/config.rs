@@ -70,8 +70,8 @@ impl MetricsConfig {
     }
 }
 
-/// `[decode]`: connector settings the records themselves do not reveal.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `[decode]`: connector settings the records themselves do not reveal, and size limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeConfig {
     /// The connector's `binary.handling.mode`: `bytes` (default), `base64`, `base64-url-safe`
@@ -84,6 +84,33 @@ pub struct DecodeConfig {
     /// Set when the connector writes Avro (Confluent wire format) through a schema registry.
     #[serde(default)]
     pub avro: Option<AvroConfig>,
+    /// A record (key and value) larger than this is dead-lettered undecoded.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// A decoded value (a text, a bytea, a JSON document, an array) larger than this is refused
+    /// with its record: what no store downstream is meant to hold (Redis strings end at 512 MB,
+    /// an index request at 100 MB by default).
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            binary_handling_mode: Default::default(),
+            schemaless: None,
+            avro: None,
+            max_record_bytes: default_max_record_bytes(),
+            max_value_bytes: default_max_value_bytes(),
+        }
+    }
+}
+
+fn default_max_record_bytes() -> usize {
+    crate::decode::Limits::default().max_record_bytes
+}
+fn default_max_value_bytes() -> usize {
+    crate::decode::Limits::default().max_value_bytes
 }
 
 /// `[decode.avro]`: where Avro records' writer schemas are read.

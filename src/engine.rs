@@ -74,7 +74,12 @@ impl EngineBuilder {
     /// types records without schemas.
     pub async fn decoder(&self) -> Result<Decoder, EngineError> {
         let decode = &self.config.decode;
-        let mut decoder = Decoder::new().binary_mode(decode.binary_handling_mode);
+        let mut decoder = Decoder::new()
+            .binary_mode(decode.binary_handling_mode)
+            .limits(crate::decode::Limits {
+                max_record_bytes: decode.max_record_bytes,
+                max_value_bytes: decode.max_value_bytes,
+            });
         if let Some(avro) = &decode.avro {
             decoder = decoder.avro(crate::decode::avro::Registry::for_config(avro)?);
         }

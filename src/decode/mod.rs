@@ -112,9 +112,27 @@ enum Kind {
     Skip(Skip),
 }
 
+/// How large a record, and one value in it, may be (`[decode] max_record_bytes`,
+/// `max_value_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_record_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record_bytes: 128 << 20,
+            max_value_bytes: 64 << 20,
+        }
+    }
+}
+
 /// Decodes Debezium's JSON-with-schemas records. Holds the schema cache, so keep one per consumer.
 #[derive(Default)]
 pub struct Decoder {
+    limits: Limits,
     cache: AHashMap<(u64, u64), Kind>,
     hasher: ahash::RandomState,
     /// Per topic, the last value schema's bytes and hash: see `split_known_schema`.
@@ -194,7 +212,41 @@ impl Decoder {
         self
     }
 
+    /// Size limits other than the defaults.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn decode(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
+        let size = record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
+        if size > self.limits.max_record_bytes {
+            return Err(DecodeError::new(format!(
+                "record of {size} bytes is over decode.max_record_bytes ({}); raise it to take such records",
+                self.limits.max_record_bytes
+            )));
+        }
+        let decoded = self.decode_record(record)?;
+        if let Decoded::Change(e) = &decoded {
+            let rows = [e.row.as_deref(), e.before.as_deref()];
+            for (column, v) in rows
+                .into_iter()
+                .flatten()
+                .flat_map(|row| e.schema.columns.iter().zip(row))
+            {
+                let size = value_bytes(v);
+                if size > self.limits.max_value_bytes {
+                    return Err(DecodeError::new(format!(
+                        "column {:?} holds {size} bytes, over decode.max_value_bytes ({}); raise it to take such values",
+                        column.name, self.limits.max_value_bytes
+                    )));
+                }
+            }
+        }
+        Ok(decoded)
+    }
+
+    fn decode_record(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
         let Some(value) = record.value else {
             return Ok(Decoded::Skip(Skip::Tombstone));
         };
@@ -272,6 +324,16 @@ impl Decoder {
 
     fn hash(&self, text: &str) -> u64 {
         self.hasher.hash_one(text)
+    }
+}
+
+/// The bytes a value holds, as a store would be asked to take them.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Text(s) | Value::Json(s) | Value::Decimal(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::Array(items) => items.iter().map(|i| 8 + value_bytes(i)).sum(),
+        _ => 8,
     }
 }
 

@@ -653,3 +653,189 @@ mod avro_never_panics {
         }
     }
 }
+
+/// A one-column change record (`id` int key, `v` of the given Connect field schema) holding `v`.
+fn one_column_record(field: &str, v: &str, op: &str) -> (String, String) {
+    let row = format!(
+        r#"{{"type":"struct","optional":true,"name":"p.public.t.Value","fields":[{{"type":"int32","optional":false,"field":"id"}},{{"optional":true,"field":"v",{field}}}],"field":"ROW"}}"#
+    );
+    let value = format!(
+        r#"{{"schema":{{"type":"struct","optional":false,"name":"p.public.t.Envelope","fields":[{},{},{{"type":"struct","optional":false,"name":"io.debezium.connector.postgresql.Source","fields":[],"field":"source"}},{{"type":"string","optional":false,"field":"op"}}]}},"payload":{{"before":null,"after":{{"id":1,"v":{v}}},"source":{{"schema":"public","table":"t","lsn":100,"sequence":"[\"90\",\"100\"]","ts_ms":0}},"op":"{op}"}}}}"#,
+        row.replace("ROW", "before"),
+        row.replace("ROW", "after")
+    );
+    let key = r#"{"schema":{"type":"struct","optional":false,"name":"p.public.t.Key","fields":[{"type":"int32","optional":false,"field":"id"}]},"payload":{"id":1}}"#;
+    (key.to_string(), value)
+}
+
+/// Roughly the bytes a decoded value holds: the value itself and what it owns on the heap.
+fn value_size(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::Text(s) | Value::Json(s) | Value::Decimal(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Array(items) => items.iter().map(value_size).sum(),
+            _ => 0,
+        }
+}
+
+mod value_properties {
+    //! Value-level properties, type by type: whatever a field of a logical type holds (extreme
+    //! scales and instants, invalid base64 and UTF-8 escapes, long strings, huge and nested
+    //! arrays, deep JSON), decoding returns a value or an error, never panics, and what it
+    //! returns is within a small multiple of the record's size (a decimal's scale alone could
+    //! otherwise ask for gigabytes of zeros).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn b64() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..600).prop_map(|b| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(b)
+            }),
+            "[A-Za-z0-9+/=!*\\- ]{0,80}",
+        ]
+    }
+
+    fn json_text(depth: u32) -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            "[0-9]{1,60}(\\.[0-9]{1,40})?(e[+-]?[0-9]{1,4})?",
+            "\\PC{0,20}".prop_map(|s| serde_json::Value::from(s).to_string()),
+        ];
+        leaf.prop_recursive(depth, 256, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec(("[a-z]{0,4}", inner), 0..8).prop_map(|v| {
+                    let members: Vec<String> =
+                        v.into_iter().map(|(k, x)| format!("{k:?}:{x}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// (the field's Connect schema, after `"field":"v",`; a value for it)
+    fn field_and_value() -> impl Strategy<Value = (String, String)> {
+        let quoted = |s: String| serde_json::Value::from(s).to_string();
+        prop_oneof![
+            (prop_oneof![0u32..40, 16_380u32..16_390, Just(u32::MAX)], b64()).prop_map(move |(scale, b)| (
+                r#""type":"struct","name":"io.debezium.data.VariableScaleDecimal","fields":[{"type":"int32","field":"scale"},{"type":"bytes","field":"value"}]"#.to_string(),
+                format!(r#"{{"scale":{scale},"value":{}}}"#, quoted(b)),
+            )),
+            (prop_oneof![0u32..40, Just(16_383u32), Just(1_000_000u32)], b64()).prop_map(move |(scale, b)| (
+                format!(r#""type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{{"scale":"{scale}"}}"#),
+                quoted(b),
+            )),
+            (prop_oneof![
+                Just("io.debezium.time.MicroTimestamp"), Just("io.debezium.time.NanoTimestamp"),
+                Just("io.debezium.time.Timestamp"), Just("io.debezium.time.MicroTime"),
+                Just("io.debezium.time.NanoTime"), Just("io.debezium.time.MicroDuration"),
+            ], prop_oneof![any::<i64>().prop_map(|i| i.to_string()), Just("1e400".to_string()), Just("99999999999999999999999".to_string()), Just("-0.5".to_string())])
+                .prop_map(|(name, v)| (format!(r#""type":"int64","name":"{name}""#), v)),
+            any::<i64>().prop_map(|d| (r#""type":"int32","name":"io.debezium.time.Date""#.to_string(), d.to_string())),
+            "\\PC{0,40}".prop_map(move |s| (r#""type":"string","name":"io.debezium.time.ZonedTimestamp""#.to_string(), quoted(s))),
+            "\\PC{0,40}".prop_map(move |s| (r#""type":"string","name":"io.debezium.time.IsoDate""#.to_string(), quoted(s))),
+            b64().prop_map(move |b| (r#""type":"bytes""#.to_string(), quoted(b))),
+            (b64(), prop_oneof![Just(1u64), Just(64), Just(83_886_080), Just(u64::MAX)]).prop_map(move |(b, len)| (
+                format!(r#""type":"bytes","name":"io.debezium.data.Bits","parameters":{{"length":"{len}"}}"#),
+                quoted(b),
+            )),
+            prop_oneof!["\\PC{0,2000}", "(\\\\u[0-9a-fA-F]{0,4}){1,8}"].prop_map(|s| (r#""type":"string""#.to_string(), format!("\"{s}\""))),
+            json_text(6).prop_map(move |j| (r#""type":"string","name":"io.debezium.data.Json""#.to_string(), quoted(j))),
+            prop_oneof![
+                (0usize..50_000).prop_map(|n| format!("[{}]", vec!["7"; n].join(","))),
+                json_text(4),
+            ].prop_map(|a| (r#""type":"array","items":{"type":"int32","optional":true}"#.to_string(), a)),
+            json_text(5).prop_map(|v| (r#""type":"int32""#.to_string(), v)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+        #[test]
+        fn every_logical_type_decodes_or_fails_in_bounded_size((field, v) in field_and_value()) {
+            let (key, value) = one_column_record(&field, &v, "c");
+            let t = topic();
+            let mut d = Decoder::new();
+            match d.decode(&record(&t, Some(&key), Some(&value))) {
+                Ok(Decoded::Change(e)) => {
+                    let size: usize = e.row.iter().flatten().map(value_size).sum();
+                    // An int array element is 2 bytes of record ("7,") and one Value in memory.
+                    let bound = std::mem::size_of::<Value>() * value.len() + 20_000;
+                    prop_assert!(size <= bound, "{size} bytes from a {}-byte record", value.len());
+                }
+                Ok(other) => prop_assert!(false, "{other:?}"),
+                Err(e) => prop_assert!(!e.reason.is_empty()),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_table_without_a_key_gets_positions_and_full_old_rows() {
+    let t = topic();
+    let mut d = Decoder::new();
+    let (_, value) = one_column_record(r#""type":"string""#, r#""x""#, "c");
+    let insert = match d.decode(&record(&t, None, Some(&value))).unwrap() {
+        Decoded::Change(e) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(insert.schema.columns.last().unwrap().name, ROW_COLUMN);
+    assert_eq!(insert.schema.key, [2]);
+    assert_eq!(insert.key, [Value::Text("90:100".into())]);
+    assert_eq!(insert.row.as_ref().unwrap()[2], insert.key[0]);
+    // Snapshot rows share their LSN: the Kafka position tells them apart.
+    let read = value.replace(r#""op":"c""#, r#""op":"r""#);
+    match d.decode(&record(&t, None, Some(&read))).unwrap() {
+        Decoded::Change(e) => assert_eq!(e.key, [Value::Text("100:0:7".into())]),
+        other => panic!("{other:?}"),
+    }
+    // An update without the old row cannot name its row; with it, it carries the old row.
+    let update = value.replace(r#""op":"c""#, r#""op":"u""#);
+    let err = d.decode(&record(&t, None, Some(&update))).unwrap_err();
+    assert!(err.reason.contains("REPLICA IDENTITY FULL"), "{err}");
+    let full = update.replace(r#""before":null"#, r#""before":{"id":1,"v":"old"}"#);
+    match d.decode(&record(&t, None, Some(&full))).unwrap() {
+        Decoded::Change(e) => {
+            assert_eq!(e.op, Op::Upsert);
+            let before = e.before.expect("the old row");
+            assert_eq!(before[1], Value::Text("old".into()));
+            assert_eq!(before[2], Value::Unavailable);
+            assert_eq!(e.row.unwrap()[2], Value::Unavailable);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn records_and_values_over_the_limits_are_refused_naming_the_key() {
+    let t = topic();
+    let (key, value) = one_column_record(
+        r#""type":"string""#,
+        &format!("\"{}\"", "x".repeat(5_000)),
+        "c",
+    );
+    let limits = |record, value| Limits {
+        max_record_bytes: record,
+        max_value_bytes: value,
+    };
+    let mut d = Decoder::new().limits(limits(1_000, 1 << 20));
+    let err = d.decode(&record(&t, Some(&key), Some(&value))).unwrap_err();
+    assert!(
+        err.reason.contains("decode.max_record_bytes (1000)"),
+        "{err}"
+    );
+    let mut d = Decoder::new().limits(limits(1 << 20, 4_096));
+    let err = d.decode(&record(&t, Some(&key), Some(&value))).unwrap_err();
+    assert!(
+        err.reason
+            .contains(r#"column "v" holds 5000 bytes, over decode.max_value_bytes (4096)"#),
+        "{err}"
+    );
+    let mut d = Decoder::new().limits(limits(1 << 20, 5_000));
+    assert!(d.decode(&record(&t, Some(&key), Some(&value))).is_ok());
+}

@@ -123,7 +123,8 @@ fn timestamp_text(micros: i64, zoned: bool) -> String {
 pub fn absent_field(name: &str, source: impl std::fmt::Display) -> String {
     format!(
         "field {name:?} is absent, the source {source}: a column added with a default reaches no row \
-         until the row changes; rewrite such rows in the source (UPDATE ... SET {name} = {name}) to refill them"
+         until the row changes; rewrite such rows in the source (UPDATE ... SET {name} = {name}) to refill them \
+         (if no row has it, Debezium may not capture the column's type, e.g. an array of a domain)"
     )
 }
 
