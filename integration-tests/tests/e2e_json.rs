@@ -61,13 +61,7 @@ fn json_of_any_shape_is_indexed_and_kept_exactly_through_a_merge() {
     wait_until(
         Duration::from_secs(60),
         "the update to reach the topic",
-        || {
-            let out = std::process::Command::new("kcat")
-                .args(["-b", BROKERS, "-C", "-t", &topic, "-e", "-q", "-f", "%s\n"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).contains("__debezium_unavailable_value")
-        },
+        || topic_contains(&topic, "__debezium_unavailable_value"),
     );
     wait_until(Duration::from_secs(60), "Redis to apply the update", || {
         redis_get().contains(r#""n":1"#)

@@ -9,14 +9,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn replayed(out: &std::process::Output) -> u64 {
-    let text = text(out);
-    assert!(out.status.success(), "replay failed:\n{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix("replayed ")?.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no summary in:\n{text}"))
-}
-
 #[test]
 fn tables_without_a_key_append_once_and_match_full_old_rows() {
     require_stack();

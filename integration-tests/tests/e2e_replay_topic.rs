@@ -8,14 +8,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn replayed(out: &std::process::Output) -> u64 {
-    let text = text(out);
-    assert!(out.status.success(), "replay failed:\n{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix("replayed ")?.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no summary in:\n{text}"))
-}
-
 #[test]
 fn a_topic_replays_from_its_start_a_time_or_an_offset() {
     require_stack();

@@ -79,13 +79,7 @@ sinks = ["replica", "cache", "search"]
     wait_until(
         Duration::from_secs(60),
         "the update to reach the topic",
-        || {
-            let out = std::process::Command::new("kcat")
-                .args(["-b", BROKERS, "-C", "-t", &topic, "-e", "-q", "-f", "%s\n"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).contains("__debezium_unavailable_value")
-        },
+        || topic_contains(&topic, "__debezium_unavailable_value"),
     );
 
     wait_until(

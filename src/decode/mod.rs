@@ -88,11 +88,8 @@ impl Envelope {
         }
         let mut columns = self.table.columns.clone();
         columns.push(Column {
-            name: ROW_COLUMN.to_string(),
-            ty: ColumnType::Text,
             nullable: false,
-            source_type: None,
-            default: None,
+            ..Column::new(ROW_COLUMN, ColumnType::Text)
         });
         let schema = Arc::new(TableSchema {
             table: self.table.table.clone(),

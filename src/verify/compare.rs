@@ -332,18 +332,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     // Without every column on the replica no row can be equal; keys alone still tell missing and
     // extra rows apart.
     let schema_differs = !report.missing_columns.is_empty();
-    let timetz = |name: &String| {
-        table
-            .columns
-            .iter()
-            .any(|c| &c.name == name && is_timetz(&c.type_name))
-    };
-    let (source_utc, replica_utc): (Vec<String>, Vec<String>) = columns
-        .pairs
-        .iter()
-        .filter(|(s, _)| timetz(s))
-        .cloned()
-        .unzip();
+    let (source_utc, replica_utc) = utc_columns(table, columns);
     let left = source.rows(Scan {
         table: &table.name,
         key: &table.key,
@@ -413,20 +402,9 @@ async fn compare_keyless<S: RowStore, R: RowStore>(
         report.extra = report.replica_rows;
         return Ok(());
     }
-    let timetz = |name: &String| {
-        table
-            .columns
-            .iter()
-            .any(|c| &c.name == name && is_timetz(&c.type_name))
-    };
     let (source_columns, replica_columns): (Vec<String>, Vec<String>) =
         columns.pairs.iter().cloned().unzip();
-    let (source_utc, replica_utc): (Vec<String>, Vec<String>) = columns
-        .pairs
-        .iter()
-        .filter(|(s, _)| timetz(s))
-        .cloned()
-        .unzip();
+    let (source_utc, replica_utc) = utc_columns(table, columns);
     let order = [KeyOrder::Text];
     let left = source.rows(Scan {
         table: &table.name,
@@ -446,6 +424,22 @@ async fn compare_keyless<S: RowStore, R: RowStore>(
     });
     let labels = (source.label(), replica.label());
     merge(left, right, &order, samples, false, report, labels).await
+}
+
+/// The `timetz` columns, by their source and replica names: compared as UTC times.
+fn utc_columns(table: &SourceTable, columns: &ColumnMap) -> (Vec<String>, Vec<String>) {
+    let timetz = |name: &String| {
+        table
+            .columns
+            .iter()
+            .any(|c| &c.name == name && is_timetz(&c.type_name))
+    };
+    columns
+        .pairs
+        .iter()
+        .filter(|(s, _)| timetz(s))
+        .cloned()
+        .unzip()
 }
 
 fn join_names(names: &[&String]) -> String {

@@ -457,3 +457,23 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// The count in `ripple replay`'s summary line (`replayed N ...`); fails the test if it failed.
+#[allow(dead_code)]
+pub fn replayed(out: &Output) -> u64 {
+    let text = text(out);
+    assert!(out.status.success(), "replay failed:\n{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("replayed ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in:\n{text}"))
+}
+
+/// Whether any record of `topic` (read from its start) contains `needle`.
+#[allow(dead_code)]
+pub fn topic_contains(topic: &str, needle: &str) -> bool {
+    let out = Command::new("kcat")
+        .args(["-b", BROKERS, "-C", "-t", topic, "-e", "-q", "-f", "%s\n"])
+        .output()
+        .expect("run kcat");
+    String::from_utf8_lossy(&out.stdout).contains(needle)
+}

@@ -96,6 +96,19 @@ pub struct Column {
     pub default: Option<String>,
 }
 
+impl Column {
+    /// A nullable column without a declared source type or default.
+    pub fn new(name: &str, ty: ColumnType) -> Self {
+        Column {
+            name: name.to_string(),
+            ty,
+            nullable: true,
+            source_type: None,
+            default: None,
+        }
+    }
+}
+
 /// A table's columns and primary key, shared by every event decoded with the same schema.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableSchema {

@@ -54,13 +54,7 @@ async fn sink(index: &str) -> ElasticsearchSink {
 }
 
 fn schema(table: &str) -> Arc<TableSchema> {
-    let col = |name: &str, ty| Column {
-        name: name.into(),
-        ty,
-        nullable: true,
-        source_type: None,
-        default: None,
-    };
+    let col = Column::new;
     Arc::new(TableSchema {
         table: TableRef::new("public", table),
         columns: vec![
@@ -443,13 +437,7 @@ async fn a_write_block_is_an_outage_not_bad_data() {
 
 /// A table with a JSON column whose values vary in shape from row to row.
 fn shapes_schema(extra: bool) -> Arc<TableSchema> {
-    let col = |name: &str, ty| Column {
-        name: name.into(),
-        ty,
-        nullable: true,
-        source_type: None,
-        default: None,
-    };
+    let col = Column::new;
     let mut columns = vec![
         col("id", ColumnType::Int64),
         col("doc", ColumnType::Json),

@@ -1040,13 +1040,7 @@ mod tests {
     use ripple_sink::{Origin, TableRef, Version};
 
     fn schema() -> Arc<TableSchema> {
-        let col = |name: &str, ty| Column {
-            name: name.into(),
-            ty,
-            nullable: true,
-            source_type: None,
-            default: None,
-        };
+        let col = Column::new;
         Arc::new(TableSchema {
             table: TableRef::new("public", "t"),
             columns: vec![col("id", ColumnType::Int32), col("note", ColumnType::Text)],

@@ -55,13 +55,7 @@ async fn sink(
 }
 
 fn schema(table: &str) -> Arc<TableSchema> {
-    let col = |name: &str, ty| Column {
-        name: name.into(),
-        ty,
-        nullable: true,
-        source_type: None,
-        default: None,
-    };
+    let col = Column::new;
     Arc::new(TableSchema {
         table: TableRef::new("public", table),
         columns: vec![
@@ -462,13 +456,7 @@ async fn versions_beyond_2_pow_53_compare_exactly() {
 #[tokio::test]
 async fn json_values_round_trip_byte_exactly_through_a_merge() {
     let (sink, mut conn) = sink(Format::Json, "rtest_exact:{pk}", None, "rtest_exact").await;
-    let col = |name: &str, ty| Column {
-        name: name.into(),
-        ty,
-        nullable: true,
-        source_type: None,
-        default: None,
-    };
+    let col = Column::new;
     let s = Arc::new(TableSchema {
         table: TableRef::new("public", "exact"),
         columns: vec![
