@@ -397,6 +397,9 @@ fn analyse_schema(
     })
 }
 
+/// PostgreSQL's MAXDIM: no array column has more dimensions.
+const ARRAY_MAX_DIMENSIONS: usize = 6;
+
 /// How to decode rows with these fields (the flattening transform's `__` fields left out) and
 /// keys with these.
 fn envelope_for<'a>(
@@ -408,6 +411,20 @@ fn envelope_for<'a>(
         .filter(|f| !is_meta(f))
         .map(|f| schema::column_for(f, binary))
         .unzip();
+    for c in &columns {
+        let mut depth = 0;
+        let mut ty = &c.ty;
+        while let ColumnType::Array(inner) = ty {
+            depth += 1;
+            ty = inner;
+        }
+        if depth > ARRAY_MAX_DIMENSIONS {
+            return Err(DecodeError::new(format!(
+                "column {:?} is an array of {depth} dimensions; PostgreSQL holds at most {ARRAY_MAX_DIMENSIONS}",
+                c.name
+            )));
+        }
+    }
     let positions = columns
         .iter()
         .enumerate()

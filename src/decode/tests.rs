@@ -839,3 +839,26 @@ fn records_and_values_over_the_limits_are_refused_naming_the_key() {
     let mut d = Decoder::new().limits(limits(1 << 20, 5_000));
     assert!(d.decode(&record(&t, Some(&key), Some(&value))).is_ok());
 }
+
+#[test]
+fn arrays_deeper_than_postgres_allows_are_refused() {
+    let t = topic();
+    let nested = |depth: usize| {
+        let mut field = r#""type":"int32""#.to_string();
+        for _ in 0..depth {
+            field = format!(r#""type":"array","items":{{{field},"optional":true}}"#);
+        }
+        field
+    };
+    let (key, value) = one_column_record(&nested(6), "[[[[[[1]]]]]]", "c");
+    assert!(
+        Decoder::new()
+            .decode(&record(&t, Some(&key), Some(&value)))
+            .is_ok()
+    );
+    let (key, value) = one_column_record(&nested(7), "[[[[[[[1]]]]]]]", "c");
+    let err = Decoder::new()
+        .decode(&record(&t, Some(&key), Some(&value)))
+        .unwrap_err();
+    assert!(err.reason.contains("7 dimensions"), "{err}");
+}
