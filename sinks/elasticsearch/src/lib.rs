@@ -172,7 +172,7 @@ impl ElasticsearchSink {
         let properties = mapping::properties(
             missing.iter().copied(),
             self.config.json_fields,
-            self.flavour().await?,
+            self.flavour_for_json().await?,
         );
         if !properties.is_empty() {
             let response = self
@@ -214,7 +214,7 @@ impl ElasticsearchSink {
         let properties = mapping::properties(
             columns.iter().copied(),
             self.config.json_fields,
-            self.flavour().await?,
+            self.flavour_for_json().await?,
         );
         let response = self
             .client
@@ -267,6 +267,15 @@ impl ElasticsearchSink {
             .filter_map(|m| m["mappings"]["properties"].as_object())
             .flat_map(|p| p.keys().cloned())
             .collect())
+    }
+
+    /// The product, asked only when JSON columns are mapped `flat` (the types differ): `GET /`
+    /// needs a privilege a writer may lack.
+    async fn flavour_for_json(&self) -> Result<mapping::Flavour, SinkError> {
+        if self.config.json_fields != JsonFields::Flat {
+            return Ok(mapping::Flavour::Elasticsearch);
+        }
+        self.flavour().await
     }
 
     async fn flavour(&self) -> Result<mapping::Flavour, SinkError> {
