@@ -44,6 +44,22 @@ use std::sync::Arc;
 ///   none, a plain permanent error, and the engine narrows the batch down itself.
 /// - **Backpressure.** The engine waits for `apply` to return before it gives the sink more work, so
 ///   a slow store slows consumption rather than filling memory.
+///
+/// What every sink of Ripple's also guarantees (each of the three does it its own way; the store's
+/// crate says how):
+/// - **Never back in time.** Each key keeps the [`Version`] of the last change applied to it, and a
+///   change not newer than that is ignored: a replay from offset 0, a stale redelivery or a change
+///   from another partition that arrives late changes nothing.
+/// - **Deletes leave a tombstone.** A deleted key keeps its version, so a late, older insert of it
+///   does not bring the row back.
+/// - **Truncates leave a watermark.** A truncate removes what is older than it and records its
+///   version; nothing older lands after it, and a truncate delivered again removes nothing newer.
+/// - **Unavailable values are kept.** A [`Value::Unavailable`] column (an unchanged TOASTed value
+///   Debezium left out) keeps what the store holds for it, or what an earlier change in the same
+///   call gave it.
+/// - **Rows without a key.** An event with [`ChangeEvent::before`] changes the one stored row holding
+///   those old values; a store that finds rows only by key refuses it ([`keyless_refused`]).
+/// - **`ready` may run while `apply` does** (health checks run concurrently with writes).
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// The name given to this sink in the configuration (`[sinks.<name>]`).
