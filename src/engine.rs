@@ -6,7 +6,7 @@
 use crate::config::{Config, Tolerance};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::schemaless::{Catalog, ColumnTypes};
-use crate::decode::{Decoded, Decoder, Record};
+use crate::decode::{Decoded, Decoder, Record, Resolver, ResolvingDecoder};
 use crate::exactly_once::StoredStart;
 use crate::metrics::{DeadLetterLabels, Readiness, TopicLabels, metrics};
 use crate::pipeline::{Applier, Batch, PipelineError};
@@ -17,7 +17,7 @@ use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaResult;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::BorrowedMessage;
-use ripple_sink::{ConfigError, Sink, SinkError, SinkFactory};
+use ripple_sink::{ColumnCatalog, ConfigError, Sink, SinkError, SinkFactory};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;
@@ -70,9 +70,9 @@ impl EngineBuilder {
         self
     }
 
-    /// The decoder for this config: with `[decode.schemaless]`, connected to the catalog that
-    /// types records without schemas.
-    pub async fn decoder(&self) -> Result<Decoder, EngineError> {
+    /// The decoder for this config, with what fetches its schemas (`[decode.avro]`) and reads its
+    /// column catalog (`[decode.schemaless] types_from`); the catalog is read once here.
+    pub async fn decoder(&self) -> Result<ResolvingDecoder, EngineError> {
         let decode = &self.config.decode;
         let mut decoder = Decoder::new()
             .binary_mode(decode.binary_handling_mode)
@@ -80,21 +80,79 @@ impl EngineBuilder {
                 max_record_bytes: decode.max_record_bytes,
                 max_value_bytes: decode.max_value_bytes,
             });
+        let mut resolver = Resolver::default();
         if let Some(avro) = &decode.avro {
-            decoder = decoder.avro(crate::decode::avro::Registry::for_config(avro)?);
+            decoder = decoder.avro(crate::decode::avro::Registry::new());
+            resolver.schemas = Some(crate::decode::avro::SchemaFetcher::for_config(avro)?);
         }
-        let Some(schemaless) = &decode.schemaless else {
-            return Ok(decoder);
-        };
-        let catalog = match schemaless.types_from.as_deref() {
-            Some(from) => Some(Catalog::for_config(&self.config, from).await?),
-            None => None,
-        };
-        let mut types = ColumnTypes::new(schemaless.modes(), catalog);
-        for (table, column, ty) in schemaless.declared()? {
-            types.declare(table, &column, ty);
+        if let Some(schemaless) = &decode.schemaless {
+            resolver.catalog = match schemaless.types_from.as_deref() {
+                Some(from) => Some(self.column_catalog(from).await?),
+                None => None,
+            };
+            let mut types = ColumnTypes::new(
+                schemaless.modes(),
+                resolver.catalog.as_deref().map(Catalog::new),
+            );
+            for (table, column, ty) in schemaless.declared()? {
+                types.declare(table, &column, ty);
+            }
+            decoder = decoder.schemaless(types);
         }
-        Ok(decoder.schemaless(types))
+        let mut decoder = ResolvingDecoder::new(decoder, resolver);
+        decoder
+            .prime()
+            .await
+            .map_err(|e| ConfigError::new("decode.schemaless.types_from", e.to_string()))?;
+        Ok(decoder)
+    }
+
+    /// The catalog `types_from` names: `"source"`, or a sink whose store keeps one.
+    async fn column_catalog(&self, from: &str) -> Result<Box<dyn ColumnCatalog>, EngineError> {
+        let key = "decode.schemaless.types_from";
+        if from == "source" {
+            let source =
+                self.config.source.as_ref().ok_or_else(|| {
+                    ConfigError::new(key, "is \"source\", but there is no [source]")
+                })?;
+            return Ok(crate::registry::source_catalog(source.connect_options()?));
+        }
+        let section = self.config.sinks.get(from).ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!("names {from:?}, which is not a configured sink"),
+            )
+        })?;
+        let kind = section
+            .get("type")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let factory = self.factory(&format!("sinks.{from}"), kind)?;
+        factory
+            .column_catalog(from, &format!("sinks.{from}"), section.clone())
+            .await?
+            .ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    format!(
+                        "names sink {from:?}, whose store (type = {kind:?}) keeps no column types: name the source or a database sink"
+                    ),
+                )
+                .into()
+            })
+    }
+
+    fn factory(&self, key: &str, kind: &str) -> Result<&Arc<dyn SinkFactory>, ConfigError> {
+        self.factories
+            .iter()
+            .find(|f| f.kind() == kind)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.factories.iter().map(|f| f.kind()).collect();
+                ConfigError::new(
+                    format!("{key}.type"),
+                    format!("unknown sink type {kind:?} (known: {})", known.join(", ")),
+                )
+            })
     }
 
     /// Builds every configured sink, checks each is reachable, connects to Kafka.
@@ -162,17 +220,7 @@ impl EngineBuilder {
                 .get("type")
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
-            let factory = self
-                .factories
-                .iter()
-                .find(|f| f.kind() == kind)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = self.factories.iter().map(|f| f.kind()).collect();
-                    ConfigError::new(
-                        format!("{key}.type"),
-                        format!("unknown sink type {kind:?} (known: {})", known.join(", ")),
-                    )
-                })?;
+            let factory = self.factory(&key, kind)?;
             sinks.push(factory.build(name, &key, section.clone()).await?);
         }
         sinks.extend(self.extra_sinks.iter().cloned());
@@ -190,7 +238,7 @@ impl EngineBuilder {
 
 pub struct Engine {
     config: Config,
-    decoder: Decoder,
+    decoder: ResolvingDecoder,
     source: KafkaSource,
     router: Router,
     applier: Applier,
@@ -551,7 +599,7 @@ struct Collector {
     applied: Arc<Applied>,
     /// Where undecodable records go; without it, the first one stops the run.
     dead_letters: Option<Arc<DeadLetters>>,
-    decoder: Decoder,
+    decoder: ResolvingDecoder,
     topics: HashSet<Arc<str>>,
     batch_size: usize,
     linger: Duration,
@@ -612,7 +660,7 @@ impl Collector {
             }
             Err(e) => return Err(SourceError::from(e).into()),
         };
-        let Err(e) = self.add(batch, router, &m) else {
+        let Err(e) = self.add(batch, router, &m).await else {
             return Ok(None);
         };
         let (Some(dl), PipelineError::Decode { reason, .. }) = (&self.dead_letters, &e) else {
@@ -655,7 +703,7 @@ impl Collector {
         }
     }
 
-    fn add(
+    async fn add(
         &mut self,
         batch: &mut Batch,
         router: &mut Router,
@@ -669,7 +717,7 @@ impl Collector {
             key: message.key(),
             value: message.payload(),
         };
-        match self.decoder.decode(&record) {
+        match self.decoder.decode(&record).await {
             Ok(Decoded::Change(event)) => {
                 let sinks = router.sinks_for(&topic);
                 if sinks.is_empty() {

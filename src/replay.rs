@@ -9,7 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::dead_letter::header;
-use crate::decode::{Decoded, Decoder, Record};
+use crate::decode::{Decoded, Record, ResolvingDecoder};
 use crate::engine::{Engine, EngineError};
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
@@ -166,7 +166,9 @@ pub async fn run(
             key: r.key.as_deref(),
             value: r.value.as_deref(),
         };
-        redrive.add(&record, only_sink, &mut batch, &mut summary);
+        redrive
+            .add(&record, only_sink, &mut batch, &mut summary)
+            .await;
     }
     if !batch.tables.is_empty() {
         applier.apply(&batch).await?;
@@ -269,7 +271,7 @@ async fn read_all(
 
 /// What both kinds of replay share: decoding a record and routing its change to the chosen sinks.
 struct Redrive<'a> {
-    decoder: Decoder,
+    decoder: ResolvingDecoder,
     router: Router,
     /// Sink names by id.
     names: Vec<String>,
@@ -280,14 +282,14 @@ struct Redrive<'a> {
 impl Redrive<'_> {
     /// Decodes `record` and adds its change to `batch` for the sinks its topic routes to (only
     /// `only_sink` when given), counting in `summary` what became of it.
-    fn add(
+    async fn add(
         &mut self,
         record: &Record<'_>,
         only_sink: Option<&str>,
         batch: &mut Batch,
         summary: &mut ReplaySummary,
     ) {
-        let event = match self.decoder.decode(record) {
+        let event = match self.decoder.decode(record).await {
             Ok(Decoded::Change(event)) => event,
             Ok(Decoded::Skip(_)) => return,
             Err(e) => {
@@ -397,7 +399,7 @@ async fn replay_topic(
                 key: key.as_deref(),
                 value: value.as_deref(),
             };
-            redrive.add(&record, None, &mut batch, &mut summary);
+            redrive.add(&record, None, &mut batch, &mut summary).await;
         }
         if !batch.tables.is_empty() {
             applier.apply(&batch).await?;
@@ -504,7 +506,7 @@ async fn replay_file(
             key: key.as_deref(),
             value: value.as_deref(),
         };
-        redrive.add(&record, None, &mut batch, &mut summary);
+        redrive.add(&record, None, &mut batch, &mut summary).await;
         if batch.events >= pipeline.batch_size {
             applier.apply(&std::mem::take(&mut batch)).await?;
         }

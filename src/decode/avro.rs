@@ -7,7 +7,7 @@
 
 use super::schema::ConnectSchema;
 use super::{
-    DecodeError, Decoded, Decoder, Kind, Record, analyse_schema, decode_change, decode_flat,
+    DecodeError, Decoded, Decoder, Kind, Need, Record, analyse_schema, decode_change, decode_flat,
 };
 use ahash::AHashMap;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -29,68 +29,32 @@ struct WriterSchema {
     connect: ConnectSchema,
 }
 
-/// Schemas by id, fetched from the registry on first sight.
+/// Writer schemas by id, as the registry gave them. Pure: a schema it does not hold yet is asked
+/// for ([`Need::Schema`]), fetched by the [`SchemaFetcher`] in the async step before decoding, and
+/// handed back with [`Registry::insert`].
+#[derive(Default)]
 pub struct Registry {
+    schemas: AHashMap<u32, Arc<WriterSchema>>,
+}
+
+/// Where writer schemas come from: a registry's Confluent API, with its CA and credentials.
+pub struct SchemaFetcher {
     /// The Confluent API's base, e.g. `http://127.0.0.1:18081/apis/ccompat/v7` for Apicurio.
     url: String,
-    /// Built on the first fetch: building one costs more than decoding many records.
-    client: std::sync::OnceLock<reqwest::Client>,
-    /// The CA the registry's certificate is checked against (default: the system's store).
-    ca: Option<reqwest::Certificate>,
+    client: reqwest::Client,
     /// Basic authentication: user and password.
     auth: Option<(String, ripple_sink::Secret)>,
-    schemas: AHashMap<u32, Arc<WriterSchema>>,
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ALLOCATION: usize = 64 << 20;
 
 impl Registry {
-    pub fn new(url: &str) -> Self {
+    pub fn new() -> Self {
         // A damaged length prefix must not make the reader reserve Avro's default 512 MB: no
         // string or array in a Kafka record comes near this.
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
-        Self {
-            url: url.trim_end_matches('/').to_string(),
-            client: std::sync::OnceLock::new(),
-            ca: None,
-            auth: None,
-            schemas: AHashMap::new(),
-        }
-    }
-
-    /// The registry `[decode.avro]` names, with its CA and credentials read; errors name the key.
-    pub fn for_config(config: &crate::config::AvroConfig) -> Result<Self, ConfigError> {
-        let key = "decode.avro";
-        let mut registry = Self::new(&config.registry_url);
-        if let Some(pem) = config.tls.read(key)?.ca {
-            registry.ca = Some(reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                ConfigError::new(
-                    "decode.avro.tls.ca_file",
-                    format!("cannot be read as a certificate: {e}"),
-                )
-            })?);
-        }
-        let password = ripple_sink::read_secret(
-            key,
-            "password",
-            config.password_env.as_deref(),
-            config.password_file.as_deref(),
-        )?;
-        registry.auth = match (&config.username, password) {
-            (Some(user), password) => Some((
-                user.clone(),
-                password.unwrap_or_else(|| ripple_sink::Secret::new("")),
-            )),
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "decode.avro.username",
-                    "is required with password_env or password_file",
-                ));
-            }
-        };
-        Ok(registry)
+        Self::default()
     }
 
     /// Adds a schema under `id` as the registry would return it (an Avro schema's JSON text).
@@ -110,60 +74,88 @@ impl Registry {
         Ok(())
     }
 
-    /// The schema with `id`, fetched when new. The decoder is synchronous, so a fetch blocks this
-    /// runtime worker (once per schema id); a registry that cannot be reached is a decode error,
-    /// and the record goes to the dead letters to be replayed.
-    fn get(&mut self, id: u32) -> Result<Arc<WriterSchema>, DecodeError> {
-        if let Some(s) = self.schemas.get(&id) {
-            return Ok(s.clone());
+    /// The schema with `id`, or the need to fetch it.
+    fn get(&self, id: u32) -> Result<Arc<WriterSchema>, DecodeError> {
+        self.schemas
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| DecodeError::needs(Need::Schema(id)))
+    }
+}
+
+impl SchemaFetcher {
+    /// The registry `[decode.avro]` names, with its CA and credentials read; errors name the key.
+    pub fn for_config(config: &crate::config::AvroConfig) -> Result<Self, ConfigError> {
+        let key = "decode.avro";
+        let mut builder = reqwest::Client::builder().timeout(FETCH_TIMEOUT);
+        if let Some(pem) = config.tls.read(key)?.ca {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(
+                |e| {
+                    ConfigError::new(
+                        "decode.avro.tls.ca_file",
+                        format!("cannot be read as a certificate: {e}"),
+                    )
+                },
+            )?);
         }
-        let text = self.fetch(id).map_err(DecodeError::new)?;
-        self.insert(id, &text).map_err(DecodeError::new)?;
-        Ok(self.schemas[&id].clone())
+        let password = ripple_sink::read_secret(
+            key,
+            "password",
+            config.password_env.as_deref(),
+            config.password_file.as_deref(),
+        )?;
+        let auth = match (&config.username, password) {
+            (Some(user), password) => Some((
+                user.clone(),
+                password.unwrap_or_else(|| ripple_sink::Secret::new("")),
+            )),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "decode.avro.username",
+                    "is required with password_env or password_file",
+                ));
+            }
+        };
+        let client = builder.build().map_err(|e| {
+            ConfigError::new(key, format!("cannot build an HTTP client for it: {e}"))
+        })?;
+        Ok(Self {
+            url: config.registry_url.trim_end_matches('/').to_string(),
+            client,
+            auth,
+        })
     }
 
-    fn fetch(&self, id: u32) -> Result<String, String> {
-        let handle = tokio::runtime::Handle::try_current()
-            .ok()
-            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            .ok_or_else(|| format!("schema {id} is not known and cannot be fetched here"))?;
+    /// The text of schema `id`. A registry that cannot be reached, or does not know the id, is a
+    /// decode error: the record goes to the dead letters, to be replayed.
+    pub async fn fetch(&self, id: u32) -> Result<String, String> {
         let url = format!("{}/schemas/ids/{id}", self.url);
         #[derive(serde::Deserialize)]
         struct Found {
             schema: String,
         }
-        tokio::task::block_in_place(|| {
-            handle.block_on(async {
-                let client = self.client.get_or_init(|| {
-                    let mut builder = reqwest::Client::builder().timeout(FETCH_TIMEOUT);
-                    if let Some(ca) = &self.ca {
-                        builder = builder.add_root_certificate(ca.clone());
-                    }
-                    builder.build().unwrap_or_default()
-                });
-                let mut request = client.get(&url);
-                if let Some((user, password)) = &self.auth {
-                    request = request.basic_auth(user, Some(password.expose()));
-                }
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|e| format!("schema registry at {url} cannot be reached: {e}"))?;
-                let status = response.status();
-                let body = response
-                    .text()
-                    .await
-                    .map_err(|e| format!("reading {url}: {e}"))?;
-                if !status.is_success() {
-                    return Err(format!(
-                        "schema registry answered {status} for {url}: {body}"
-                    ));
-                }
-                serde_json::from_str::<Found>(&body)
-                    .map(|f| f.schema)
-                    .map_err(|e| format!("{url} did not return {{\"schema\": ...}}: {e}"))
-            })
-        })
+        let mut request = self.client.get(&url);
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, Some(password.expose()));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("schema registry at {url} cannot be reached: {e}"))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| format!("reading {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "schema registry answered {status} for {url}: {body}"
+            ));
+        }
+        serde_json::from_str::<Found>(&body)
+            .map(|f| f.schema)
+            .map_err(|e| format!("{url} did not return {{\"schema\": ...}}: {e}"))
     }
 }
 
@@ -198,7 +190,7 @@ impl Decoder {
         record: &Record<'_>,
         value: &[u8],
     ) -> Result<Decoded, DecodeError> {
-        let registry = self.avro.as_mut().ok_or_else(|| {
+        let registry = self.avro.as_ref().ok_or_else(|| {
             DecodeError::new(
                 "record is Avro in the Confluent wire format (magic byte 0): set [decode.avro] registry_url so Ripple can read its schema",
             )

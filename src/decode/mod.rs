@@ -3,6 +3,8 @@
 //! Schemas are parsed once per distinct schema text and cached; rows are decoded in one pass.
 
 pub mod avro;
+mod resolve;
+pub use resolve::{Resolver, ResolvingDecoder};
 mod schema;
 pub mod schemaless;
 pub(crate) mod value;
@@ -47,13 +49,43 @@ pub enum Decoded {
 #[error("{reason}")]
 pub struct DecodeError {
     pub reason: String,
+    /// Set when the record may decode once something is fetched (see `resolve.rs`).
+    need: Option<Need>,
+}
+
+/// What the decoder, which does no I/O, needs fetched before it can decode a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The Avro writer schema with this id, from the schema registry.
+    Schema(u32),
+    /// The column catalog read again: a schemaless record names a column it does not know.
+    Catalog,
 }
 
 impl DecodeError {
     fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            need: None,
         }
+    }
+
+    fn needs(need: Need) -> Self {
+        let reason = match need {
+            Need::Schema(id) => {
+                format!("Avro schema {id} is not known yet (it is fetched before decoding)")
+            }
+            Need::Catalog => "the column catalog must be read again".to_string(),
+        };
+        Self {
+            reason,
+            need: Some(need),
+        }
+    }
+
+    /// What would let the record decode, if anything.
+    pub fn need(&self) -> Option<Need> {
+        self.need
     }
 }
 

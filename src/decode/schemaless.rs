@@ -6,15 +6,14 @@
 
 use super::schema::ConnectSchema;
 use super::{
-    DecodeError, Decoded, Decoder, FlatMeta, Kind, Record, Skip, Source, decode_change,
+    DecodeError, Decoded, Decoder, FlatMeta, Kind, Need, Record, Skip, Source, decode_change,
     decode_flat, envelope_for, flat_table, source_table,
 };
 use ahash::AHashMap;
-use ripple_sink::{ConfigError, TableRef};
+use ripple_sink::{CatalogColumn, ColumnCatalog, TableRef};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
@@ -279,12 +278,13 @@ pub struct PgColumn {
 
 type Tables = AHashMap<TableRef, AHashMap<String, PgColumn>>;
 
-/// A database whose tables give column types: the source, or a replica (its tables named as in
-/// the source, or all in one `schema`).
+/// The column types a store's catalog gave (the source's, or a replica's), as the decoder holds
+/// them. Reading the catalog again is asked for ([`Need::Catalog`]) and done in the async step
+/// before decoding (`resolve.rs`).
 pub struct Catalog {
-    pool: PgPool,
-    /// What the catalog is, for messages: `the source database`, `sink replica`.
+    /// What the catalog is, for messages: `the source database`, `the database of sink "replica"`.
     describe: String,
+    /// The one schema the store keeps every table in, when not the source's.
     schema: Option<String>,
     tables: Tables,
     refreshed: Option<Instant>,
@@ -293,115 +293,44 @@ pub struct Catalog {
 /// A column the catalog did not know a moment ago may have just been added there: look again, but
 /// not more often than this, so an unknown table does not turn every record into a query.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-const CATALOG_QUERY: &str = "\
-SELECT n.nspname, c.relname, a.attname, \
-       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) \
-            ELSE format_type(a.atttypid, a.atttypmod) END, \
-       NOT a.attnotnull \
-FROM pg_attribute a \
-JOIN pg_class c ON c.oid = a.attrelid \
-JOIN pg_namespace n ON n.oid = c.relnamespace \
-JOIN pg_type t ON t.oid = a.atttypid \
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped \
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_ripple') \
-  AND n.nspname NOT LIKE 'pg\\_toast%'";
 
 impl Catalog {
-    /// The catalog `[decode.schemaless] types_from` names: `"source"` or a postgres sink.
-    pub async fn for_config(
-        config: &crate::config::Config,
-        from: &str,
-    ) -> Result<Catalog, ConfigError> {
-        let key = "decode.schemaless.types_from";
-        let (options, describe, schema) = if from == "source" {
-            let source = config
-                .source
-                .as_ref()
-                .ok_or_else(|| ConfigError::new(key, "is \"source\", but there is no [source]"))?;
-            let options = source.connect_options()?;
-            (options, "the source database".to_string(), None)
-        } else {
-            let section = config.sinks.get(from).cloned().ok_or_else(|| {
-                ConfigError::new(
-                    key,
-                    format!("names {from:?}, which is not a configured sink"),
-                )
-            })?;
-            let sink: ripple_sink_postgres::PostgresSinkConfig = section
-                .try_into()
-                .map_err(|e| ConfigError::new(format!("sinks.{from}"), e.to_string()))?;
-            let options = sink.connect_options(&format!("sinks.{from}"))?;
-            (
-                options,
-                format!("the database of sink {from:?}"),
-                sink.schema,
-            )
-        };
-        Catalog::connect(options.application_name("ripple-types"), describe, schema)
-            .await
-            .map_err(|e| ConfigError::new(key, e))
-    }
-
-    pub async fn connect(
-        options: PgConnectOptions,
-        describe: String,
-        schema: Option<String>,
-    ) -> Result<Catalog, String> {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(QUERY_TIMEOUT)
-            .connect_lazy_with(options);
-        let mut catalog = Catalog {
-            pool,
-            describe,
-            schema,
+    /// An empty catalog for `source`'s tables, to be filled by [`Catalog::install`].
+    pub fn new(source: &dyn ColumnCatalog) -> Self {
+        Catalog {
+            describe: source.describe().to_string(),
+            schema: source.schema().map(str::to_string),
             tables: Tables::default(),
             refreshed: None,
-        };
-        catalog.load().await?;
-        Ok(catalog)
+        }
     }
 
-    async fn load(&mut self) -> Result<(), String> {
-        let rows: Vec<(String, String, String, String, bool)> = tokio::time::timeout(
-            QUERY_TIMEOUT,
-            sqlx::query_as(CATALOG_QUERY).fetch_all(&self.pool),
-        )
-        .await
-        .map_err(|_| format!("reading column types from {} timed out", self.describe))?
-        .map_err(|e| format!("cannot read column types from {}: {e}", self.describe))?;
+    /// Replaces what the catalog holds by `columns`, as just read.
+    pub fn install(&mut self, columns: Vec<CatalogColumn>) {
         let mut tables = Tables::default();
-        for (schema, table, column, ty, nullable) in rows {
-            let Ok(ty) = PgType::parse(&ty) else { continue };
-            tables
-                .entry(TableRef::new(schema, table))
-                .or_default()
-                .insert(column, PgColumn { ty, nullable });
+        for c in columns {
+            let Ok(ty) = PgType::parse(&c.type_name) else {
+                continue;
+            };
+            tables.entry(c.table).or_default().insert(
+                c.column,
+                PgColumn {
+                    ty,
+                    nullable: c.nullable,
+                },
+            );
         }
         self.tables = tables;
         self.refreshed = Some(Instant::now());
-        Ok(())
     }
 
-    /// Reloads from inside the decoder, which is synchronous: blocks this runtime worker for the
-    /// query (multi-threaded runtimes only; elsewhere the catalog stays as loaded).
-    fn reload_blocking(&mut self) {
-        if self.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return;
-        }
-        let result = tokio::task::block_in_place(|| handle.block_on(self.load()));
-        if let Err(e) = result {
-            tracing::warn!("{e}");
-            self.refreshed = Some(Instant::now());
-        }
+    /// A failed read counts as a read: the next one waits its turn too.
+    pub fn read_failed(&mut self) {
+        self.refreshed = Some(Instant::now());
+    }
+
+    fn due(&self) -> bool {
+        !self.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY)
     }
 
     fn column(&self, table: &TableRef, column: &str) -> Option<&PgColumn> {
@@ -442,13 +371,22 @@ impl ColumnTypes {
             .insert(column.to_string(), PgColumn { ty, nullable: true });
     }
 
-    /// The types of `columns` of `table`, or a reason naming the first column with none.
-    pub fn resolve(&mut self, table: &TableRef, columns: &[&str]) -> Result<Vec<PgColumn>, String> {
-        if let Some(missing) = columns.iter().find(|c| self.lookup(table, c).is_none())
-            && let Some(catalog) = &mut self.catalog
-            && catalog.column(table, missing).is_none()
+    /// The catalog, for the async step that reads it again.
+    pub fn catalog_mut(&mut self) -> Option<&mut Catalog> {
+        self.catalog.as_mut()
+    }
+
+    /// The types of `columns` of `table`, or a reason naming the first column with none (or the
+    /// need to read the catalog again first, when it may have the column by now).
+    pub fn resolve(
+        &self,
+        table: &TableRef,
+        columns: &[&str],
+    ) -> Result<Vec<PgColumn>, DecodeError> {
+        if columns.iter().any(|c| self.lookup(table, c).is_none())
+            && self.catalog.as_ref().is_some_and(Catalog::due)
         {
-            catalog.reload_blocking();
+            return Err(DecodeError::needs(Need::Catalog));
         }
         columns
             .iter()
@@ -461,9 +399,9 @@ impl ColumnTypes {
                         ),
                         None => format!("[decode.schemaless.tables.\"{table}\"]"),
                     };
-                    format!(
+                    DecodeError::new(format!(
                         "column {c:?} of table {table} has no known type: records without schemas take column types from {from}; then replay the dead letters"
-                    )
+                    ))
                 })
             })
             .collect()
@@ -578,12 +516,12 @@ impl Decoder {
         if !self.untyped.contains_key(&id) {
             let types = self
                 .schemaless
-                .as_mut()
+                .as_ref()
                 .expect("decode_schemaless is only called with column types");
             let names: Vec<&str> = row_names.iter().map(|n| n.as_ref()).collect();
             let keys: Vec<&str> = key_names.iter().map(|n| n.as_ref()).collect();
-            let columns = types.resolve(&table, &names).map_err(DecodeError::new)?;
-            let key_columns = types.resolve(&table, &keys).map_err(DecodeError::new)?;
+            let columns = types.resolve(&table, &names)?;
+            let key_columns = types.resolve(&table, &keys)?;
             let modes = types.modes;
             let row: Vec<ConnectSchema> = names
                 .iter()
@@ -720,7 +658,7 @@ mod tests {
         let t = TableRef::new("public", "t");
         types.declare(t.clone(), "id", parse("int4"));
         assert_eq!(types.resolve(&t, &["id"]).unwrap()[0].ty.name, "int4");
-        let err = types.resolve(&t, &["id", "extra"]).unwrap_err();
+        let err = types.resolve(&t, &["id", "extra"]).unwrap_err().reason;
         assert!(
             err.contains("\"extra\"") && err.contains("decode.schemaless.tables"),
             "{err}"

@@ -508,7 +508,7 @@ fn schemaless_flattened_rows_decode() {
 /// `public.avroprobe (id int, name text, price numeric(10,2), small smallint, ts timestamptz,
 /// f real, tags text[])`, and the two writer schemas the stack's registry returned for their ids.
 fn avro_decoder() -> Decoder {
-    let mut registry = avro::Registry::new("http://127.0.0.1:1/unused");
+    let mut registry = avro::Registry::new();
     registry
         .insert(12, include_str!("testdata/avro-schema-12.json"))
         .unwrap();
@@ -861,4 +861,98 @@ fn arrays_deeper_than_postgres_allows_are_refused() {
         .decode(&record(&t, Some(&key), Some(&value)))
         .unwrap_err();
     assert!(err.reason.contains("7 dimensions"), "{err}");
+}
+
+/// A catalog the test edits, counting how often it is read.
+#[derive(Clone, Default)]
+struct EditableCatalog {
+    columns: Arc<std::sync::Mutex<Vec<ripple_sink::CatalogColumn>>>,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl ripple_sink::ColumnCatalog for EditableCatalog {
+    fn describe(&self) -> &str {
+        "the test's catalog"
+    }
+    async fn columns(&self) -> Result<Vec<ripple_sink::CatalogColumn>, ripple_sink::SinkError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.columns.lock().unwrap().clone())
+    }
+}
+
+impl EditableCatalog {
+    fn add(&self, column: &str, type_name: &str) {
+        self.columns
+            .lock()
+            .unwrap()
+            .push(ripple_sink::CatalogColumn {
+                table: TableRef::new("public", "slprobe"),
+                column: column.into(),
+                type_name: type_name.into(),
+                nullable: true,
+            });
+    }
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The catalog is read in the async step before decoding, on any runtime (a current-thread one
+/// here, where the blocking read it replaced did nothing), and not more than once a second.
+#[tokio::test]
+async fn a_column_added_in_the_catalog_is_read_before_decoding() {
+    let catalog = EditableCatalog::default();
+    for (c, ty) in [
+        ("id", "integer"),
+        ("price", "numeric(10,2)"),
+        ("n", "numeric"),
+        ("ts", "timestamp(3) without time zone"),
+        ("tstz", "timestamp with time zone"),
+        ("d", "date"),
+        ("b", "bytea"),
+        ("tags", "text[]"),
+        ("j", "jsonb"),
+    ] {
+        catalog.add(c, ty);
+    }
+    let types = ColumnTypes::new(
+        schemaless::Modes::default(),
+        Some(schemaless::Catalog::new(&catalog)),
+    );
+    let mut d = ResolvingDecoder::new(
+        Decoder::new().schemaless(types),
+        Resolver {
+            schemas: None,
+            catalog: Some(Box::new(catalog.clone())),
+        },
+    );
+    d.prime().await.unwrap();
+    assert_eq!(catalog.reads(), 1);
+    let t: Arc<str> = Arc::from("slprobe.public.slprobe");
+    let key = Some(r#"{"id":1}"#);
+    let line = SCHEMALESS.lines().next().unwrap();
+    assert!(matches!(
+        d.decode(&record(&t, key, Some(line))).await,
+        Ok(Decoded::Change(_))
+    ));
+    let added = line.replace(r#""id":1,"#, r#""id":1,"added":7,"#);
+    // Just read: the unknown column is an error without another read.
+    let err = d.decode(&record(&t, key, Some(&added))).await.unwrap_err();
+    assert!(err.reason.contains("\"added\""), "{err}");
+    assert_eq!(catalog.reads(), 1);
+    catalog.add("added", "integer");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let event = match d.decode(&record(&t, key, Some(&added))).await {
+        Ok(Decoded::Change(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(catalog.reads(), 2);
+    let at = event
+        .schema
+        .columns
+        .iter()
+        .position(|c| c.name == "added")
+        .unwrap();
+    assert_eq!(event.row.as_ref().unwrap()[at], Value::Int(7));
 }

@@ -2,6 +2,7 @@
 //! trait it implements, and the errors it answers with. This crate depends on nothing else of Ripple's,
 //! so a store can be added in a crate of its own, in Ripple's tree or a user's.
 
+mod catalog;
 mod error;
 mod event;
 mod render;
@@ -10,6 +11,7 @@ mod secret;
 pub mod testkit;
 mod value;
 
+pub use catalog::{CatalogColumn, ColumnCatalog};
 pub use error::{ConfigError, FailureKind, Rejection, SinkError};
 pub use event::{
     ChangeEvent, Column, ColumnType, Op, Origin, ROW_COLUMN, TableRef, TableSchema, Target,
@@ -182,6 +184,17 @@ pub trait SinkFactory: Send + Sync {
         key_prefix: &str,
         section: toml::Table,
     ) -> Result<Arc<dyn Sink>, ConfigError>;
+
+    /// The column catalog of the store a section of this kind names, for records without schemas
+    /// (`[decode.schemaless] types_from = "<sink>"`); `None` (the default) when the store has none.
+    async fn column_catalog(
+        &self,
+        _name: &str,
+        _key_prefix: &str,
+        _section: toml::Table,
+    ) -> Result<Option<Box<dyn ColumnCatalog>>, ConfigError> {
+        Ok(None)
+    }
 }
 
 /// Deserializes a sink's section into its typed config, naming the offending key on error.

@@ -2,11 +2,13 @@
 //! applies every batch as set-based statements (UNNEST of text arrays, one statement per table per
 //! batch), so the replica ends in the source's state however often a batch is re-delivered.
 
+mod catalog;
 mod config;
 mod encode;
 mod plan;
 mod sql;
 
+pub use catalog::PgCatalog;
 pub use config::{ConnectKeys, PostgresSinkConfig, address, connect_options};
 pub use sql::ident;
 
@@ -43,6 +45,21 @@ impl SinkFactory for PostgresFactory {
     ) -> Result<Arc<dyn Sink>, ConfigError> {
         let config: PostgresSinkConfig = ripple_sink::parse_section(key_prefix, section)?;
         Ok(Arc::new(PostgresSink::new(name, key_prefix, config)?))
+    }
+
+    async fn column_catalog(
+        &self,
+        name: &str,
+        key_prefix: &str,
+        section: toml::Table,
+    ) -> Result<Option<Box<dyn ripple_sink::ColumnCatalog>>, ConfigError> {
+        let config: PostgresSinkConfig = ripple_sink::parse_section(key_prefix, section)?;
+        let options = config.connect_options(key_prefix)?;
+        Ok(Some(Box::new(PgCatalog::new(
+            options,
+            format!("the database of sink {name:?}"),
+            config.schema,
+        ))))
     }
 }
 
