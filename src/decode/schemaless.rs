@@ -330,7 +330,7 @@ impl Catalog {
     }
 
     fn due(&self) -> bool {
-        !self.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY)
+        self.refreshed.is_none_or(|t| t.elapsed() >= REFRESH_EVERY)
     }
 
     fn column(&self, table: &TableRef, column: &str) -> Option<&PgColumn> {
