@@ -3,6 +3,8 @@
 //! call, reject events matching a predicate, hang, be slow. No store and no Kafka needed. Enabled
 //! with the `testkit` feature.
 
+pub mod conformance;
+
 use crate::{ChangeEvent, FailureKind, Rejection, Sink, SinkError, Target};
 use async_trait::async_trait;
 use std::sync::Mutex;
