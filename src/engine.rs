@@ -4,14 +4,17 @@
 #![allow(clippy::result_large_err)]
 
 use crate::config::{Config, Tolerance};
+use crate::dashboard::Live;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::schemaless::{Catalog, ColumnTypes};
 use crate::decode::{Decoded, Decoder, Record, Resolver, ResolvingDecoder};
 use crate::exactly_once::StoredStart;
-use crate::metrics::{DeadLetterLabels, Readiness, TopicLabels, metrics};
+use crate::metrics::Metrics;
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
+use crate::server::Readiness;
 use crate::source::{Applied, KafkaSource, Partition, RippleConsumer, SourceError, StartPositions};
+use crate::telemetry::{Event, Subscriber, Telemetry};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaResult;
@@ -83,7 +86,7 @@ impl EngineBuilder {
         let mut resolver = Resolver::default();
         if let Some(avro) = &decode.avro {
             decoder = decoder.avro(crate::decode::avro::Registry::new());
-            resolver.schemas = Some(crate::decode::avro::SchemaFetcher::for_config(avro)?);
+            resolver.schemas = Some(avro.schema_fetcher()?);
         }
         if let Some(schemaless) = &decode.schemaless {
             resolver.catalog = match schemaless.types_from.as_deref() {
@@ -172,7 +175,14 @@ impl EngineBuilder {
             .await
             .map_err(|(name, error)| EngineError::SinkNotReady { name, error })?
             .map(|s| Arc::new(s) as Arc<dyn StartPositions>);
-        let source = KafkaSource::connect(&self.config.kafka, start).await?;
+        // Each engine its own figures: two in one process do not mix them.
+        let metrics = Arc::new(Metrics::new());
+        let live = Arc::new(Live::default());
+        let telemetry = Telemetry::new(vec![
+            metrics.clone() as Arc<dyn Subscriber>,
+            live.clone() as Arc<dyn Subscriber>,
+        ]);
+        let source = KafkaSource::connect(&self.config.kafka, start, telemetry.clone()).await?;
         let dead_letters = match &self.config.dead_letter {
             Some(dl) if dl.tolerance == Tolerance::All => Some(Arc::new(
                 DeadLetters::new(&self.config.kafka, dl).map_err(PipelineError::from)?,
@@ -181,7 +191,7 @@ impl EngineBuilder {
         };
         // Bound now, so a port in use or a bad certificate stops start-up with the key named.
         let metrics_endpoint = match &self.config.metrics {
-            Some(m) => Some(crate::metrics::Endpoint::bind(m).await?),
+            Some(m) => Some(crate::server::Endpoint::bind(m).await?),
             None => None,
         };
         let breaker = self
@@ -196,8 +206,12 @@ impl EngineBuilder {
                 .clone()
                 .map(|d| d as Arc<dyn crate::dead_letter::RejectedEvents>),
         )
-        .with_breaker(breaker);
+        .with_breaker(breaker)
+        .with_telemetry(telemetry.clone());
         Ok(Engine {
+            telemetry,
+            metrics,
+            live,
             dead_letters,
             config: self.config,
             decoder,
@@ -243,7 +257,10 @@ pub struct Engine {
     router: Router,
     applier: Applier,
     exit_when_idle: Option<Duration>,
-    metrics_endpoint: Option<crate::metrics::Endpoint>,
+    metrics_endpoint: Option<crate::server::Endpoint>,
+    telemetry: Telemetry,
+    metrics: Arc<Metrics>,
+    live: Arc<Live>,
     /// Also the applier's, as `RejectedEvents`; the collector writes undecodable records here.
     dead_letters: Option<Arc<DeadLetters>>,
     verify_report: Option<std::path::PathBuf>,
@@ -294,6 +311,11 @@ impl Engine {
         self.applier.sinks()
     }
 
+    /// This engine's Prometheus metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Runs until `shutdown` resolves (finishing the batches in hand first), an unrecoverable error,
     /// or, with `exit_when_idle`, until caught up.
     ///
@@ -313,6 +335,9 @@ impl Engine {
             metrics_endpoint,
             verify_report,
             dead_letters,
+            telemetry,
+            metrics,
+            live,
         } = self;
         let mut background = Vec::new();
         if let Some(endpoint) = metrics_endpoint {
@@ -320,20 +345,29 @@ impl Engine {
                 sinks: applier.sinks().to_vec(),
                 broker: source.reachability(),
             };
-            for sink in applier.sinks() {
-                crate::dashboard::live().sink_known(sink.name());
-            }
-            background.push(tokio::spawn(crate::metrics::serve(endpoint, readiness)));
-            background.push(tokio::spawn(crate::dashboard::live().run(verify_report)));
+            background.push(tokio::spawn(crate::server::serve(
+                endpoint,
+                readiness,
+                metrics,
+                live.clone(),
+            )));
+            background.push(tokio::spawn(live.run(verify_report)));
         }
-        background.push(tokio::spawn(source.report_lag()));
+        for sink in applier.sinks() {
+            telemetry.emit(Event::SinkKnown { sink: sink.name() });
+        }
+        background.push(tokio::spawn(source.report_lag(telemetry.clone())));
         let applier = Arc::new(applier);
         let started = Instant::now();
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            telemetry: telemetry.clone(),
+            ..Progress::default()
+        };
         let mut collector = Collector {
             applied: source.applied().clone(),
             dead_letters,
             decoder,
+            telemetry: telemetry.clone(),
             topics: HashSet::new(),
             batch_size: config.pipeline.batch_size,
             linger: Duration::from_millis(config.pipeline.batch_linger_ms),
@@ -387,16 +421,15 @@ impl Engine {
                 batch.forget(&revoked);
             }
             for (topic, n) in batch.records.drain(..) {
-                crate::dashboard::live().consumed(n);
-                metrics()
-                    .consumed
-                    .get_or_create(&TopicLabels {
-                        topic: topic.to_string(),
-                    })
-                    .inc_by(n);
+                telemetry.emit(Event::Consumed {
+                    topic: &topic,
+                    records: n,
+                });
             }
             if !batch.is_empty() {
-                metrics().batch_events.observe(batch.events as f64);
+                telemetry.emit(Event::BatchStarted {
+                    events: batch.events,
+                });
                 let applier = applier.clone();
                 let landing = InFlight::start(source.applied().clone());
                 in_flight = Some(tokio::spawn(async move {
@@ -463,6 +496,7 @@ impl Drop for InFlight {
 /// What the run loop has applied and committed so far.
 #[derive(Default)]
 struct Progress {
+    telemetry: Telemetry,
     summary: RunSummary,
     committed: BTreeMap<Partition, i64>,
     first_record: Option<Instant>,
@@ -563,16 +597,13 @@ impl Progress {
         };
         let batch = result.expect("apply task panicked")?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        crate::dashboard::live().batch_applied(&batch, now_ms);
-        for table in &batch.tables {
-            for e in &table.events {
-                if e.source_ts_ms > 0 {
-                    metrics()
-                        .end_to_end_seconds
-                        .observe((now_ms - e.source_ts_ms).max(0) as f64 / 1000.0);
-                }
-            }
-        }
+        let tables: Vec<&[ripple_sink::ChangeEvent]> =
+            batch.tables.iter().map(|t| t.events.as_slice()).collect();
+        self.telemetry.emit(Event::BatchApplied {
+            tables: &tables,
+            dead_lettered: batch.dead_lettered,
+            now_ms,
+        });
         if let Err(e) = source.commit(&batch.offsets, CommitMode::Async) {
             // The next commit covers these offsets too; until then a restart re-delivers them.
             tracing::warn!(error = %e, "offset commit failed");
@@ -600,6 +631,7 @@ struct Collector {
     /// Where undecodable records go; without it, the first one stops the run.
     dead_letters: Option<Arc<DeadLetters>>,
     decoder: ResolvingDecoder,
+    telemetry: Telemetry,
     topics: HashSet<Arc<str>>,
     batch_size: usize,
     linger: Duration,
@@ -681,13 +713,11 @@ impl Collector {
         let topic = self.topic(m.topic());
         batch.mark(&topic, m.partition(), m.offset());
         batch.dead_lettered += 1;
-        metrics()
-            .dead_lettered
-            .get_or_create(&DeadLetterLabels {
-                topic: topic.to_string(),
-                stage: "decode".into(),
-            })
-            .inc();
+        self.telemetry.emit(Event::DeadLettered {
+            topic: &topic,
+            stage: "decode",
+            count: 1,
+        });
         Ok(None)
     }
 

@@ -15,7 +15,9 @@ pub mod progress;
 pub mod registry;
 pub mod replay;
 pub mod route;
+pub mod server;
 pub mod source;
+pub mod telemetry;
 pub mod verify;
 
 pub use engine::{Engine, EngineBuilder, RunSummary};

@@ -57,7 +57,11 @@ impl Sink for Recorder {
     }
 }
 
-async fn instance(config: std::path::PathBuf, recorder: Arc<Recorder>) -> ripple::RunSummary {
+/// Runs one engine until it is idle: what it did, and its metrics as `/metrics` would show them.
+async fn instance(
+    config: std::path::PathBuf,
+    recorder: Arc<Recorder>,
+) -> (ripple::RunSummary, String) {
     let config = Config::load_with_sinks(&config, &["recorder"]).unwrap();
     let engine = ripple::Engine::builder(config)
         .sink(recorder)
@@ -65,7 +69,18 @@ async fn instance(config: std::path::PathBuf, recorder: Arc<Recorder>) -> ripple
         .build()
         .await
         .unwrap();
-    engine.run(std::future::pending()).await.unwrap()
+    let metrics = engine.metrics();
+    let summary = engine.run(std::future::pending()).await.unwrap();
+    (summary, metrics.render())
+}
+
+/// The sum of a counter's series in Prometheus text.
+fn counter_total(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A table of `rows` rows snapshotted into a 4-partition topic, and a config routing it to the
@@ -148,7 +163,7 @@ async fn a_joining_instance_takes_over_where_the_first_stopped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let two = tokio::spawn(instance(config.clone(), second.clone()));
-    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    let ((one, one_metrics), (two, two_metrics)) = (one.await.unwrap(), two.await.unwrap());
 
     let applied = tally(&[&first, &second]);
     let missing: Vec<i64> = (1..=rows).filter(|id| !applied.contains_key(id)).collect();
@@ -174,6 +189,16 @@ async fn a_joining_instance_takes_over_where_the_first_stopped() {
         twice.len(),
         &twice[..twice.len().min(20)]
     );
+    // Two engines in one process keep their own figures: each counts what its sink applied.
+    let counted = (
+        counter_total(&one_metrics, "ripple_events_applied_total"),
+        counter_total(&two_metrics, "ripple_events_applied_total"),
+    );
+    assert_eq!(
+        counted,
+        (by_first as u64, by_second as u64),
+        "each engine's ripple_events_applied_total is its own sink's count"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -188,7 +213,7 @@ async fn partitions_assigned_while_paused_resume_with_the_sink() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let two = tokio::spawn(instance(config.clone(), second.clone()));
     // A partition left paused never catches up, so its instance never exits.
-    let both = async { (one.await.unwrap(), two.await.unwrap()) };
+    let both = async { (one.await.unwrap().0, two.await.unwrap().0) };
     let (one, two) = tokio::time::timeout(Duration::from_secs(60), both)
         .await
         .unwrap_or_else(|_| {

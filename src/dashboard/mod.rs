@@ -2,17 +2,17 @@
 //! self-contained page), `/dashboard/history` (the last five minutes of snapshots, so charts are
 //! full on load) and `/dashboard/events` (server-sent events, one snapshot a second).
 //!
-//! The engine and the pipeline report into one process-wide [`Live`] state as they go; a
-//! background task turns it into a snapshot each second. Counts are cumulative, so the page
+//! [`Live`] is a [`Subscriber`] of the engine's telemetry (one per engine); a background task
+//! turns what it gathered into a snapshot each second. Counts are cumulative, so the page
 //! derives rates from consecutive snapshots and a missed one costs nothing.
 
-use crate::pipeline::Batch;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use crate::telemetry::{Event, Subscriber};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use ripple_sink::{ChangeEvent, Op};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -89,7 +89,7 @@ struct Lag {
     lag: i64,
 }
 
-/// The process's live state.
+/// An engine's live state.
 pub struct Live {
     state: Mutex<State>,
     started: Instant,
@@ -97,15 +97,39 @@ pub struct Live {
     updates: broadcast::Sender<Arc<str>>,
 }
 
-static LIVE: LazyLock<Live> = LazyLock::new(|| Live {
-    state: Mutex::new(State::default()),
-    started: Instant::now(),
-    history: Mutex::new(VecDeque::new()),
-    updates: broadcast::channel(16).0,
-});
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            started: Instant::now(),
+            history: Mutex::new(VecDeque::new()),
+            updates: broadcast::channel(16).0,
+        }
+    }
+}
 
-pub fn live() -> &'static Live {
-    &LIVE
+impl Subscriber for Live {
+    fn on(&self, event: &Event<'_>) {
+        match *event {
+            Event::SinkKnown { sink } => self.sink_known(sink),
+            Event::Consumed { records, .. } => self.state().consumed += records,
+            Event::Applied {
+                sink,
+                events,
+                refused,
+                ..
+            } => self.sink_applied(sink, events.len() - refused.len()),
+            Event::Retry { sink, error, .. } => self.sink_failed(sink, error),
+            Event::SinkDown { sink, reason } => self.sink_failed(sink, reason),
+            Event::BatchApplied {
+                tables,
+                dead_lettered,
+                now_ms,
+            } => self.batch_applied(tables, dead_lettered, now_ms),
+            Event::Lag { lags } => self.state().lag = lags.iter().cloned().collect(),
+            Event::BatchStarted { .. } | Event::DeadLettered { .. } | Event::FetchError { .. } => {}
+        }
+    }
 }
 
 fn op_name(op: Op) -> &'static str {
@@ -130,20 +154,20 @@ impl Live {
     }
 
     /// A batch every owning sink applied and whose offsets are being committed.
-    pub fn batch_applied(&self, batch: &Batch, now_ms: i64) {
+    fn batch_applied(&self, tables: &[&[ChangeEvent]], dead_lettered: usize, now_ms: i64) {
         let now = Instant::now();
         let mut s = self.state();
-        s.dead_lettered += batch.dead_lettered as u64;
-        for table in &batch.tables {
-            let Some(first) = table.events.first() else {
+        s.dead_lettered += dead_lettered as u64;
+        for events in tables {
+            let Some(first) = events.first() else {
                 continue;
             };
             let name = first.table().to_string();
             let counts = s.totals.entry(name).or_default();
-            for e in &table.events {
+            for e in events.iter() {
                 *counts.entry(op_name(e.op)).or_default() += 1;
             }
-            for e in table.events.iter().filter(|e| e.source_ts_ms > 0) {
+            for e in events.iter().filter(|e| e.source_ts_ms > 0) {
                 s.latencies
                     .push_back((now, (now_ms - e.source_ts_ms).max(0) as f64));
             }
@@ -152,10 +176,9 @@ impl Live {
             s.latencies.pop_front();
         }
         // The feed shows the batch's last changes, newest first.
-        let newest: Vec<&ChangeEvent> = batch
-            .tables
+        let newest: Vec<&ChangeEvent> = tables
             .iter()
-            .flat_map(|t| t.events.iter())
+            .flat_map(|t| t.iter())
             .rev()
             .take(RECENT)
             .collect();
@@ -171,19 +194,14 @@ impl Live {
         s.recent.truncate(RECENT);
     }
 
-    /// Records read from Kafka, counted as they are read.
-    pub fn consumed(&self, records: u64) {
-        self.state().consumed += records;
-    }
-
-    pub fn sink_applied(&self, sink: &str, events: usize) {
+    fn sink_applied(&self, sink: &str, events: usize) {
         let mut s = self.state();
         let state = s.sinks.entry(sink.to_string()).or_default();
         state.up = true;
         state.applied += events as u64;
     }
 
-    pub fn sink_failed(&self, sink: &str, error: &str) {
+    fn sink_failed(&self, sink: &str, error: &str) {
         let mut s = self.state();
         let state = s.sinks.entry(sink.to_string()).or_default();
         state.up = false;
@@ -203,7 +221,7 @@ impl Live {
     }
 
     /// Sinks known before they applied anything show as up with nothing applied.
-    pub fn sink_known(&self, sink: &str) {
+    fn sink_known(&self, sink: &str) {
         self.state()
             .sinks
             .entry(sink.to_string())
@@ -211,11 +229,6 @@ impl Live {
                 up: true,
                 ..Default::default()
             });
-    }
-
-    pub fn set_lag(&self, lags: &[((String, i32), i64)]) {
-        let mut s = self.state();
-        s.lag = lags.iter().cloned().collect();
     }
 
     fn snapshot(&self, verify: Option<serde_json::Value>) -> Snapshot {
@@ -261,7 +274,7 @@ impl Live {
     }
 
     /// Takes a snapshot a second, keeps five minutes of them and sends each to the page.
-    pub async fn run(&'static self, verify_report: Option<PathBuf>) {
+    pub async fn run(self: Arc<Self>, verify_report: Option<PathBuf>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -306,7 +319,7 @@ impl Live {
 const PAGE: &str = include_str!("page.html");
 
 /// The dashboard's routes, merged into the metrics server.
-pub fn routes() -> axum::Router {
+pub fn routes(live: Arc<Live>) -> axum::Router {
     use axum::routing::get;
     let page = || async { axum::response::Html(PAGE) };
     axum::Router::new()
@@ -314,22 +327,29 @@ pub fn routes() -> axum::Router {
         .route("/dashboard", get(page))
         .route(
             "/dashboard/history",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    live().history_json(),
-                )
+            get({
+                let live = live.clone();
+                move || async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        live.history_json(),
+                    )
+                }
             }),
         )
-        .route("/dashboard/events", get(events))
+        .route(
+            "/dashboard/events",
+            get(move || events(live.updates.subscribe())),
+        )
 }
 
-async fn events() -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let rx = live().updates.subscribe();
+async fn events(
+    rx: broadcast::Receiver<Arc<str>>,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(json) => return Some((Ok(Event::default().data(&*json)), rx)),
+                Ok(json) => return Some((Ok(SseEvent::default().data(&*json)), rx)),
                 // A slow page skips snapshots; counts are cumulative, so nothing is lost.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return None,

@@ -14,7 +14,6 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as Avro;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ripple_sink::ConfigError;
 use serde_json::Value as Json;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -84,45 +83,20 @@ impl Registry {
 }
 
 impl SchemaFetcher {
-    /// The registry `[decode.avro]` names, with its CA and credentials read; errors name the key.
-    pub fn for_config(config: &crate::config::AvroConfig) -> Result<Self, ConfigError> {
-        let key = "decode.avro";
+    /// A fetcher from the registry at `url` (its Confluent API), trusting `ca` besides the
+    /// system's roots, with basic authentication when `auth` is given.
+    pub fn new(
+        url: &str,
+        ca: Option<reqwest::Certificate>,
+        auth: Option<(String, ripple_sink::Secret)>,
+    ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder().timeout(FETCH_TIMEOUT);
-        if let Some(pem) = config.tls.read(key)?.ca {
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(
-                |e| {
-                    ConfigError::new(
-                        "decode.avro.tls.ca_file",
-                        format!("cannot be read as a certificate: {e}"),
-                    )
-                },
-            )?);
+        if let Some(ca) = ca {
+            builder = builder.add_root_certificate(ca);
         }
-        let password = ripple_sink::read_secret(
-            key,
-            "password",
-            config.password_env.as_deref(),
-            config.password_file.as_deref(),
-        )?;
-        let auth = match (&config.username, password) {
-            (Some(user), password) => Some((
-                user.clone(),
-                password.unwrap_or_else(|| ripple_sink::Secret::new("")),
-            )),
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "decode.avro.username",
-                    "is required with password_env or password_file",
-                ));
-            }
-        };
-        let client = builder.build().map_err(|e| {
-            ConfigError::new(key, format!("cannot build an HTTP client for it: {e}"))
-        })?;
         Ok(Self {
-            url: config.registry_url.trim_end_matches('/').to_string(),
-            client,
+            url: url.trim_end_matches('/').to_string(),
+            client: builder.build()?,
             auth,
         })
     }

@@ -441,7 +441,11 @@ fn envelope_for<'a>(
 ) -> Result<Box<Envelope>, DecodeError> {
     let (columns, decoders): (Vec<Column>, Vec<FieldDecoder>) = row
         .filter(|f| !is_meta(f))
-        .map(|f| schema::column_for(f, binary))
+        .map(|f| {
+            let (mut column, decoder) = schema::column_for(f, binary);
+            column.default = value::default_text(f, &decoder);
+            (column, decoder)
+        })
         .unzip();
     for c in &columns {
         let mut depth = 0;

@@ -120,21 +120,13 @@ impl TimeUnit {
 /// The column type and decoder for one field of a row struct.
 pub fn column_for(field: &ConnectSchema, binary: BinaryMode) -> (Column, FieldDecoder) {
     let (ty, decoder) = type_of(field, binary);
-    // Decoded like a value of the field, so a logical type's default reads as its values do; one
-    // that does not decode is left out rather than guessed.
-    let default = field.default.as_ref().and_then(|d| {
-        use serde::de::DeserializeSeed;
-        crate::decode::value::FieldSeed(&decoder)
-            .deserialize(d)
-            .ok()
-            .and_then(|v| ripple_sink::to_text(&v))
-    });
     let column = Column {
         name: field.field.clone().unwrap_or_default(),
         ty,
         nullable: field.optional,
         source_type: source_type(field),
-        default,
+        // Filled by the caller, which decodes it as a value of the field (`value.rs`).
+        default: None,
     };
     (column, decoder)
 }

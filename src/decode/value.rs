@@ -1,7 +1,7 @@
 //! Field values: turns each JSON value of a Debezium row into a typed [`Value`] in one pass over the
 //! text, guided by the field's [`FieldDecoder`], without building an intermediate JSON tree.
 
-use super::schema::{BinaryMode, FieldDecoder, TimeUnit};
+use super::schema::{BinaryMode, ConnectSchema, FieldDecoder, TimeUnit};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use num_bigint::BigInt;
@@ -392,6 +392,16 @@ fn bit_string(bytes: &[u8], pad: Option<usize>) -> String {
         Some(n) if n > significant.len() => format!("{significant:0>n$}"),
         _ => significant.to_string(),
     }
+}
+
+/// A column's default as text, decoded like a value of the field, so a logical type's default
+/// reads as its values do; one that does not decode is left out rather than guessed.
+pub(crate) fn default_text(field: &ConnectSchema, decoder: &FieldDecoder) -> Option<String> {
+    let d = field.default.as_ref()?;
+    FieldSeed(decoder)
+        .deserialize(d)
+        .ok()
+        .and_then(|v| ripple_sink::to_text(&v))
 }
 
 #[cfg(test)]

@@ -1,18 +1,17 @@
-//! What Ripple counts and measures, in one process-wide registry, and the HTTP endpoint that serves
-//! it: `/metrics` (Prometheus text format), `/healthz` (the process answers) and `/readyz` (the
-//! broker and every sink are reachable now).
+//! What Ripple counts and measures, as Prometheus metrics: a [`Subscriber`] of the engine's
+//! telemetry, one registry per engine. `server.rs` serves it at `/metrics`.
 
+use crate::telemetry::{Event, Subscriber};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use ripple_sink::{ChangeEvent, Op, Sink};
-use std::sync::{Arc, LazyLock};
+use ripple_sink::{ChangeEvent, Op};
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
-
-mod access;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
@@ -66,6 +65,8 @@ pub struct Metrics {
     pub sink_up: Family<SinkLabels, Gauge>,
     /// Fetched data librdkafka could not turn into records (`kind`: `decompression`).
     pub fetch_errors: Family<KindLabels, Counter>,
+    /// The partitions `lag` shows: one no longer assigned is taken off.
+    lag_shown: Mutex<HashSet<(String, i32)>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,7 +80,7 @@ fn latency_buckets() -> Histogram {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ripple");
         let consumed = Family::<TopicLabels, Counter>::default();
         registry.register(
@@ -154,6 +155,7 @@ impl Metrics {
             end_to_end_seconds,
             sink_up,
             fetch_errors,
+            lag_shown: Mutex::default(),
         }
     }
 
@@ -166,7 +168,7 @@ impl Metrics {
     }
 
     /// Counts what `sink` applied of `events` (one table).
-    pub fn record_applied(&self, sink: &str, events: &[ChangeEvent], took: Duration) {
+    fn record_applied(&self, sink: &str, events: &[ChangeEvent], took: Duration) {
         self.count_applied(sink, events, &[]);
         let labels = SinkLabels {
             sink: sink.to_string(),
@@ -178,7 +180,7 @@ impl Metrics {
     }
 
     /// Counts the events of a call as applied, but for those at `refused` (ascending indices).
-    pub fn count_applied(&self, sink: &str, events: &[ChangeEvent], refused: &[usize]) {
+    fn count_applied(&self, sink: &str, events: &[ChangeEvent], refused: &[usize]) {
         let Some(first) = events.first() else {
             return;
         };
@@ -208,7 +210,7 @@ impl Metrics {
         }
     }
 
-    pub fn record_retry(&self, sink: &str, table: &str) {
+    fn record_retry(&self, sink: &str, table: &str) {
         self.retried
             .get_or_create(&SinkTableLabels {
                 sink: sink.to_string(),
@@ -223,177 +225,76 @@ impl Metrics {
     }
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    &METRICS
-}
-
-/// A blocking check that says what is wrong, if anything.
-pub type Probe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
-
-/// What `/readyz` checks.
-pub struct Readiness {
-    pub sinks: Vec<Arc<dyn Sink>>,
-    /// Whether the brokers respond (a metadata request).
-    pub broker: Probe,
-}
-
-/// The metrics port, bound at start-up: its listener, the bearer token it asks for, its TLS.
-pub struct Endpoint {
-    listener: tokio::net::TcpListener,
-    token: Option<ripple_sink::Secret>,
-    tls: Option<axum_server::tls_openssl::OpenSSLConfig>,
-}
-
-impl Endpoint {
-    /// Binds `[metrics] listen` and reads the token and certificate; errors name the key.
-    pub async fn bind(
-        config: &crate::config::MetricsConfig,
-    ) -> Result<Self, ripple_sink::ConfigError> {
-        use ripple_sink::ConfigError;
-        let token = config.token()?;
-        let tls = match &config.tls {
-            None => None,
-            Some(files) => Some(
-                axum_server::tls_openssl::OpenSSLConfig::from_pem(
-                    &read_pem(&files.cert_file, "cert_file")?,
-                    &read_pem(&files.key_file, "key_file")?,
-                )
-                .map_err(|e| {
-                    ConfigError::new(
-                        "metrics.tls",
-                        format!("the certificate and key cannot be used: {e}"),
-                    )
-                })?,
-            ),
-        };
-        if token.is_none()
-            && config
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .is_ok_and(|a| !a.ip().is_loopback())
-        {
-            tracing::warn!(
-                listen = %config.listen,
-                "metrics.listen is not a loopback address and no metrics.token_env or token_file is set: anyone who reaches it sees primary keys of recent changes and error texts"
-            );
-        }
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| {
-                ConfigError::new(
-                    "metrics.listen",
-                    format!("cannot listen on {}: {e}", config.listen),
-                )
-            })?;
-        Ok(Self {
-            listener,
-            token,
-            tls,
-        })
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-fn read_pem(path: &std::path::Path, key: &str) -> Result<Vec<u8>, ripple_sink::ConfigError> {
-    std::fs::read(path).map_err(|e| {
-        ripple_sink::ConfigError::new(
-            format!("metrics.tls.{key}"),
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })
-}
-
-/// Serves `/metrics`, `/healthz`, `/readyz` and the dashboard on the endpoint until the process
-/// ends. With a token, `/metrics` and the dashboard need it (`/healthz` and `/readyz`, which
-/// probes call, never do).
-pub async fn serve(endpoint: Endpoint, readiness: Readiness) {
-    use axum::routing::get;
-    let Endpoint {
-        listener,
-        token,
-        tls,
-    } = endpoint;
-    let readiness = Arc::new(readiness);
-    let protected = axum::Router::new()
-        .route(
-            "/metrics",
-            get(|| async {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    metrics().render(),
-                )
-            }),
-        )
-        .merge(crate::dashboard::routes())
-        .layer(axum::middleware::from_fn(move |request, next| {
-            let token = token.clone();
-            async move { crate::metrics::access::check(token.as_ref(), request, next).await }
-        }));
-    let app = axum::Router::new()
-        .merge(protected)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let readiness = readiness.clone();
-                async move { ready(&readiness).await }
-            }),
-        );
-    let served = match tls {
-        None => axum::serve(listener, app).await,
-        Some(tls) => match listener.into_std() {
-            Ok(std) => match axum_server::from_tcp(std) {
-                Ok(server) => {
-                    server
-                        .acceptor(axum_server::tls_openssl::OpenSSLAcceptor::new(tls))
-                        .serve(app.into_make_service())
-                        .await
+impl Subscriber for Metrics {
+    fn on(&self, event: &Event<'_>) {
+        match *event {
+            Event::Consumed { topic, records } => {
+                self.consumed
+                    .get_or_create(&TopicLabels {
+                        topic: topic.to_string(),
+                    })
+                    .inc_by(records);
+            }
+            Event::BatchStarted { events } => self.batch_events.observe(events as f64),
+            Event::Applied {
+                sink,
+                events,
+                refused,
+                took,
+            } => match took {
+                Some(took) => self.record_applied(sink, events, took),
+                None => self.count_applied(sink, events, refused),
+            },
+            Event::Retry { sink, table, .. } => self.record_retry(sink, &table.to_string()),
+            Event::DeadLettered {
+                topic,
+                stage,
+                count,
+            } => {
+                self.dead_lettered
+                    .get_or_create(&DeadLetterLabels {
+                        topic: topic.to_string(),
+                        stage: stage.to_string(),
+                    })
+                    .inc_by(count);
+            }
+            Event::BatchApplied { tables, now_ms, .. } => {
+                for e in tables.iter().flat_map(|t| t.iter()) {
+                    if e.source_ts_ms > 0 {
+                        self.end_to_end_seconds
+                            .observe((now_ms - e.source_ts_ms).max(0) as f64 / 1000.0);
+                    }
                 }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-    };
-    if let Err(e) = served {
-        tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+            Event::Lag { lags } => {
+                let now: HashSet<(String, i32)> = lags.iter().map(|(p, _)| p.clone()).collect();
+                let mut shown = self.lag_shown.lock().unwrap_or_else(|e| e.into_inner());
+                for (topic, partition) in shown.difference(&now) {
+                    self.lag.remove(&PartitionLabels {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
+                *shown = now;
+                for ((topic, partition), lag) in lags {
+                    self.lag
+                        .get_or_create(&PartitionLabels {
+                            topic: topic.clone(),
+                            partition: *partition,
+                        })
+                        .set(*lag);
+                }
+            }
+            Event::FetchError { kind } => {
+                self.fetch_errors.get_or_create(&KindLabels { kind }).inc();
+            }
+            Event::SinkKnown { .. } | Event::SinkDown { .. } => {}
+        }
     }
-}
-
-async fn ready(readiness: &Readiness) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    let broker = readiness.broker.clone();
-    let broker = tokio::task::spawn_blocking(move || broker())
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    let mut all_ok = broker.is_ok();
-    let mut sinks = serde_json::Map::new();
-    for sink in &readiness.sinks {
-        // A store can answer a ping and still refuse every write (read-only, out of memory, a
-        // write block): while the pipeline sees it failing, that is the state shown.
-        let state = match crate::dashboard::live().sink_down(sink.name()) {
-            Some(reason) => format!("down: {reason}"),
-            None => match tokio::time::timeout(Duration::from_secs(5), sink.ready()).await {
-                Ok(Ok(())) => "ok".to_string(),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no answer within 5 s".to_string(),
-            },
-        };
-        all_ok &= state == "ok";
-        sinks.insert(sink.name().to_string(), state.into());
-    }
-    let status = if all_ok {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = serde_json::json!({
-        "ready": all_ok,
-        "broker": broker.err().unwrap_or_else(|| "ok".into()),
-        "sinks": sinks,
-    });
-    (status, axum::Json(body))
 }

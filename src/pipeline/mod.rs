@@ -5,9 +5,9 @@
 use crate::config::DeadLetterConfig;
 use crate::config::PipelineConfig;
 use crate::dead_letter::{DeadLetterError, Rejected, RejectedEvents};
-use crate::metrics::{DeadLetterLabels, metrics};
 use crate::route::Assignment;
 use crate::source::Partition;
+use crate::telemetry::{Event, Telemetry};
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use ripple_sink::{ChangeEvent, Rejection, Sink, SinkError, TableRef, Target};
 use std::collections::{BTreeMap, HashMap};
@@ -161,6 +161,7 @@ pub struct Applier {
     apply_timeout: Duration,
     /// How long a sink that counts as down is left before it is tried again.
     patience_delay: Duration,
+    telemetry: Telemetry,
 }
 
 impl Applier {
@@ -188,7 +189,14 @@ impl Applier {
             breakers: Mutex::default(),
             apply_timeout: Duration::from_millis(config.apply_timeout_ms),
             patience_delay: Duration::from_millis(config.retry_max_delay_ms),
+            telemetry: Telemetry::default(),
         }
+    }
+
+    /// Where applies, retries and dead letters are reported (default: nowhere).
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Sets the dead-letter breaker (none: every rejection is dead-lettered).
@@ -244,7 +252,10 @@ impl Applier {
                     "dead-letter breaker open: {why}; the store's last refusal: {error}. Nothing more is dead-lettered for this sink; it counts as down until an apply succeeds"
                 );
                 tracing::error!(sink, "{reason}");
-                crate::dashboard::live().sink_failed(sink, &reason);
+                self.telemetry.emit(Event::SinkDown {
+                    sink,
+                    reason: &reason,
+                });
                 state.open = Some(reason);
                 true
             }
@@ -377,8 +388,11 @@ impl Applier {
                 .retry(self.backoff)
                 .when(SinkError::is_retriable)
                 .notify(|e, delay| {
-                    metrics().record_retry(sink.name(), &t.table.to_string());
-                    crate::dashboard::live().sink_failed(sink.name(), &e.to_string());
+                    self.telemetry.emit(Event::Retry {
+                        sink: sink.name(),
+                        table: &t.table,
+                        error: &e.to_string(),
+                    });
                     tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "retrying after a retriable failure");
                 })
                 .await;
@@ -390,8 +404,11 @@ impl Applier {
                     .retry(self.patience)
                     .when(SinkError::is_retriable)
                     .notify(|e, delay| {
-                        metrics().record_retry(sink.name(), &t.table.to_string());
-                        crate::dashboard::live().sink_failed(sink.name(), &e.to_string());
+                        self.telemetry.emit(Event::Retry {
+                            sink: sink.name(),
+                            table: &t.table,
+                            error: &e.to_string(),
+                        });
                         tracing::warn!(sink = sink.name(), table = %t.table, error = %e, ?delay, "sink still down");
                     })
                     .await;
@@ -402,8 +419,12 @@ impl Applier {
             let error = match result {
                 Ok(took) => {
                     self.breaker_closes(sink.name());
-                    metrics().record_applied(sink.name(), slice, took);
-                    crate::dashboard::live().sink_applied(sink.name(), slice.len());
+                    self.telemetry.emit(Event::Applied {
+                        sink: sink.name(),
+                        events: slice,
+                        refused: &[],
+                        took: Some(took),
+                    });
                     continue;
                 }
                 Err(e) if e.is_retriable() || self.dead_letters.is_none() => return Err(failed(e)),
@@ -451,8 +472,12 @@ impl Applier {
                 Some(_) => pending.push_front(part),
                 None if rest_applied => {
                     let at: Vec<usize> = refused.iter().map(|r| r.index).collect();
-                    metrics().count_applied(sink.name(), slice, &at);
-                    crate::dashboard::live().sink_applied(sink.name(), slice.len() - at.len());
+                    self.telemetry.emit(Event::Applied {
+                        sink: sink.name(),
+                        events: slice,
+                        refused: &at,
+                        took: None,
+                    });
                 }
                 None => {
                     let i = refused[0].index;
@@ -494,7 +519,11 @@ impl Applier {
             if tripped {
                 tracing::warn!(sink = sink.name(), table = %t.table, error = %reason, "not dead-lettering past the breaker; waiting for the sink to apply again");
                 while self.breaker_open(sink.name()).is_some() {
-                    metrics().record_retry(sink.name(), &t.table.to_string());
+                    self.telemetry.emit(Event::Retry {
+                        sink: sink.name(),
+                        table: &t.table,
+                        error: &reason,
+                    });
                     tokio::time::sleep(self.patience_delay).await;
                 }
                 tracing::info!(sink = sink.name(), table = %t.table, "breaker closed; dead-lettering again");
@@ -524,13 +553,11 @@ impl Applier {
             })
             .collect();
         dl.send_rejected(sink.name(), &rejected).await?;
-        metrics()
-            .dead_lettered
-            .get_or_create(&DeadLetterLabels {
-                topic: t.topic.to_string(),
-                stage: sink.name().to_string(),
-            })
-            .inc_by(letters.len() as u64);
+        self.telemetry.emit(Event::DeadLettered {
+            topic: &t.topic,
+            stage: sink.name(),
+            count: letters.len() as u64,
+        });
         self.rejected
             .fetch_add(letters.len() as u64, Ordering::Relaxed);
         Ok(())

@@ -1,171 +1,14 @@
-//! The one place a librdkafka configuration is made: every Kafka client Ripple creates (the
-//! consumer, the dead-letter producer and reader, replay's readers, the start-up probe) starts from
-//! `client_config`,
-//! so the brokers, TLS and SASL settings can never differ between them.
+//! Kafka clients beyond the consumer: the start-up probe that names what is wrong with the brokers.
+//! Every client starts from `config::kafka::client_config`, so the brokers, TLS and SASL settings
+//! can never differ between them.
 
-use crate::config::{KafkaConfig, SaslMechanism};
+use crate::config::KafkaConfig;
+pub use crate::config::kafka::{Role, client_config};
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{BaseProducer, Producer};
-use ripple_sink::{ConfigError, read_secret};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// What the client is for: producers get only the settings that apply to every client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Consumer,
-    Producer,
-}
-
-/// librdkafka's configuration for one client: brokers, `client.id`, the typed `[kafka.tls]` and
-/// `[kafka.sasl]` settings with their secrets read from the environment or files, then the raw
-/// `kafka.options` (which win, so anything librdkafka knows can still be set).
-pub fn client_config(
-    kafka: &KafkaConfig,
-    client_id: &str,
-    role: Role,
-) -> Result<ClientConfig, ConfigError> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &kafka.brokers)
-        .set("client.id", client_id);
-    let tls = kafka.tls.as_ref();
-    let sasl = kafka.sasl.as_ref();
-    let protocol = match (tls.is_some(), sasl.is_some()) {
-        (false, false) => None,
-        (true, false) => Some("ssl"),
-        (false, true) => Some("sasl_plaintext"),
-        (true, true) => Some("sasl_ssl"),
-    };
-    if let Some(p) = protocol {
-        cc.set("security.protocol", p);
-    }
-    if let Some(tls) = tls {
-        let material = tls.files().read("kafka")?;
-        // PEM strings rather than file paths: the files are read (and checked) once, here, and
-        // a missing file is named with its key instead of as a librdkafka error.
-        if let Some(ca) = material.ca {
-            cc.set("ssl.ca.pem", pem_text("kafka.tls.ca_file", ca)?);
-        }
-        if let Some((cert, key)) = material.identity {
-            cc.set(
-                "ssl.certificate.pem",
-                pem_text("kafka.tls.cert_file", cert)?,
-            );
-            cc.set("ssl.key.pem", pem_text("kafka.tls.key_file", key)?);
-        }
-        if let Some(pw) = read_secret(
-            "kafka.tls",
-            "key_password",
-            tls.key_password_env.as_deref(),
-            tls.key_password_file.as_deref(),
-        )? {
-            cc.set("ssl.key.password", pw.expose());
-        }
-        cc.set(
-            "ssl.endpoint.identification.algorithm",
-            if tls.verify_hostname { "https" } else { "none" },
-        );
-    }
-    if let Some(sasl) = sasl {
-        cc.set("sasl.mechanism", sasl.mechanism.as_librdkafka());
-        match sasl.mechanism {
-            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-                let user = sasl.username.as_deref().ok_or_else(|| {
-                    ConfigError::new("kafka.sasl.username", "is required with this mechanism")
-                })?;
-                let password = read_secret(
-                    "kafka.sasl",
-                    "password",
-                    sasl.password_env.as_deref(),
-                    sasl.password_file.as_deref(),
-                )?
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "kafka.sasl.password_env",
-                        "is required with this mechanism (or password_file)",
-                    )
-                })?;
-                cc.set("sasl.username", user)
-                    .set("sasl.password", password.expose());
-            }
-            SaslMechanism::OauthBearer => {
-                let oidc = sasl.oidc_endpoint_url.as_deref().ok_or_else(|| {
-                    ConfigError::new(
-                        "kafka.sasl.oidc_endpoint_url",
-                        "is required with OAUTHBEARER: the identity provider's token endpoint",
-                    )
-                })?;
-                let id = sasl.client_id.as_deref().ok_or_else(|| {
-                    ConfigError::new("kafka.sasl.client_id", "is required with OAUTHBEARER")
-                })?;
-                let secret = read_secret(
-                    "kafka.sasl",
-                    "client_secret",
-                    sasl.client_secret_env.as_deref(),
-                    sasl.client_secret_file.as_deref(),
-                )?
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "kafka.sasl.client_secret_env",
-                        "is required with OAUTHBEARER (or client_secret_file)",
-                    )
-                })?;
-                cc.set("sasl.oauthbearer.method", "oidc")
-                    .set("sasl.oauthbearer.token.endpoint.url", oidc)
-                    .set("sasl.oauthbearer.client.id", id)
-                    .set("sasl.oauthbearer.client.secret", secret.expose());
-                if let Some(scope) = &sasl.scope {
-                    cc.set("sasl.oauthbearer.scope", scope);
-                }
-            }
-        }
-    }
-    for (k, v) in &kafka.options {
-        if role == Role::Consumer || applies_to_every_client(k) {
-            cc.set(k, v);
-        }
-    }
-    Ok(cc)
-}
-
-/// Settings a producer shares with the consumer; consumer-only options would only draw
-/// librdkafka's "ignored" warnings on it.
-fn applies_to_every_client(key: &str) -> bool {
-    [
-        "security.",
-        "sasl.",
-        "ssl.",
-        "ssl_",
-        "socket.",
-        "broker.",
-        "client.dns",
-        "enable.ssl",
-    ]
-    .iter()
-    .any(|p| key.starts_with(p))
-}
-
-fn pem_text(key: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
-    String::from_utf8(bytes).map_err(|_| ConfigError::new(key, "is not a text (PEM) file"))
-}
-
-/// librdkafka property names whose values are secrets or key material, masked when the config
-/// is printed.
-pub fn is_secret_option(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "jaas",
-        "key.pem",
-        "sasl.oauthbearer.config",
-        "credential",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
-}
 
 /// Checks that the brokers answer, within `timeout`, with the security settings every client
 /// uses. librdkafka reports a refused login, a failed TLS handshake or a listener speaking another
@@ -318,6 +161,7 @@ impl ClientContext for Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::kafka::is_secret_option;
 
     /// librdkafka takes OAUTHBEARER's OIDC client-credentials settings (it needs curl for them).
     /// No identity provider runs on the stack, so no token is ever fetched.

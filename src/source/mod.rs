@@ -5,6 +5,7 @@
 pub mod client;
 
 use crate::config::KafkaConfig;
+use crate::telemetry::{Event, Telemetry};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
@@ -171,8 +172,8 @@ const FETCH_PROBLEM_SHOWN: Duration = Duration::from_secs(30);
 /// on its partition can be read, so no later offset is committed and nothing is lost; but the
 /// partition is stuck until someone acts, so it is logged once (not at every retry), counted in
 /// `ripple_fetch_errors_total{kind="decompression"}`, and `/readyz` fails while it lasts.
-#[derive(Default)]
 struct FetchProblem {
+    telemetry: Telemetry,
     state: Mutex<FetchProblemState>,
 }
 
@@ -184,12 +185,9 @@ struct FetchProblemState {
 
 impl FetchProblem {
     fn report(&self, reason: &str) {
-        crate::metrics::metrics()
-            .fetch_errors
-            .get_or_create(&crate::metrics::KindLabels {
-                kind: "decompression",
-            })
-            .inc();
+        self.telemetry.emit(Event::FetchError {
+            kind: "decompression",
+        });
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // One entry per damaged batch seen; a run that meets thousands forgets the old ones.
         if state.logged.len() >= 1024 {
@@ -335,6 +333,7 @@ impl KafkaSource {
     pub async fn connect(
         config: &KafkaConfig,
         start: Option<Arc<dyn StartPositions>>,
+        telemetry: Telemetry,
     ) -> Result<Self, SourceError> {
         let mut cc = client::client_config(config, "ripple", client::Role::Consumer)?;
         cc.set("group.id", &config.group_id)
@@ -362,7 +361,10 @@ impl KafkaSource {
         let context = RebalanceContext {
             applied: applied.clone(),
             start,
-            fetch_problem: FetchProblem::default(),
+            fetch_problem: FetchProblem {
+                telemetry,
+                state: Mutex::default(),
+            },
         };
         let consumer: RippleConsumer = cc
             .create_with_context(context)
@@ -441,7 +443,7 @@ impl KafkaSource {
     }
 
     /// A check that the brokers answer (a metadata request), for readiness probes. Blocking.
-    pub fn reachability(&self) -> crate::metrics::Probe {
+    pub fn reachability(&self) -> Arc<dyn Fn() -> Result<(), String> + Send + Sync> {
         let consumer = self.consumer.clone();
         Arc::new(move || {
             consumer
@@ -454,13 +456,14 @@ impl KafkaSource {
         })
     }
 
-    /// Publishes each assigned partition's lag (records not yet applied) every 5 s, until
-    /// dropped. Partitions no longer assigned are taken off.
-    pub fn report_lag(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// Reports each assigned partition's lag (records not yet applied) every 5 s, until dropped.
+    pub fn report_lag(
+        &self,
+        telemetry: Telemetry,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let consumer = self.consumer.clone();
         let applied = self.applied.clone();
         async move {
-            let mut shown: HashSet<(String, i32)> = HashSet::new();
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let c = consumer.clone();
@@ -469,20 +472,7 @@ impl KafkaSource {
                 let Ok(Ok(lags)) = lags else {
                     continue;
                 };
-                crate::dashboard::live().set_lag(&lags);
-                let lag = &crate::metrics::metrics().lag;
-                let now: HashSet<(String, i32)> = lags.iter().map(|(p, _)| p.clone()).collect();
-                for (topic, partition) in shown.difference(&now) {
-                    lag.remove(&crate::metrics::PartitionLabels {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    });
-                }
-                for ((topic, partition), l) in lags {
-                    lag.get_or_create(&crate::metrics::PartitionLabels { topic, partition })
-                        .set(l);
-                }
-                shown = now;
+                telemetry.emit(Event::Lag { lags: &lags });
             }
         }
     }

@@ -4,6 +4,7 @@
 use super::VerifyError;
 use super::compare::{
     Column, KeyOrder, KeyType, KeyedRow, RowStore, RowStream, Scan, SourceTable, TableName,
+    is_timetz,
 };
 use super::quote_ident;
 use crate::config::mask_url;
@@ -289,7 +290,7 @@ fn decode(row: &PgRow, keys: usize) -> Result<KeyedRow, sqlx::Error> {
 
 impl PgStore {
     /// Every row of `table`, each column in the text form read-back verification parses (see
-    /// `readback::select_expression`), in no particular order.
+    /// `select_expression`), in no particular order.
     pub fn text_rows<'a>(
         &'a self,
         table: &'a SourceTable,
@@ -297,12 +298,7 @@ impl PgStore {
         let select: Vec<String> = table
             .columns
             .iter()
-            .map(|c| {
-                super::readback::select_expression(
-                    &format!("t.{}", quote_ident(&c.name)),
-                    &c.type_name,
-                )
-            })
+            .map(|c| select_expression(&format!("t.{}", quote_ident(&c.name)), &c.type_name))
             .collect();
         let sql = format!(
             "SELECT {} FROM {} AS t",
@@ -374,6 +370,36 @@ impl RowStore for PgStore {
         .await
         .map_err(query_error(format!("counting {table} in {}", self.label)))?;
         Ok(n as u64)
+    }
+}
+
+/// The text form verify reads a column in: PostgreSQL's output function (blank-padded `char(n)`
+/// keeps its padding, as Debezium sends it), and JSON for arrays.
+pub(crate) fn select_expression(column: &str, type_name: &str) -> String {
+    if type_name.ends_with("[]") {
+        format!("to_json({column})::text")
+    } else if type_name == "hstore" {
+        // Debezium sends an hstore as a JSON object (or a Connect map, the same JSON).
+        format!("hstore_to_json({column})::text")
+    } else if type_name == "money" {
+        // Debezium sends money as a decimal, without the currency symbol.
+        format!("{column}::numeric::text")
+    } else if type_name.starts_with("interval") {
+        // Debezium's interval.handling.mode=string form: every part present, seconds trimmed.
+        format!(
+            "CASE WHEN {column} IS NULL THEN NULL ELSE format('P%sY%sM%sDT%sH%sM%sS', \
+             extract(year from {column})::int, extract(month from {column})::int, \
+             extract(day from {column})::int, extract(hour from {column})::int, \
+             extract(minute from {column})::int, trim_scale(extract(second from {column}))) END"
+        )
+    } else if is_timetz(type_name) {
+        // Debezium's ZonedTime: the time of day in UTC, fraction without trailing zeros, `Z`.
+        format!(
+            "CASE WHEN {column} IS NULL THEN NULL ELSE \
+             rtrim(rtrim(to_char(({column} AT TIME ZONE 'UTC')::time, 'HH24:MI:SS.US'), '0'), '.') || 'Z' END"
+        )
+    } else {
+        format!("CASE WHEN {column} IS NULL THEN NULL ELSE concat({column}) END")
     }
 }
 

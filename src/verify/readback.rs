@@ -3,7 +3,7 @@
 //! `ReadBack` says whether it holds exactly that. Then the ids the sink holds are listed, so rows
 //! the source no longer has show up as extra.
 
-use super::compare::{SourceTable, is_timetz};
+use super::compare::SourceTable;
 use super::postgres::PgStore;
 use super::{TableReport, VerifyError};
 use crate::route::RouteOptions;
@@ -356,36 +356,6 @@ fn parse_array(json_text: &str, element: &str) -> Value {
                 .collect(),
         ),
         _ => Value::Text(json_text.to_string()),
-    }
-}
-
-/// The text form verify reads a column in: PostgreSQL's output function (blank-padded `char(n)`
-/// keeps its padding, as Debezium sends it), and JSON for arrays.
-pub(crate) fn select_expression(column: &str, type_name: &str) -> String {
-    if type_name.ends_with("[]") {
-        format!("to_json({column})::text")
-    } else if type_name == "hstore" {
-        // Debezium sends an hstore as a JSON object (or a Connect map, the same JSON).
-        format!("hstore_to_json({column})::text")
-    } else if type_name == "money" {
-        // Debezium sends money as a decimal, without the currency symbol.
-        format!("{column}::numeric::text")
-    } else if type_name.starts_with("interval") {
-        // Debezium's interval.handling.mode=string form: every part present, seconds trimmed.
-        format!(
-            "CASE WHEN {column} IS NULL THEN NULL ELSE format('P%sY%sM%sDT%sH%sM%sS', \
-             extract(year from {column})::int, extract(month from {column})::int, \
-             extract(day from {column})::int, extract(hour from {column})::int, \
-             extract(minute from {column})::int, trim_scale(extract(second from {column}))) END"
-        )
-    } else if is_timetz(type_name) {
-        // Debezium's ZonedTime: the time of day in UTC, fraction without trailing zeros, `Z`.
-        format!(
-            "CASE WHEN {column} IS NULL THEN NULL ELSE \
-             rtrim(rtrim(to_char(({column} AT TIME ZONE 'UTC')::time, 'HH24:MI:SS.US'), '0'), '.') || 'Z' END"
-        )
-    } else {
-        format!("CASE WHEN {column} IS NULL THEN NULL ELSE concat({column}) END")
     }
 }
 

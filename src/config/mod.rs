@@ -1,6 +1,10 @@
 //! `ripple.toml`: the typed configuration and its start-up validation. Every error names the key to
 //! fix; secrets may come from the environment and are masked whenever the config is printed.
 
+pub mod kafka;
+
+pub use kafka::{KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism};
+
 use regex::Regex;
 use ripple_sink::TlsFiles;
 use ripple_sink::{ConfigError, TableRef};
@@ -132,6 +136,44 @@ pub struct AvroConfig {
     pub tls: TlsFiles,
 }
 
+impl AvroConfig {
+    /// What fetches writer schemas from this registry, with its CA and credentials read; errors
+    /// name the key.
+    pub fn schema_fetcher(&self) -> Result<crate::decode::avro::SchemaFetcher, ConfigError> {
+        let key = "decode.avro";
+        let ca = match self.tls.read(key)?.ca {
+            Some(pem) => Some(reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                ConfigError::new(
+                    "decode.avro.tls.ca_file",
+                    format!("cannot be read as a certificate: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        let password = ripple_sink::read_secret(
+            key,
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )?;
+        let auth = match (&self.username, password) {
+            (Some(user), password) => Some((
+                user.clone(),
+                password.unwrap_or_else(|| ripple_sink::Secret::new("")),
+            )),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "decode.avro.username",
+                    "is required with password_env or password_file",
+                ));
+            }
+        };
+        crate::decode::avro::SchemaFetcher::new(&self.registry_url, ca, auth)
+            .map_err(|e| ConfigError::new(key, format!("cannot build an HTTP client for it: {e}")))
+    }
+}
+
 /// `[decode.schemaless]`: where the column types of records without schemas come from, and the
 /// connector's handling modes, which decide how Debezium encoded each type.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -237,113 +279,6 @@ pub enum Tolerance {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// `host:port[,host:port…]`
-    pub brokers: String,
-    #[serde(default = "default_group_id")]
-    pub group_id: String,
-    /// Topics to consume: exact names, or regular expressions starting with `^`.
-    pub topics: Vec<String>,
-    /// Where a new consumer group starts: `earliest` (default) or `latest`.
-    #[serde(default = "default_offset_reset")]
-    pub auto_offset_reset: String,
-    /// TLS to the brokers (`security.protocol` SSL, or SASL_SSL with `[kafka.sasl]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<KafkaTls>,
-    /// SASL authentication (SASL_PLAINTEXT, or SASL_SSL with `[kafka.tls]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sasl: Option<KafkaSasl>,
-    /// Extra librdkafka properties, passed through as they are (they win over the typed keys).
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-}
-
-/// `[kafka.tls]`: present means the brokers are spoken to over TLS.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaTls {
-    /// PEM file of the CA that signed the brokers' certificates (default: the system's store).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (PEM), for brokers that authenticate clients by certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<PathBuf>,
-    /// The password of an encrypted `key_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_password_env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_password_file: Option<PathBuf>,
-    /// Check that a broker's certificate names the host connected to (default true).
-    #[serde(default = "yes")]
-    pub verify_hostname: bool,
-}
-
-impl KafkaTls {
-    pub fn files(&self) -> TlsFiles {
-        TlsFiles {
-            ca_file: self.ca_file.clone(),
-            cert_file: self.cert_file.clone(),
-            key_file: self.key_file.clone(),
-        }
-    }
-}
-
-/// `[kafka.sasl]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSasl {
-    pub mechanism: SaslMechanism,
-    /// PLAIN and SCRAM: the user, and its password from `password_env` or `password_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// OAUTHBEARER through OIDC client credentials: the token endpoint, the client, its secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oidc_endpoint_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum SaslMechanism {
-    #[serde(rename = "PLAIN")]
-    Plain,
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-    #[serde(rename = "OAUTHBEARER")]
-    OauthBearer,
-}
-
-impl SaslMechanism {
-    pub fn as_librdkafka(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-            SaslMechanism::OauthBearer => "OAUTHBEARER",
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// `postgres://user@host:port/db`; the password is given through `password_env` or
     /// `password_file`.
@@ -443,12 +378,6 @@ pub struct RouteConfig {
     pub rename: BTreeMap<String, String>,
 }
 
-fn default_group_id() -> String {
-    "ripple".into()
-}
-fn default_offset_reset() -> String {
-    "earliest".into()
-}
 fn default_batch_size() -> usize {
     10_000
 }
@@ -548,11 +477,8 @@ impl Config {
                 "must list at least one host:port",
             ));
         }
-        crate::source::client::client_config(
-            &self.kafka,
-            "ripple",
-            crate::source::client::Role::Consumer,
-        )?;
+        // The settings as librdkafka will take them: files and secrets read, SASL and TLS combined.
+        kafka::client_config(&self.kafka, "ripple", kafka::Role::Consumer)?;
         if self.kafka.topics.is_empty() {
             return Err(ConfigError::new(
                 "kafka.topics",
@@ -730,7 +656,7 @@ impl Config {
             s.url = mask_url(&s.url);
         }
         for (key, value) in copy.kafka.options.iter_mut() {
-            if crate::source::client::is_secret_option(key) {
+            if kafka::is_secret_option(key) {
                 *value = "****".into();
             }
         }
