@@ -2,9 +2,8 @@
 //! The only other store code the engine uses is for its source, which is a PostgreSQL database:
 //! it is reached, and its catalog read, with the postgres crate's code, so both agree.
 
-use ripple_sink::{ColumnCatalog, ConfigError, SinkFactory, TlsFiles};
+use ripple_sink::{ColumnCatalog, ConfigError, PostgresAddress, SinkFactory};
 use sqlx::postgres::PgConnectOptions;
-use std::path::Path;
 use std::sync::Arc;
 
 pub fn builtin() -> Vec<Arc<dyn SinkFactory>> {
@@ -15,28 +14,20 @@ pub fn builtin() -> Vec<Arc<dyn SinkFactory>> {
     ]
 }
 
-/// The keys a PostgreSQL connection is configured with, in `[source]` as in a postgres sink.
-pub struct PostgresKeys<'a> {
-    pub url: &'a str,
-    pub password_env: Option<&'a str>,
-    pub password_file: Option<&'a Path>,
-    pub sslmode: Option<&'a str>,
-    pub tls: &'a TlsFiles,
-}
-
-/// Connection options for the source database; errors name `<key_prefix>.<key>`.
+/// Connection options for a PostgreSQL database (the source, or a replica verify reads);
+/// errors name `<key_prefix>.<key>`.
 pub fn postgres_options(
     key_prefix: &str,
-    keys: PostgresKeys<'_>,
+    address: &PostgresAddress,
 ) -> Result<PgConnectOptions, ConfigError> {
     ripple_sink_postgres::connect_options(
         key_prefix,
         ripple_sink_postgres::ConnectKeys {
-            url: keys.url,
-            password_env: keys.password_env,
-            password_file: keys.password_file,
-            sslmode: keys.sslmode,
-            tls: keys.tls,
+            url: &address.url,
+            password_env: address.password_env.as_deref(),
+            password_file: address.password_file.as_deref(),
+            sslmode: address.sslmode.as_deref(),
+            tls: &address.tls,
         },
     )
 }

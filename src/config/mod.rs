@@ -341,16 +341,18 @@ impl Default for PipelineConfig {
 impl SourceConfig {
     /// Connection options for the source database; errors name `source.<key>`.
     pub fn connect_options(&self) -> Result<sqlx::postgres::PgConnectOptions, ConfigError> {
-        crate::registry::postgres_options(
-            "source",
-            crate::registry::PostgresKeys {
-                url: &self.url,
-                password_env: self.password_env.as_deref(),
-                password_file: self.password_file.as_deref(),
-                sslmode: self.sslmode.as_deref(),
-                tls: &self.tls,
-            },
-        )
+        crate::registry::postgres_options("source", &self.address())
+    }
+
+    /// The connection keys, as one PostgreSQL address.
+    pub fn address(&self) -> ripple_sink::PostgresAddress {
+        ripple_sink::PostgresAddress {
+            url: self.url.clone(),
+            password_env: self.password_env.clone(),
+            password_file: self.password_file.clone(),
+            sslmode: self.sslmode.clone(),
+            tls: self.tls.clone(),
+        }
     }
 }
 

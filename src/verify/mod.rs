@@ -15,7 +15,6 @@ use crate::route::{RouteOptions, Router};
 use compare::{ColumnMap, RowStore, SourceTable, TableName};
 use postgres::{PgAddress, PgStore};
 use ripple_sink::{Sink, TableRef, Target};
-use ripple_sink_postgres::TargetTable;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -88,16 +87,16 @@ pub enum VerifyError {
     },
 }
 
-/// The one identifier-quoting helper, shared with the postgres sink.
-pub use ripple_sink_postgres::ident as quote_ident;
+/// An SQL identifier in double quotes (a quote inside doubled), as PostgreSQL reads it.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 /// A sink verify can read back.
 enum VerifySink {
-    /// A replica database: compared by a merge-join of both sides in key order.
-    Postgres {
-        name: String,
-        config: Box<ripple_sink_postgres::PostgresSinkConfig>,
-    },
+    /// A replica database (`Sink::postgres_replica`): compared by a merge-join of both sides in
+    /// key order.
+    Postgres { name: String, sink: Arc<dyn Sink> },
     /// Any other sink that implements `ReadBack`.
     ReadBack { name: String, sink: Arc<dyn Sink> },
 }
@@ -180,15 +179,19 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
     for sink in &sinks {
         let sink_id = sink_names.iter().position(|n| n == sink.name());
         let replica = match sink {
-            VerifySink::Postgres { name, config } => Some(
-                PgStore::connect(PgAddress {
-                    what: format!("sink {name:?}"),
-                    key: format!("sinks.{name}"),
-                    url: &config.url,
-                    options: config.connect_options(&format!("sinks.{name}")),
-                })
-                .await?,
-            ),
+            VerifySink::Postgres { name, sink } => {
+                let replica = sink.postgres_replica().expect("selected as a replica");
+                let address = replica.address();
+                Some(
+                    PgStore::connect(PgAddress {
+                        what: format!("sink {name:?}"),
+                        key: replica.key_prefix().to_string(),
+                        url: &address.url,
+                        options: crate::registry::postgres_options(replica.key_prefix(), address),
+                    })
+                    .await?,
+                )
+            }
             VerifySink::ReadBack { .. } => None,
         };
         for table in &tables {
@@ -211,8 +214,11 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
             let target = Target::of(&source_ref).with_template(options.target.as_deref());
             let table_started = Instant::now();
             let mut result = match (sink, &replica) {
-                (VerifySink::Postgres { config: pg, .. }, Some(replica)) => {
-                    let into = TargetTable::resolve(target, pg);
+                (VerifySink::Postgres { sink: s, .. }, Some(replica)) => {
+                    let into = s
+                        .postgres_replica()
+                        .expect("selected as a replica")
+                        .table_for(target);
                     let target_name = TableName {
                         schema: into.namespace,
                         name: into.name,
@@ -359,7 +365,6 @@ async fn select_sinks(
         if !args.sinks.is_empty() && !args.sinks.contains(name) {
             continue;
         }
-        let key = |k: &str| format!("sinks.{name}.{k}");
         let kind = section.get("type").and_then(|v| v.as_str()).unwrap_or("");
         if !args.sinks.contains(name) && !config.routes.iter().any(|r| r.sinks.contains(name)) {
             skipped.push(SkippedSink {
@@ -369,68 +374,43 @@ async fn select_sinks(
             });
             continue;
         }
-        if kind != "postgres" {
-            let built = match factories.iter().find(|f| f.kind() == kind) {
-                Some(f) => Some(
-                    f.build(name, &format!("sinks.{name}"), section.clone())
-                        .await
-                        .map_err(|e| VerifyError::Config {
-                            key: e.key,
-                            message: e.message,
-                        })?,
-                ),
-                None => None,
-            };
-            match built {
-                Some(sink) if sink.read_back().is_some() => {
-                    sinks.push(VerifySink::ReadBack {
-                        name: name.clone(),
-                        sink,
-                    });
-                }
-                _ if args.sinks.contains(name) => {
-                    return Err(VerifyError::UnsupportedSink {
-                        name: name.clone(),
-                        kind: kind.into(),
-                    });
-                }
-                _ => skipped.push(SkippedSink {
-                    sink: name.clone(),
-                    kind: kind.into(),
-                    reason: format!("verify cannot read back type = {kind:?}"),
-                }),
-            }
-            continue;
-        }
-        let text = |k: &str| -> Result<Option<String>, VerifyError> {
-            match section.get(k) {
-                None => Ok(None),
-                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(VerifyError::Config {
-                    key: key(k),
-                    message: "must be a string".into(),
-                }),
-            }
+        let factory = factories.iter().find(|f| f.kind() == kind);
+        let built = match factory {
+            Some(f) => Some(
+                f.build(name, &format!("sinks.{name}"), section.clone())
+                    .await
+                    .map_err(|e| VerifyError::Config {
+                        key: e.key,
+                        message: e.message,
+                    })?,
+            ),
+            None => None,
         };
-        text("url")?.ok_or_else(|| VerifyError::Config {
-            key: key("url"),
-            message: "is not set: verify needs the replica's postgres://user@host:port/db".into(),
-        })?;
-        if text("schema")?.as_deref() == Some("") {
-            return Err(VerifyError::Config {
-                key: key("schema"),
-                message: "cannot be empty: leave it out to keep each table's source schema".into(),
-            });
+        match built {
+            Some(sink) if sink.postgres_replica().is_some() => {
+                sinks.push(VerifySink::Postgres {
+                    name: name.clone(),
+                    sink,
+                });
+            }
+            Some(sink) if sink.read_back().is_some() => {
+                sinks.push(VerifySink::ReadBack {
+                    name: name.clone(),
+                    sink,
+                });
+            }
+            _ if args.sinks.contains(name) => {
+                return Err(VerifyError::UnsupportedSink {
+                    name: name.clone(),
+                    kind: kind.into(),
+                });
+            }
+            _ => skipped.push(SkippedSink {
+                sink: name.clone(),
+                kind: kind.into(),
+                reason: format!("verify cannot read back type = {kind:?}"),
+            }),
         }
-        let pg_config = ripple_sink::parse_section(&format!("sinks.{name}"), section.clone())
-            .map_err(|e| VerifyError::Config {
-                key: e.key,
-                message: e.message,
-            })?;
-        sinks.push(VerifySink::Postgres {
-            name: name.clone(),
-            config: Box::new(pg_config),
-        });
     }
     if sinks.is_empty() {
         return Err(VerifyError::NoSinks {

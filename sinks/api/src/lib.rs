@@ -6,6 +6,7 @@ mod catalog;
 mod error;
 mod event;
 mod render;
+mod replica;
 mod secret;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -18,6 +19,7 @@ pub use event::{
     Version, keyless_refused,
 };
 pub use render::{absent_field, json_difference, json_rows_equal, to_json, to_text};
+pub use replica::{PostgresAddress, PostgresReplica};
 pub use secret::{Secret, TlsFiles, TlsMaterial, read_secret};
 pub use value::Value;
 
@@ -85,6 +87,12 @@ pub trait Sink: Send + Sync {
 
     /// Reading rows back, for `ripple verify`; `None` when this sink cannot.
     fn read_back(&self) -> Option<&dyn ReadBack> {
+        None
+    }
+
+    /// For a sink whose store is a PostgreSQL database of the source's tables: how `ripple
+    /// verify` reaches it to merge-join it with the source (it wins over `read_back`).
+    fn postgres_replica(&self) -> Option<&dyn PostgresReplica> {
         None
     }
 

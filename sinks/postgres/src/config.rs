@@ -113,6 +113,17 @@ pub fn address(options: &PgConnectOptions) -> String {
 }
 
 impl PostgresSinkConfig {
+    /// The connection keys, as verify reaches the replica with them.
+    pub fn address(&self) -> ripple_sink::PostgresAddress {
+        ripple_sink::PostgresAddress {
+            url: self.url.clone(),
+            password_env: self.password_env.clone(),
+            password_file: self.password_file.clone(),
+            sslmode: self.sslmode.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
     pub fn connect_options(&self, key_prefix: &str) -> Result<PgConnectOptions, ConfigError> {
         let options = connect_options(
             key_prefix,
@@ -124,6 +135,12 @@ impl PostgresSinkConfig {
                 tls: &self.tls,
             },
         )?;
+        if self.schema.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.schema"),
+                "cannot be empty: leave it out to keep each table's source schema",
+            ));
+        }
         if self.max_connections == 0 {
             return Err(ConfigError::new(
                 format!("{key_prefix}.max_connections"),

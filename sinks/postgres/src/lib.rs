@@ -71,6 +71,9 @@ pub struct PostgresSink {
     bookkeeping_ready: AtomicBool,
     config: PostgresSinkConfig,
     plans: PlanCache,
+    /// For verify: the section's connection keys, and its path.
+    address: ripple_sink::PostgresAddress,
+    key_prefix: String,
 }
 
 impl PostgresSink {
@@ -84,10 +87,13 @@ impl PostgresSink {
             .max_connections(config.max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_lazy_with(options.clone());
+        let address = config.address();
         Ok(Self {
             name: name.to_string(),
             pool,
             options,
+            address,
+            key_prefix: key_prefix.to_string(),
             config,
             plans: PlanCache::default(),
             bookkeeping_ready: AtomicBool::new(false),
@@ -382,6 +388,21 @@ async fn store_offsets(
     Ok(())
 }
 
+impl ripple_sink::PostgresReplica for PostgresSink {
+    fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    fn address(&self) -> &ripple_sink::PostgresAddress {
+        &self.address
+    }
+
+    fn table_for(&self, target: Target<'_>) -> ripple_sink::TableRef {
+        let into = TargetTable::resolve(target, &self.config);
+        ripple_sink::TableRef::new(into.namespace, into.name)
+    }
+}
+
 #[async_trait]
 impl Sink for PostgresSink {
     fn name(&self) -> &str {
@@ -401,6 +422,10 @@ impl Sink for PostgresSink {
 
     fn check_target(&self, template: &str) -> Result<(), String> {
         TargetTable::check(template)
+    }
+
+    fn postgres_replica(&self) -> Option<&dyn ripple_sink::PostgresReplica> {
+        Some(self)
     }
 
     async fn stored_offsets(&self) -> Result<Option<Vec<StoredOffset>>, SinkError> {
