@@ -13,13 +13,12 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
 use crate::server::Readiness;
-use crate::source::{Applied, KafkaSource, Partition, RippleConsumer, SourceError, StartPositions};
+use crate::source::{Applied, Fetched, KafkaSource, Partition, SourceError, StartPositions};
 use crate::telemetry::{Event, Subscriber, Telemetry};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
-use rdkafka::error::KafkaResult;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use ripple_sink::{ColumnCatalog, ConfigError, Sink, SinkError, SinkFactory};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -368,6 +367,7 @@ impl Engine {
             dead_letters,
             decoder,
             telemetry: telemetry.clone(),
+            revoked: Vec::new(),
             topics: HashSet::new(),
             batch_size: config.pipeline.batch_size,
             linger: Duration::from_millis(config.pipeline.batch_linger_ms),
@@ -379,13 +379,16 @@ impl Engine {
             requested: false,
         };
 
+        let mut records = source
+            .take_records()
+            .expect("an engine runs its source once");
         loop {
             if stop.requested {
                 break;
             }
             let first = tokio::select! {
                 _ = &mut stop.signal => break,
-                m = source.consumer().recv() => m,
+                m = records.recv() => m.ok_or(EngineError::Source(SourceError::Stopped))?,
                 _ = tokio::time::sleep(idle) => {
                     // Only a finished batch is settled here: one still waiting for a sink is waited
                     // for below, with consumption paused.
@@ -399,11 +402,11 @@ impl Engine {
                 }
             };
             progress.first_record.get_or_insert_with(Instant::now);
-            let (mut batch, mut failure) = collector
-                .collect(source.consumer(), &mut router, first)
-                .await?;
+            let (mut batch, mut failure) =
+                collector.collect(&mut records, &mut router, first).await?;
             // The previous batch must be durable before this one starts: per-key order.
             let waiting = Waiting {
+                records: &mut records,
                 collector: &mut collector,
                 router: &mut router,
                 batch: &mut batch,
@@ -416,10 +419,7 @@ impl Engine {
                 break;
             }
             // A revocation can also come in a poll that returned nothing.
-            let revoked = source.applied().take_revoked();
-            if !revoked.is_empty() {
-                batch.forget(&revoked);
-            }
+            collector.note_revoked(&mut batch);
             for (topic, n) in batch.records.drain(..) {
                 telemetry.emit(Event::Consumed {
                     topic: &topic,
@@ -519,6 +519,7 @@ struct Stop<'a> {
 
 /// The next batch, ready while the previous one is still being applied.
 struct Waiting<'a> {
+    records: &'a mut tokio::sync::mpsc::Receiver<Fetched>,
     collector: &'a mut Collector,
     router: &'a mut Router,
     batch: &'a mut Batch,
@@ -569,7 +570,15 @@ impl Progress {
                     paused = true;
                     tracing::warn!("a sink is slow or down: consumption paused until the batch in hand is applied");
                 }
-                m = source.consumer().recv(), if paused || room => {
+                // select! builds every branch's future, enabled or not: without a waiting batch
+                // this one never resolves (and is never polled).
+                m = async {
+                    match next.as_mut() {
+                        Some(w) => w.records.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if paused || room => {
+                    let m = m.ok_or(EngineError::Source(SourceError::Stopped))?;
                     let w = next.as_mut().expect("records are taken only into a waiting batch");
                     if w.failure.is_none() {
                         *w.failure = w.collector.take(w.batch, w.router, m).await?;
@@ -632,6 +641,8 @@ struct Collector {
     dead_letters: Option<Arc<DeadLetters>>,
     decoder: ResolvingDecoder,
     telemetry: Telemetry,
+    /// Partitions revoked, each with the first generation whose records of it are current.
+    revoked: Vec<((String, i32), u64)>,
     topics: HashSet<Arc<str>>,
     batch_size: usize,
     linger: Duration,
@@ -647,9 +658,9 @@ impl Collector {
     /// the failure.
     async fn collect(
         &mut self,
-        consumer: &RippleConsumer,
+        records: &mut tokio::sync::mpsc::Receiver<Fetched>,
         router: &mut Router,
-        first: KafkaResult<BorrowedMessage<'_>>,
+        first: Fetched,
     ) -> Result<(Batch, Option<PipelineError>), EngineError> {
         let mut batch = Batch::default();
         let deadline = tokio::time::Instant::now() + self.linger;
@@ -661,9 +672,10 @@ impl Collector {
             if self.full(&batch) {
                 break;
             }
-            next = tokio::time::timeout_at(deadline, consumer.recv())
+            next = tokio::time::timeout_at(deadline, records.recv())
                 .await
-                .ok();
+                .ok()
+                .flatten();
         }
         Ok((batch, None))
     }
@@ -674,15 +686,10 @@ impl Collector {
         &mut self,
         batch: &mut Batch,
         router: &mut Router,
-        message: KafkaResult<BorrowedMessage<'_>>,
+        fetched: Fetched,
     ) -> Result<Option<PipelineError>, EngineError> {
-        // A revocation happens inside the poll that returned `message`: what the batch holds of
-        // the revoked partitions was fetched before it, `message` after it.
-        let revoked = self.applied.take_revoked();
-        if !revoked.is_empty() {
-            batch.forget(&revoked);
-        }
-        let m = match message {
+        self.note_revoked(batch);
+        let m = match fetched.message {
             Ok(m) => m,
             // librdkafka reconnects and retries by itself; what it reports here (a topic not
             // created yet, a broker going away) passes unless it says it is fatal.
@@ -692,6 +699,9 @@ impl Collector {
             }
             Err(e) => return Err(SourceError::from(e).into()),
         };
+        if self.stale(&m, fetched.generation) {
+            return Ok(None);
+        }
         let Err(e) = self.add(batch, router, &m).await else {
             return Ok(None);
         };
@@ -721,6 +731,33 @@ impl Collector {
         Ok(None)
     }
 
+    /// Takes in the revocations since the last look: what the batch holds of those partitions
+    /// goes (the next owner reads it from the last commit), and so do records of them polled
+    /// before the revocation that are still on their way.
+    fn note_revoked(&mut self, batch: &mut Batch) {
+        let revoked = self.applied.take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let partitions: Vec<(String, i32)> = revoked.iter().map(|(p, _)| p.clone()).collect();
+        batch.forget(&partitions);
+        for (p, generation) in revoked {
+            match self.revoked.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, g)) => *g = (*g).max(generation),
+                None => self.revoked.push((p, generation)),
+            }
+        }
+    }
+
+    /// Whether `m` was polled before its partition was last revoked.
+    fn stale(&self, m: &OwnedMessage, generation: u64) -> bool {
+        !self.revoked.is_empty()
+            && self
+                .revoked
+                .iter()
+                .any(|((t, p), g)| generation < *g && *p == m.partition() && t == m.topic())
+    }
+
     /// The one shared name of a topic, so batches compare topics by pointer.
     fn topic(&mut self, name: &str) -> Arc<str> {
         match self.topics.get(name) {
@@ -737,7 +774,7 @@ impl Collector {
         &mut self,
         batch: &mut Batch,
         router: &mut Router,
-        message: &BorrowedMessage<'_>,
+        message: &OwnedMessage,
     ) -> Result<(), PipelineError> {
         let topic = self.topic(message.topic());
         let record = Record {

@@ -8,14 +8,26 @@ use crate::route::Router;
 use crate::source::StartPositions;
 use ripple_sink::{ConfigError, Sink, SinkError, StoredOffset};
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long an assignment waits for the stores' offsets before falling back to Kafka's.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Answers the rebalance callback (on the poll thread) with the stores' offsets, which a task on
+/// the runtime reads: the callback waits for the answer, the runtime's workers never block.
 pub struct StoredStart {
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
+}
+
+/// Partitions just assigned, and where to send their start offsets.
+type Request = (
+    Vec<(String, i32)>,
+    std::sync::mpsc::SyncSender<Vec<((String, i32), i64)>>,
+);
+
+/// What the reading task holds.
+struct Reader {
     sinks: Vec<Arc<dyn Sink>>,
     /// By sink id: whether it keeps offsets.
     keeps: Vec<bool>,
@@ -42,13 +54,39 @@ impl StoredStart {
         let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         let router = Router::new(config, &names)
             .map_err(|e: ConfigError| (String::new(), SinkError::permanent(e.to_string())))?;
-        Ok(Some(Self {
+        let reader = Reader {
             sinks: sinks.to_vec(),
             keeps,
             router: Mutex::new(router),
-        }))
+        };
+        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Request>();
+        tokio::spawn(async move {
+            while let Some((partitions, reply)) = incoming.recv().await {
+                // The callback may have given up waiting: nothing to answer then.
+                let _ = reply.send(reader.positions(&partitions).await);
+            }
+        });
+        Ok(Some(Self { requests }))
     }
+}
 
+impl StartPositions for StoredStart {
+    fn positions(&self, partitions: &[(String, i32)]) -> Vec<((String, i32), i64)> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        if self.requests.send((partitions.to_vec(), reply)).is_err() {
+            return Vec::new();
+        }
+        // A little longer than one sink's read may take, so its own timeout speaks first.
+        answer.recv_timeout(READ_TIMEOUT + Duration::from_secs(2)).unwrap_or_else(|_| {
+            tracing::warn!(
+                "the sinks' offsets did not arrive in time; starting from Kafka's committed offsets"
+            );
+            Vec::new()
+        })
+    }
+}
+
+impl Reader {
     /// The sinks owning `topic`, if every one of them keeps offsets.
     fn owners(&self, topic: &str) -> Option<Vec<usize>> {
         let assignments = self
@@ -59,10 +97,8 @@ impl StoredStart {
         let ids: Vec<usize> = assignments.iter().map(|a| a.sink).collect();
         (!ids.is_empty() && ids.iter().all(|&id| self.keeps[id])).then_some(ids)
     }
-}
 
-impl StartPositions for StoredStart {
-    fn positions(&self, partitions: &[(String, i32)]) -> Vec<((String, i32), i64)> {
+    async fn positions(&self, partitions: &[(String, i32)]) -> Vec<((String, i32), i64)> {
         let owned: Vec<(&(String, i32), Vec<usize>)> = partitions
             .iter()
             .filter_map(|p| self.owners(&p.0).map(|ids| (p, ids)))
@@ -74,7 +110,10 @@ impl StartPositions for StoredStart {
                     continue;
                 }
                 let sink = &self.sinks[id];
-                match block(sink.stored_offsets()) {
+                match tokio::time::timeout(READ_TIMEOUT, sink.stored_offsets())
+                    .await
+                    .ok()
+                {
                     Some(Ok(Some(offsets))) => {
                         stored.insert(id, offsets);
                     }
@@ -108,19 +147,4 @@ impl StartPositions for StoredStart {
             })
             .collect()
     }
-}
-
-/// Runs `future` to completion from the rebalance callback, which librdkafka calls synchronously
-/// inside a poll on a runtime worker. `None` on a single-threaded runtime (it cannot wait there)
-/// or after `READ_TIMEOUT`.
-fn block<T>(future: impl Future<Output = T>) -> Option<T> {
-    let handle = tokio::runtime::Handle::try_current().ok()?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return None;
-    }
-    tokio::task::block_in_place(|| {
-        handle
-            .block_on(tokio::time::timeout(READ_TIMEOUT, future))
-            .ok()
-    })
 }

@@ -1,6 +1,10 @@
 //! The Kafka side: a consumer with manual commits, a reachability check at start-up that names the
 //! broker address, offset commits of what the sinks applied, the rebalance callbacks that commit
 //! before partitions move, and the caught-up check.
+//!
+//! The consumer is polled on a thread of its own, which hands records to the run loop through a
+//! bounded channel. librdkafka runs the rebalance callbacks inside that poll, so they may wait (for
+//! the batch being applied, for the offsets a store keeps) without holding up a runtime worker.
 
 pub mod client;
 
@@ -9,20 +13,35 @@ use crate::telemetry::{Event, Telemetry};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
-    StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A topic partition, as the pipeline tracks it.
 pub type Partition = (Arc<str>, i32);
 
-/// The consumer Ripple runs: librdkafka's stream consumer with Ripple's rebalance callbacks.
-pub type RippleConsumer = StreamConsumer<RebalanceContext>;
+/// The consumer Ripple runs, with Ripple's rebalance callbacks; polled by the poll thread only.
+pub type RippleConsumer = BaseConsumer<RebalanceContext>;
+
+/// A record as the poll thread hands it over, with the assignment generation it was polled in:
+/// one polled before its partition was revoked is stale, even if the partition came back since.
+pub struct Fetched {
+    pub message: KafkaResult<OwnedMessage>,
+    pub generation: u64,
+}
+
+/// Records (and consumer errors) in flight between the poll thread and the run loop. Small: the
+/// loop pauses the partitions for backpressure, and librdkafka's own queue holds the rest.
+const HANDOVER: usize = 256;
+
+/// How long one poll waits for a record before the thread looks whether it should stop.
+const POLL_TICK: Duration = Duration::from_millis(100);
 
 /// How long a revocation waits for the batch being applied before it gives the partitions up with
 /// that batch uncommitted (its events then reach the new owner again, and change nothing).
@@ -39,13 +58,17 @@ pub struct Applied {
     landed: Condvar,
     /// Set with `revoked`, so the loop's per-record check costs no lock.
     any_revoked: AtomicBool,
+    /// Incremented by each revocation; see [`Fetched`].
+    generation: AtomicU64,
 }
 
 #[derive(Default)]
 struct AppliedState {
     in_flight: bool,
     offsets: BTreeMap<Partition, i64>,
-    revoked: Vec<(String, i32)>,
+    /// Revoked partitions, each with the generation that began after: records of it polled in
+    /// an earlier generation are stale.
+    revoked: Vec<((String, i32), u64)>,
     /// Where assigned partitions were told to start (exactly-once), until a record is consumed.
     starts: BTreeMap<(String, i32), i64>,
     /// Whether consumption is paused (backpressure): partitions assigned meanwhile start paused.
@@ -81,8 +104,9 @@ impl Applied {
             .copied()
     }
 
-    /// Partitions revoked since the last call: what the loop still holds of them must go.
-    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+    /// Partitions revoked since the last call, each with the generation that began after it:
+    /// what the loop holds of them, and records of them polled before that generation, must go.
+    pub fn take_revoked(&self) -> Vec<((String, i32), u64)> {
         if !self.any_revoked.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
@@ -90,33 +114,24 @@ impl Applied {
     }
 
     /// Waits up to `grace` for the batch in flight, then returns the applied offsets of `revoked`
-    /// and notes them as revoked.
+    /// and notes them as revoked. Runs on the poll thread (inside the poll), which may wait.
     fn revoke(&self, revoked: &TopicPartitionList, grace: Duration) -> TopicPartitionList {
-        let wait = || {
-            let deadline = Instant::now() + grace;
-            let mut state = self.state();
-            while state.in_flight {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    tracing::warn!(
-                        "partitions revoked while a batch is still being applied: it is given up uncommitted"
-                    );
-                    break;
-                }
-                state = self
-                    .landed
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+        let deadline = Instant::now() + grace;
+        let mut state = self.state();
+        while state.in_flight {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "partitions revoked while a batch is still being applied: it is given up uncommitted"
+                );
+                break;
             }
-            state
-        };
-        // The callback runs inside the loop's poll, on a runtime worker: let the runtime move that
-        // worker's other tasks (the batch being applied among them) while this one waits.
-        let mut state = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-            _ => wait(),
-        };
+            state = self
+                .landed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
         let mut commit = TopicPartitionList::new();
         for ((topic, partition), offset) in &state.offsets {
             if revoked.find_partition(topic, *partition).is_some() {
@@ -132,14 +147,15 @@ impl Applied {
             .offsets
             .retain(|(t, p), _| !gone.contains(&(t.to_string(), *p)));
         state.starts.retain(|k, _| !gone.contains(k));
-        state.revoked.extend(gone);
+        let next = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        state.revoked.extend(gone.into_iter().map(|p| (p, next)));
         self.any_revoked.store(true, Ordering::Release);
         commit
     }
 }
 
 /// Where assigned partitions start when not at Kafka's committed offsets: offsets a store keeps
-/// with its data (exactly-once). Called inside the rebalance, so it may block briefly.
+/// with its data (exactly-once). Called inside the rebalance, on the poll thread, which may wait.
 pub trait StartPositions: Send + Sync {
     /// The next offset to read for those of `partitions` it knows better than Kafka does.
     fn positions(&self, partitions: &[(String, i32)]) -> Vec<((String, i32), i64)>;
@@ -320,11 +336,53 @@ pub enum SourceError {
     Subscribe { topics: Vec<String>, reason: String },
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the Kafka consumer's poll thread stopped")]
+    Stopped,
 }
 
 pub struct KafkaSource {
     consumer: Arc<RippleConsumer>,
     applied: Arc<Applied>,
+    /// What the poll thread hands over, until the run loop takes it.
+    records: Mutex<Option<tokio::sync::mpsc::Receiver<Fetched>>>,
+    /// Tells the poll thread to end.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Polls the consumer until told to stop or the receiving side is gone. librdkafka runs the
+/// rebalance callbacks in here.
+fn poll_loop(
+    consumer: Arc<RippleConsumer>,
+    tx: tokio::sync::mpsc::Sender<Fetched>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Acquire) && !tx.is_closed() {
+        let Some(polled) = consumer.poll(POLL_TICK) else {
+            continue;
+        };
+        // Read after the poll: a revocation served inside it has already moved the generation.
+        let generation = consumer
+            .context()
+            .applied
+            .generation
+            .load(Ordering::Acquire);
+        let message = polled.map(|m: BorrowedMessage<'_>| m.detach());
+        if tx
+            .blocking_send(Fetched {
+                message,
+                generation,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
 }
 
 impl KafkaSource {
@@ -387,11 +445,27 @@ impl KafkaSource {
                 topics: config.topics.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { consumer, applied })
+        let (tx, rx) = tokio::sync::mpsc::channel(HANDOVER);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, halt) = (consumer.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("ripple-poll".into())
+            .spawn(move || poll_loop(c, tx, halt))
+            .map_err(|e| SourceError::Config(format!("cannot start the poll thread: {e}")))?;
+        Ok(Self {
+            consumer,
+            applied,
+            records: Mutex::new(Some(rx)),
+            stop,
+        })
     }
 
-    pub fn consumer(&self) -> &RippleConsumer {
-        &self.consumer
+    /// The records the poll thread hands over, in the order polled; for the one run loop.
+    pub fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Fetched>> {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// What the run loop tells the rebalance callbacks.
