@@ -373,21 +373,24 @@ fn flattened_rows_are_upserts_and_rewritten_deletes() {
 /// update, a delete and a truncate of `public.slprobe`.
 const SCHEMALESS: &str = include_str!("testdata/schemaless-envelopes.jsonl");
 
+/// The columns of `public.slprobe`, the table of the schemaless test records.
+const SLPROBE_COLUMNS: [(&str, &str); 9] = [
+    ("id", "integer"),
+    ("price", "numeric(10,2)"),
+    ("n", "numeric"),
+    ("ts", "timestamp(3) without time zone"),
+    ("tstz", "timestamp with time zone"),
+    ("d", "date"),
+    ("b", "bytea"),
+    ("tags", "text[]"),
+    ("j", "jsonb"),
+];
+
 fn schemaless_decoder() -> Decoder {
     use schemaless::{Modes, PgType};
     let mut types = ColumnTypes::new(Modes::default(), None);
     let t = TableRef::new("public", "slprobe");
-    for (c, ty) in [
-        ("id", "integer"),
-        ("price", "numeric(10,2)"),
-        ("n", "numeric"),
-        ("ts", "timestamp(3) without time zone"),
-        ("tstz", "timestamp with time zone"),
-        ("d", "date"),
-        ("b", "bytea"),
-        ("tags", "text[]"),
-        ("j", "jsonb"),
-    ] {
+    for (c, ty) in SLPROBE_COLUMNS {
         types.declare(t.clone(), c, PgType::parse(ty).unwrap());
     }
     Decoder::new().schemaless(types)
@@ -903,17 +906,7 @@ impl EditableCatalog {
 #[tokio::test]
 async fn a_column_added_in_the_catalog_is_read_before_decoding() {
     let catalog = EditableCatalog::default();
-    for (c, ty) in [
-        ("id", "integer"),
-        ("price", "numeric(10,2)"),
-        ("n", "numeric"),
-        ("ts", "timestamp(3) without time zone"),
-        ("tstz", "timestamp with time zone"),
-        ("d", "date"),
-        ("b", "bytea"),
-        ("tags", "text[]"),
-        ("j", "jsonb"),
-    ] {
+    for (c, ty) in SLPROBE_COLUMNS {
         catalog.add(c, ty);
     }
     let types = ColumnTypes::new(

@@ -7,34 +7,14 @@ use elasticsearch::http::transport::Transport;
 use elasticsearch::indices::IndicesDeleteParts;
 use ripple_sink::testkit::conformance::{Store, Stored, assert_sink_contract};
 use ripple_sink::{Sink, TableRef};
-use ripple_sink_elasticsearch::{ElasticsearchSink, ElasticsearchSinkConfig, JsonFields};
+use ripple_sink_elasticsearch::ElasticsearchSink;
 use serde_json::Value as Json;
 use std::sync::Arc;
 
+mod common;
+use common::{config, url};
+
 const PREFIX: &str = "conformance";
-
-fn url() -> String {
-    std::env::var("RIPPLE_TEST_SEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9251".into())
-}
-
-fn config(url: String) -> ElasticsearchSinkConfig {
-    ElasticsearchSinkConfig {
-        kind: "elasticsearch".into(),
-        url,
-        username: None,
-        password_env: None,
-        api_key_env: None,
-        api_key_file: None,
-        password_file: None,
-        tls: Default::default(),
-        index: format!("{PREFIX}-{{table}}"),
-        bulk_max_docs: 500,
-        bulk_max_bytes: 1 << 20,
-        gc_deletes: "1d".into(),
-        meta_index: format!("{PREFIX}-meta"),
-        json_fields: JsonFields::Stored,
-    }
-}
 
 struct Index {
     sink: ElasticsearchSink,
@@ -57,10 +37,9 @@ impl Store for Index {
     }
 
     fn unreachable(&self) -> Arc<dyn Sink> {
-        Arc::new(
-            ElasticsearchSink::new("down", "sinks.down", config("http://127.0.0.1:1".into()))
-                .unwrap(),
-        )
+        let mut down = config(PREFIX);
+        down.url = "http://127.0.0.1:1".into();
+        Arc::new(ElasticsearchSink::new("down", "sinks.down", down).unwrap())
     }
 
     async fn row(&self, table: &TableRef, id: i64) -> Option<Stored> {
@@ -92,7 +71,7 @@ async fn the_elasticsearch_sink_keeps_the_sink_contract() {
         .delete(IndicesDeleteParts::Index(&[&format!("{PREFIX}-*")]))
         .send()
         .await;
-    let sink = ElasticsearchSink::new("search", "sinks.search", config(url())).unwrap();
+    let sink = ElasticsearchSink::new("search", "sinks.search", config(PREFIX)).unwrap();
     sink.ready().await.unwrap_or_else(|e| {
         panic!(
             "search node at {} is not reachable ({e}): run scripts/stack up",

@@ -9,32 +9,12 @@ use ripple_sink::{
     ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Target, Value,
     Version,
 };
-use ripple_sink_elasticsearch::{ElasticsearchSink, ElasticsearchSinkConfig, JsonFields};
+use ripple_sink_elasticsearch::{ElasticsearchSink, JsonFields};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 
-fn url() -> String {
-    std::env::var("RIPPLE_TEST_SEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9251".into())
-}
-
-fn config(index: &str) -> ElasticsearchSinkConfig {
-    ElasticsearchSinkConfig {
-        kind: "elasticsearch".into(),
-        url: url(),
-        username: None,
-        password_env: None,
-        api_key_env: None,
-        api_key_file: None,
-        password_file: None,
-        tls: Default::default(),
-        index: format!("{index}-{{table}}"),
-        bulk_max_docs: 3,
-        bulk_max_bytes: 1 << 20,
-        gc_deletes: "1d".into(),
-        meta_index: format!("{index}-meta"),
-        json_fields: JsonFields::Stored,
-    }
-}
+mod common;
+use common::{config, url};
 
 async fn sink(index: &str) -> ElasticsearchSink {
     let sink = ElasticsearchSink::new("search", "sinks.search", config(index)).unwrap();
