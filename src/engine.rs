@@ -13,7 +13,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Applier, Batch, PipelineError};
 use crate::route::Router;
 use crate::server::Readiness;
-use crate::source::{Applied, Fetched, KafkaSource, Partition, SourceError, StartPositions};
+use crate::source::{
+    Applied, Fetched, KafkaSource, Partition, Records, SourceError, StartPositions,
+};
 use crate::telemetry::{Event, Subscriber, Telemetry};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
@@ -519,7 +521,7 @@ struct Stop<'a> {
 
 /// The next batch, ready while the previous one is still being applied.
 struct Waiting<'a> {
-    records: &'a mut tokio::sync::mpsc::Receiver<Fetched>,
+    records: &'a mut Records,
     collector: &'a mut Collector,
     router: &'a mut Router,
     batch: &'a mut Batch,
@@ -658,7 +660,7 @@ impl Collector {
     /// the failure.
     async fn collect(
         &mut self,
-        records: &mut tokio::sync::mpsc::Receiver<Fetched>,
+        records: &mut Records,
         router: &mut Router,
         first: Fetched,
     ) -> Result<(Batch, Option<PipelineError>), EngineError> {

@@ -36,9 +36,32 @@ pub struct Fetched {
     pub generation: u64,
 }
 
-/// Records (and consumer errors) in flight between the poll thread and the run loop. Small: the
-/// loop pauses the partitions for backpressure, and librdkafka's own queue holds the rest.
-const HANDOVER: usize = 256;
+/// Records go to the run loop in chunks of up to this many (what one poll round had ready), so a
+/// handover between threads costs little per record.
+const CHUNK: usize = 64;
+
+/// Chunks in flight between the poll thread and the run loop. Small: the loop pauses the
+/// partitions for backpressure, and librdkafka's own queue holds the rest.
+const HANDOVER: usize = 4;
+
+/// The run loop's end of the handover: one record at a time, in the order polled.
+pub struct Records {
+    rx: tokio::sync::mpsc::Receiver<Vec<Fetched>>,
+    ready: std::collections::VecDeque<Fetched>,
+}
+
+impl Records {
+    /// The next record; `None` once the poll thread has stopped. Cancel-safe: a chunk received is
+    /// kept before anything else can be awaited.
+    pub async fn recv(&mut self) -> Option<Fetched> {
+        if let Some(f) = self.ready.pop_front() {
+            return Some(f);
+        }
+        let chunk = self.rx.recv().await?;
+        self.ready.extend(chunk);
+        self.ready.pop_front()
+    }
+}
 
 /// How long one poll waits for a record before the thread looks whether it should stop.
 const POLL_TICK: Duration = Duration::from_millis(100);
@@ -344,7 +367,7 @@ pub struct KafkaSource {
     consumer: Arc<RippleConsumer>,
     applied: Arc<Applied>,
     /// What the poll thread hands over, until the run loop takes it.
-    records: Mutex<Option<tokio::sync::mpsc::Receiver<Fetched>>>,
+    records: Mutex<Option<Records>>,
     /// Tells the poll thread to end.
     stop: Arc<AtomicBool>,
 }
@@ -359,26 +382,37 @@ impl Drop for KafkaSource {
 /// rebalance callbacks in here.
 fn poll_loop(
     consumer: Arc<RippleConsumer>,
-    tx: tokio::sync::mpsc::Sender<Fetched>,
+    tx: tokio::sync::mpsc::Sender<Vec<Fetched>>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut chunk = Vec::with_capacity(CHUNK);
     while !stop.load(Ordering::Acquire) && !tx.is_closed() {
-        let Some(polled) = consumer.poll(POLL_TICK) else {
-            continue;
+        // Wait for the first record of a chunk; take the rest only as far as they are ready.
+        let wait = if chunk.is_empty() {
+            POLL_TICK
+        } else {
+            Duration::ZERO
         };
-        // Read after the poll: a revocation served inside it has already moved the generation.
-        let generation = consumer
-            .context()
-            .applied
-            .generation
-            .load(Ordering::Acquire);
-        let message = polled.map(|m: BorrowedMessage<'_>| m.detach());
-        if tx
-            .blocking_send(Fetched {
+        if let Some(polled) = consumer.poll(wait) {
+            // Read after the poll: a revocation served inside it has already moved the generation.
+            let generation = consumer
+                .context()
+                .applied
+                .generation
+                .load(Ordering::Acquire);
+            let message = polled.map(|m: BorrowedMessage<'_>| m.detach());
+            chunk.push(Fetched {
                 message,
                 generation,
-            })
-            .is_err()
+            });
+            if chunk.len() < CHUNK {
+                continue;
+            }
+        }
+        if !chunk.is_empty()
+            && tx
+                .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .is_err()
         {
             break;
         }
@@ -455,13 +489,16 @@ impl KafkaSource {
         Ok(Self {
             consumer,
             applied,
-            records: Mutex::new(Some(rx)),
+            records: Mutex::new(Some(Records {
+                rx,
+                ready: Default::default(),
+            })),
             stop,
         })
     }
 
     /// The records the poll thread hands over, in the order polled; for the one run loop.
-    pub fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Fetched>> {
+    pub fn take_records(&self) -> Option<Records> {
         self.records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
