@@ -20,7 +20,7 @@ use crate::telemetry::{Event, Subscriber, Telemetry};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use ripple_sink::{ColumnCatalog, ConfigError, Sink, SinkError, SinkFactory};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -752,7 +752,7 @@ impl Collector {
     }
 
     /// Whether `m` was polled before its partition was last revoked.
-    fn stale(&self, m: &OwnedMessage, generation: u64) -> bool {
+    fn stale(&self, m: &BorrowedMessage<'_>, generation: u64) -> bool {
         !self.revoked.is_empty()
             && self
                 .revoked
@@ -776,7 +776,7 @@ impl Collector {
         &mut self,
         batch: &mut Batch,
         router: &mut Router,
-        message: &OwnedMessage,
+        message: &BorrowedMessage<'_>,
     ) -> Result<(), PipelineError> {
         let topic = self.topic(message.topic());
         let record = Record {

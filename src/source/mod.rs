@@ -15,7 +15,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
@@ -32,8 +32,38 @@ pub type RippleConsumer = BaseConsumer<RebalanceContext>;
 /// A record as the poll thread hands it over, with the assignment generation it was polled in:
 /// one polled before its partition was revoked is stale, even if the partition came back since.
 pub struct Fetched {
-    pub message: KafkaResult<OwnedMessage>,
+    pub message: KafkaResult<Polled>,
     pub generation: u64,
+}
+
+/// A record as librdkafka holds it (no copy), with the consumer it came from: the message is
+/// declared first, so it is dropped before the consumer can be.
+pub struct Polled {
+    message: BorrowedMessage<'static>,
+    _consumer: Arc<RippleConsumer>,
+}
+
+impl Polled {
+    fn new(message: BorrowedMessage<'_>, consumer: &Arc<RippleConsumer>) -> Self {
+        // SAFETY: the lifetime only says the message must not outlive its consumer; it holds its
+        // own reference to librdkafka's event (the record's memory), and the `Arc` kept beside it
+        // keeps the consumer alive until after the message is dropped.
+        let message = unsafe {
+            std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(message)
+        };
+        Self {
+            message,
+            _consumer: consumer.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for Polled {
+    type Target = BorrowedMessage<'static>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.message
+    }
 }
 
 /// Records go to the run loop in chunks of up to this many (what one poll round had ready), so a
@@ -400,7 +430,7 @@ fn poll_loop(
                 .applied
                 .generation
                 .load(Ordering::Acquire);
-            let message = polled.map(|m: BorrowedMessage<'_>| m.detach());
+            let message = polled.map(|m| Polled::new(m, &consumer));
             chunk.push(Fetched {
                 message,
                 generation,
