@@ -69,8 +69,15 @@ pub enum VerifyError {
     },
     #[error("{what}: {error}")]
     Query { what: String, error: sqlx::Error },
-    #[error("reading {table} back from a sink: {error}")]
-    Sink { table: String, error: String },
+    /// The store's own words come as the source (printed after this by `{:#}`).
+    #[error("reading {table} back from a sink")]
+    Sink {
+        table: String,
+        #[source]
+        error: ripple_sink::SinkError,
+    },
+    #[error("{table}: the route's column options do not fit it: {message}")]
+    Shape { table: String, message: String },
     #[error("--table {arg:?}: {message}")]
     TableArg { arg: String, message: String },
     #[error(
@@ -213,70 +220,70 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
             let options = route.unwrap_or_default();
             let target = Target::of(&source_ref).with_template(options.target.as_deref());
             let table_started = Instant::now();
-            let mut result = match (sink, &replica) {
-                (VerifySink::Postgres { sink: s, .. }, Some(replica)) => {
-                    let into = s
-                        .postgres_replica()
-                        .expect("selected as a replica")
-                        .table_for(target);
-                    let target_name = TableName {
-                        schema: into.namespace,
-                        name: into.name,
-                    };
-                    let target_columns = replica.columns(&target_name).await?;
-                    if target_columns.is_none() && requested.is_empty() {
-                        report.absent_tables.push(AbsentTable {
-                            sink: sink.name().to_string(),
-                            table: table.name.to_string(),
-                            target: target_name.to_string(),
-                        });
-                        continue;
+            let mut result =
+                match (sink, &replica) {
+                    (VerifySink::Postgres { sink: s, .. }, Some(replica)) => {
+                        let into = s
+                            .postgres_replica()
+                            .expect("selected as a replica")
+                            .table_for(target);
+                        let target_name = TableName {
+                            schema: into.namespace,
+                            name: into.name,
+                        };
+                        let target_columns = replica.columns(&target_name).await?;
+                        if target_columns.is_none() && requested.is_empty() {
+                            report.absent_tables.push(AbsentTable {
+                                sink: sink.name().to_string(),
+                                table: table.name.to_string(),
+                                target: target_name.to_string(),
+                            });
+                            continue;
+                        }
+                        tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
+                        compare::compare_table(
+                            &source,
+                            replica,
+                            table,
+                            &target_name,
+                            target_columns,
+                            &column_map(table, &options)?,
+                            args.samples,
+                        )
+                        .await?
                     }
-                    tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
-                    compare::compare_table(
-                        &source,
-                        replica,
-                        table,
-                        &target_name,
-                        target_columns,
-                        &column_map(table, &options)?,
-                        args.samples,
-                    )
-                    .await?
-                }
-                (VerifySink::ReadBack { sink: s, .. }, _) => {
-                    let read_back = s.read_back().expect("selected for read-back");
-                    let has = read_back
-                        .has_table(target)
-                        .await
-                        .map_err(|e| VerifyError::Sink {
-                            table: table.name.to_string(),
-                            error: e.to_string(),
+                    (VerifySink::ReadBack { sink: s, .. }, _) => {
+                        let read_back = s.read_back().expect("selected for read-back");
+                        let has = read_back.has_table(target).await.map_err(|error| {
+                            VerifyError::Sink {
+                                table: table.name.to_string(),
+                                error,
+                            }
                         })?;
-                    let target_text = read_back.target_name(target);
-                    if !has && requested.is_empty() {
-                        report.absent_tables.push(AbsentTable {
-                            sink: sink.name().to_string(),
-                            table: table.name.to_string(),
-                            target: target_text,
-                        });
-                        continue;
+                        let target_text = read_back.target_name(target);
+                        if !has && requested.is_empty() {
+                            report.absent_tables.push(AbsentTable {
+                                sink: sink.name().to_string(),
+                                table: table.name.to_string(),
+                                target: target_text,
+                            });
+                            continue;
+                        }
+                        tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
+                        let mut r = readback::compare_table(
+                            &source,
+                            read_back,
+                            target,
+                            table,
+                            &options,
+                            args.samples,
+                        )
+                        .await?;
+                        r.target = target_text;
+                        r
                     }
-                    tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
-                    let mut r = readback::compare_table(
-                        &source,
-                        read_back,
-                        target,
-                        table,
-                        &options,
-                        args.samples,
-                    )
-                    .await?;
-                    r.target = target_text;
-                    r
-                }
-                (VerifySink::Postgres { .. }, None) => unreachable!("connected above"),
-            };
+                    (VerifySink::Postgres { .. }, None) => unreachable!("connected above"),
+                };
             result.sink = sink.name().to_string();
             result.elapsed_ms = table_started.elapsed().as_millis() as u64;
             tracing::info!(
@@ -320,9 +327,9 @@ fn column_map(table: &SourceTable, options: &RouteOptions) -> Result<ColumnMap, 
     let schema = Arc::new(readback::table_schema(table));
     let shape = options
         .shape(&schema)
-        .map_err(|message| VerifyError::Sink {
+        .map_err(|message| VerifyError::Shape {
             table: table.name.to_string(),
-            error: message,
+            message,
         })?;
     if shape.keep.len() == table.columns.len()
         && shape

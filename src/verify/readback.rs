@@ -28,9 +28,9 @@ pub(crate) async fn compare_table(
     options: &RouteOptions,
     samples: usize,
 ) -> Result<TableReport, VerifyError> {
-    let sink_error = |e: ripple_sink::SinkError| VerifyError::Sink {
+    let sink_error = |error: ripple_sink::SinkError| VerifyError::Sink {
         table: table.name.to_string(),
-        error: e.to_string(),
+        error,
     };
     let mut report = TableReport {
         table: table.name.to_string(),
@@ -40,9 +40,9 @@ pub(crate) async fn compare_table(
     let schema = Arc::new(table_schema(table));
     let shape = options
         .shape(&schema)
-        .map_err(|message| VerifyError::Sink {
+        .map_err(|message| VerifyError::Shape {
             table: table.name.to_string(),
-            error: message,
+            message,
         })?;
     if table.key.is_empty() {
         compare_keyless(
@@ -154,9 +154,9 @@ async fn compare_keyless(
     samples: usize,
     report: &mut TableReport,
 ) -> Result<(), VerifyError> {
-    let sink_error = |e: ripple_sink::SinkError| VerifyError::Sink {
+    let sink_error = |error: ripple_sink::SinkError| VerifyError::Sink {
         table: table.name.to_string(),
-        error: e.to_string(),
+        error,
     };
     report.key_columns = vec!["row".into()];
     let as_event = |row: Vec<Value>| ChangeEvent {
