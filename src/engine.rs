@@ -751,13 +751,20 @@ impl Collector {
         }
     }
 
-    /// Whether `m` was polled before its partition was last revoked.
-    fn stale(&self, m: &BorrowedMessage<'_>, generation: u64) -> bool {
-        !self.revoked.is_empty()
-            && self
-                .revoked
-                .iter()
-                .any(|((t, p), g)| generation < *g && *p == m.partition() && t == m.topic())
+    /// Whether `m` was polled before its partition was last revoked. Records arrive in the order
+    /// polled, so their generations never go down: once one is as new as every revocation
+    /// noted, no stale record can follow, and the notes go (the check is free again).
+    fn stale(&mut self, m: &BorrowedMessage<'_>, generation: u64) -> bool {
+        if self.revoked.is_empty() {
+            return false;
+        }
+        if self.revoked.iter().all(|(_, g)| generation >= *g) {
+            self.revoked.clear();
+            return false;
+        }
+        self.revoked
+            .iter()
+            .any(|((t, p), g)| generation < *g && *p == m.partition() && t == m.topic())
     }
 
     /// The one shared name of a topic, so batches compare topics by pointer.

@@ -8,7 +8,7 @@ use crate::route::Router;
 use crate::source::StartPositions;
 use ripple_sink::{ConfigError, Sink, SinkError, StoredOffset};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an assignment waits for the stores' offsets before falling back to Kafka's.
@@ -31,7 +31,7 @@ struct Reader {
     sinks: Vec<Arc<dyn Sink>>,
     /// By sink id: whether it keeps offsets.
     keeps: Vec<bool>,
-    router: Mutex<Router>,
+    router: Router,
 }
 
 impl StoredStart {
@@ -54,10 +54,10 @@ impl StoredStart {
         let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         let router = Router::new(config, &names)
             .map_err(|e: ConfigError| (String::new(), SinkError::permanent(e.to_string())))?;
-        let reader = Reader {
+        let mut reader = Reader {
             sinks: sinks.to_vec(),
             keeps,
-            router: Mutex::new(router),
+            router,
         };
         let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Request>();
         tokio::spawn(async move {
@@ -88,17 +88,13 @@ impl StartPositions for StoredStart {
 
 impl Reader {
     /// The sinks owning `topic`, if every one of them keeps offsets.
-    fn owners(&self, topic: &str) -> Option<Vec<usize>> {
-        let assignments = self
-            .router
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sinks_for(&Arc::from(topic));
+    fn owners(&mut self, topic: &str) -> Option<Vec<usize>> {
+        let assignments = self.router.sinks_for(&Arc::from(topic));
         let ids: Vec<usize> = assignments.iter().map(|a| a.sink).collect();
         (!ids.is_empty() && ids.iter().all(|&id| self.keeps[id])).then_some(ids)
     }
 
-    async fn positions(&self, partitions: &[(String, i32)]) -> Vec<((String, i32), i64)> {
+    async fn positions(&mut self, partitions: &[(String, i32)]) -> Vec<((String, i32), i64)> {
         let owned: Vec<(&(String, i32), Vec<usize>)> = partitions
             .iter()
             .filter_map(|p| self.owners(&p.0).map(|ids| (p, ids)))
