@@ -62,11 +62,15 @@ pub struct Rejected<'a> {
     pub reason: &'a str,
 }
 
-/// Where the pipeline puts the events a sink rejected for good: the dead-letter topic, or, in
-/// unit tests, anything that records them.
+/// Where the run loop puts records it cannot decode and the pipeline puts events a sink rejected
+/// for good: the dead-letter topic ([`DeadLetters`]), or, in unit tests, anything that records
+/// them. Each call returns once what it was given is durable.
 #[async_trait]
-pub trait RejectedEvents: Send + Sync {
-    /// Writes every record in `rejected` as refused by `sink`, returning once all are durable.
+pub trait DeadLetterQueue: Send + Sync {
+    /// Writes one record as it was consumed, with why it failed.
+    async fn send_record(&self, letter: DeadLetter<'_>) -> Result<(), DeadLetterError>;
+
+    /// Writes every record in `rejected` as refused by `sink`.
     async fn send_rejected(
         &self,
         sink: &str,
@@ -78,7 +82,11 @@ pub trait RejectedEvents: Send + Sync {
 const CHUNK: usize = 1_000;
 
 #[async_trait]
-impl RejectedEvents for DeadLetters {
+impl DeadLetterQueue for DeadLetters {
+    async fn send_record(&self, letter: DeadLetter<'_>) -> Result<(), DeadLetterError> {
+        self.send(letter).await
+    }
+
     async fn send_rejected(
         &self,
         sink: &str,

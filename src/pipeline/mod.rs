@@ -4,7 +4,7 @@
 
 use crate::config::DeadLetterConfig;
 use crate::config::PipelineConfig;
-use crate::dead_letter::{DeadLetterError, Rejected, RejectedEvents};
+use crate::dead_letter::{DeadLetterError, DeadLetterQueue, Rejected};
 use crate::route::Assignment;
 use crate::source::Partition;
 use crate::telemetry::{Event, Telemetry};
@@ -151,7 +151,7 @@ pub struct Applier {
     /// After that the sink counts as down: retried every `retry_max_delay_ms` until it is back,
     /// while the engine keeps consumption paused.
     patience: ConstantBuilder,
-    dead_letters: Option<Arc<dyn RejectedEvents>>,
+    dead_letters: Option<Arc<dyn DeadLetterQueue>>,
     /// Events sinks rejected for good, written to the dead-letter topic.
     rejected: AtomicU64,
     breaker: Option<Breaker>,
@@ -168,7 +168,7 @@ impl Applier {
     pub fn new(
         sinks: Vec<Arc<dyn Sink>>,
         config: &PipelineConfig,
-        dead_letters: Option<Arc<dyn RejectedEvents>>,
+        dead_letters: Option<Arc<dyn DeadLetterQueue>>,
     ) -> Self {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(config.retry_initial_delay_ms))
@@ -567,6 +567,7 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dead_letter::DeadLetter;
     use crate::route::{Assignment, RouteOptions};
     use ripple_sink::testkit::{Faulty, MemorySink, Naming};
     use ripple_sink::{Column, ColumnType, FailureKind, Op, Origin, TableSchema, Value, Version};
@@ -682,7 +683,11 @@ mod tests {
     struct Letters(std::sync::Mutex<Vec<i64>>, AtomicU64);
 
     #[async_trait::async_trait]
-    impl RejectedEvents for Letters {
+    impl DeadLetterQueue for Letters {
+        async fn send_record(&self, _letter: DeadLetter<'_>) -> Result<(), DeadLetterError> {
+            unreachable!("the applier dead-letters events, not records")
+        }
+
         async fn send_rejected(
             &self,
             _sink: &str,
@@ -725,7 +730,7 @@ mod tests {
         let applier = Applier::new(
             vec![sink.clone() as Arc<dyn Sink>],
             &fast(1_000, 1),
-            Some(letters.clone() as Arc<dyn RejectedEvents>),
+            Some(letters.clone() as Arc<dyn DeadLetterQueue>),
         )
         .with_breaker(Some(breaker));
         (sink, refusing, letters, Arc::new(applier))
@@ -829,7 +834,7 @@ mod tests {
         let applier = Applier::new(
             vec![sink.clone() as Arc<dyn Sink>],
             &fast(1_000, 1),
-            Some(letters.clone() as Arc<dyn RejectedEvents>),
+            Some(letters.clone() as Arc<dyn DeadLetterQueue>),
         );
         applier.apply(&batch(64)).await.unwrap();
         assert_eq!(letters.offsets(), vec![37]);
@@ -855,7 +860,7 @@ mod tests {
         let applier = Applier::new(
             vec![sink.clone() as Arc<dyn Sink>],
             &fast(1_000, 1),
-            Some(letters.clone() as Arc<dyn RejectedEvents>),
+            Some(letters.clone() as Arc<dyn DeadLetterQueue>),
         );
         applier.apply(&batch(3_000)).await.unwrap();
         assert_eq!(sink.calls(), 1, "no call again for the rest");

@@ -17,7 +17,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -31,9 +31,55 @@ pub type RippleConsumer = BaseConsumer<RebalanceContext>;
 
 /// A record as the poll thread hands it over, with the assignment generation it was polled in:
 /// one polled before its partition was revoked is stale, even if the partition came back since.
-pub struct Fetched {
-    pub message: KafkaResult<Polled>,
+pub struct Fetched<M = Polled> {
+    pub message: KafkaResult<M>,
     pub generation: u64,
+}
+
+/// What the run loop reads of a consumed record: a Kafka message as polled, or, in unit tests,
+/// one built by hand (`rdkafka::message::OwnedMessage`).
+pub trait Consumed: Send + 'static {
+    fn topic(&self) -> &str;
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn key(&self) -> Option<&[u8]>;
+    fn payload(&self) -> Option<&[u8]>;
+}
+
+impl Consumed for Polled {
+    fn topic(&self) -> &str {
+        self.message.topic()
+    }
+    fn partition(&self) -> i32 {
+        self.message.partition()
+    }
+    fn offset(&self) -> i64 {
+        self.message.offset()
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.message.key()
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        self.message.payload()
+    }
+}
+
+impl Consumed for rdkafka::message::OwnedMessage {
+    fn topic(&self) -> &str {
+        Message::topic(self)
+    }
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        Message::payload(self)
+    }
 }
 
 /// A record as librdkafka holds it (no copy), with the consumer it came from: the message is
@@ -58,14 +104,6 @@ impl Polled {
     }
 }
 
-impl std::ops::Deref for Polled {
-    type Target = BorrowedMessage<'static>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.message
-    }
-}
-
 /// Records go to the run loop in chunks of up to this many (what one poll round had ready), so a
 /// handover between threads costs little per record.
 const CHUNK: usize = 64;
@@ -75,15 +113,23 @@ const CHUNK: usize = 64;
 const HANDOVER: usize = 4;
 
 /// The run loop's end of the handover: one record at a time, in the order polled.
-pub struct Records {
-    rx: tokio::sync::mpsc::Receiver<Vec<Fetched>>,
-    ready: std::collections::VecDeque<Fetched>,
+pub struct Records<M = Polled> {
+    rx: tokio::sync::mpsc::Receiver<Vec<Fetched<M>>>,
+    ready: std::collections::VecDeque<Fetched<M>>,
 }
 
-impl Records {
+impl<M> Records<M> {
+    /// The receiving end of chunks sent on `rx`'s channel (by the poll thread, or a test).
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Vec<Fetched<M>>>) -> Self {
+        Self {
+            rx,
+            ready: Default::default(),
+        }
+    }
+
     /// The next record; `None` once the poll thread has stopped. Cancel-safe: a chunk received is
     /// kept before anything else can be awaited.
-    pub async fn recv(&mut self) -> Option<Fetched> {
+    pub async fn recv(&mut self) -> Option<Fetched<M>> {
         if let Some(f) = self.ready.pop_front() {
             return Some(f);
         }
@@ -168,7 +214,11 @@ impl Applied {
 
     /// Waits up to `grace` for the batch in flight, then returns the applied offsets of `revoked`
     /// and notes them as revoked. Runs on the poll thread (inside the poll), which may wait.
-    fn revoke(&self, revoked: &TopicPartitionList, grace: Duration) -> TopicPartitionList {
+    pub(crate) fn revoke(
+        &self,
+        revoked: &TopicPartitionList,
+        grace: Duration,
+    ) -> TopicPartitionList {
         let deadline = Instant::now() + grace;
         let mut state = self.state();
         while state.in_flight {
@@ -204,6 +254,48 @@ impl Applied {
         state.revoked.extend(gone.into_iter().map(|p| (p, next)));
         self.any_revoked.store(true, Ordering::Release);
         commit
+    }
+}
+
+/// What the run loop asks of the consumer besides its records: [`KafkaSource`], or a unit test's
+/// stand-in.
+#[async_trait::async_trait]
+pub trait Consumption: Send + Sync {
+    /// What the run loop tells the rebalance callbacks.
+    fn applied(&self) -> &Arc<Applied>;
+    /// Commits the offset after each applied one, for the partitions still assigned.
+    fn commit(
+        &self,
+        applied: &BTreeMap<Partition, i64>,
+        mode: CommitMode,
+    ) -> Result<(), SourceError>;
+    /// Stops fetching (backpressure); the consumer is still polled.
+    fn pause_all(&self) -> Result<(), SourceError>;
+    fn resume_all(&self) -> Result<(), SourceError>;
+    /// Whether every assigned partition is consumed to its end (only while nothing is in flight).
+    async fn caught_up(&self) -> Result<bool, SourceError>;
+}
+
+#[async_trait::async_trait]
+impl Consumption for KafkaSource {
+    fn applied(&self) -> &Arc<Applied> {
+        KafkaSource::applied(self)
+    }
+    fn commit(
+        &self,
+        applied: &BTreeMap<Partition, i64>,
+        mode: CommitMode,
+    ) -> Result<(), SourceError> {
+        KafkaSource::commit(self, applied, mode)
+    }
+    fn pause_all(&self) -> Result<(), SourceError> {
+        KafkaSource::pause_all(self)
+    }
+    fn resume_all(&self) -> Result<(), SourceError> {
+        KafkaSource::resume_all(self)
+    }
+    async fn caught_up(&self) -> Result<bool, SourceError> {
+        KafkaSource::caught_up(self).await
     }
 }
 
@@ -519,10 +611,7 @@ impl KafkaSource {
         Ok(Self {
             consumer,
             applied,
-            records: Mutex::new(Some(Records {
-                rx,
-                ready: Default::default(),
-            })),
+            records: Mutex::new(Some(Records::new(rx))),
             stop,
         })
     }
