@@ -167,8 +167,8 @@ impl EngineBuilder {
         let router = Router::new(&self.config, &names)?;
         for (route, template, ids) in router.targets() {
             for &id in ids {
-                sinks[id].check_target(template).map_err(|message| {
-                    ConfigError::new(format!("routes[{route}].target"), message)
+                sinks[id].check_target(template).map_err(|e| {
+                    ConfigError::new(format!("routes[{route}].target"), e.to_string())
                 })?;
             }
         }

@@ -8,6 +8,8 @@ mod event;
 mod render;
 mod replica;
 mod secret;
+pub mod segment;
+pub mod template;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod value;
@@ -21,6 +23,7 @@ pub use event::{
 pub use render::{absent_field, json_difference, json_rows_equal, to_json, to_text};
 pub use replica::{PostgresAddress, PostgresReplica};
 pub use secret::{Secret, TlsFiles, TlsMaterial, read_secret};
+pub use template::{Template, TemplateError};
 pub use value::Value;
 
 use async_trait::async_trait;
@@ -78,11 +81,11 @@ pub trait Sink: Send + Sync {
     /// Checks a route's `target` template before any event flows, so a bad one stops start-up with
     /// the route's key named. A sink that names things from a template overrides this; the default
     /// refuses every template.
-    fn check_target(&self, template: &str) -> Result<(), String> {
-        Err(format!(
-            "sink {:?} does not take a route target (got {template:?})",
-            self.name()
-        ))
+    fn check_target(&self, template: &str) -> Result<(), TemplateError> {
+        Err(TemplateError::NotTaken {
+            sink: self.name().to_string(),
+            template: template.to_string(),
+        })
     }
 
     /// Reading rows back, for `ripple verify`; `None` when this sink cannot.

@@ -23,9 +23,10 @@ use elasticsearch::params::VersionType;
 use elasticsearch::{
     BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch, IndexParts, MgetParts,
 };
+use ripple_sink::segment::{self, Step};
 use ripple_sink::{
     ChangeEvent, Column, ConfigError, Op, ReadBack, Rejection, RowState, Sink, SinkError,
-    SinkFactory, TableSchema, Target, Value,
+    SinkFactory, TableSchema, Target, Template, TemplateError, Value,
 };
 use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
@@ -55,6 +56,8 @@ pub struct ElasticsearchSink {
     name: String,
     client: Elasticsearch,
     config: ElasticsearchSinkConfig,
+    /// `index`, parsed.
+    index: Template,
     /// Indices known to exist, with the fields their mappings are known to have.
     mapped: Mutex<HashMap<String, HashSet<String>>>,
     /// Elasticsearch or OpenSearch, read from the cluster when a mapping first needs it.
@@ -68,6 +71,8 @@ impl ElasticsearchSink {
         config: ElasticsearchSinkConfig,
     ) -> Result<Self, ConfigError> {
         config.check(key_prefix)?;
+        let index = Template::parse_table_level(&config.index)
+            .map_err(|e| ConfigError::new(format!("{key_prefix}.index"), e.to_string()))?;
         let url = Url::parse(&config.url).map_err(|e| {
             ConfigError::new(
                 format!("{key_prefix}.url"),
@@ -90,6 +95,7 @@ impl ElasticsearchSink {
             name: name.to_string(),
             client: Elasticsearch::new(transport),
             config,
+            index,
             mapped: Mutex::default(),
             flavour: tokio::sync::OnceCell::new(),
         })
@@ -115,12 +121,14 @@ impl ElasticsearchSink {
     /// lowercase and cannot hold spaces, quotes and a few other characters that table names can:
     /// those become `_` (a table `Order Items` lands in `order_items`).
     pub fn index_name(&self, target: Target<'_>) -> String {
-        let table = target.table;
-        let name = target
-            .template
-            .unwrap_or(&self.config.index)
-            .replace("{schema}", &table.namespace)
-            .replace("{table}", &table.name)
+        let name = match target.template {
+            Some(t) => Template::parse(t).map(|t| t.render_table(target.table)),
+            None => Ok(self.index.render_table(target.table)),
+        };
+        // A route's template was checked at start-up (`check_target`); one that still does not
+        // parse names the index literally.
+        let name = name
+            .unwrap_or_else(|_| target.template.unwrap_or_default().to_string())
             .to_lowercase();
         let name: String = name
             .chars()
@@ -715,18 +723,13 @@ impl Sink for ElasticsearchSink {
         Ok(())
     }
 
-    fn check_target(&self, template: &str) -> Result<(), String> {
-        let rest = template.replace("{schema}", "").replace("{table}", "");
-        if rest.contains(['{', '}']) {
-            return Err(format!(
-                "{template:?} has a placeholder other than {{schema}} and {{table}}"
-            ));
-        }
+    fn check_target(&self, template: &str) -> Result<(), TemplateError> {
+        let parsed = Template::parse_table_level(template)?;
         if template.starts_with(['_', '-', '+'])
             || template.contains([' ', ',', '/', '*', '?', '"', '<', '>', '|', '\\', '#'])
         {
-            return Err(format!(
-                "{template:?} cannot name an index (no leading _ - +, no spaces or , / * ? \" < > | \\ #)"
+            return Err(parsed.refused(
+                "cannot name an index (no leading _ - +, no spaces or , / * ? \" < > | \\ #)",
             ));
         }
         Ok(())
@@ -749,31 +752,26 @@ impl Sink for ElasticsearchSink {
             }
         }
         self.ensure_index(&index, &schemas).await?;
-        let mut start = 0;
         // Documents the index refuses are collected over the whole call, and the call goes on:
         // every other event is applied and the refused ones are reported together.
         let mut rejected = Vec::new();
-        let ends = events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.op == Op::Truncate)
-            .map(|(i, _)| i);
-        for end in ends.chain([events.len()]) {
-            if start < end {
-                self.apply_segment(&index, &events[start..end], start, &mut rejected)
-                    .await?;
+        for step in segment::split_at_truncates(events) {
+            match step {
+                Step::Run { events, offset } => {
+                    self.apply_segment(&index, events, offset, &mut rejected)
+                        .await?;
+                }
+                Step::Split { event, .. } => {
+                    // Writes before the truncate must be searchable for delete-by-query to see them.
+                    let _ = self
+                        .client
+                        .indices()
+                        .refresh(IndicesRefreshParts::Index(&[&index]))
+                        .send()
+                        .await;
+                    self.truncate(&index, event).await?;
+                }
             }
-            if end < events.len() {
-                // Writes before the truncate must be searchable for delete-by-query to see them.
-                let _ = self
-                    .client
-                    .indices()
-                    .refresh(IndicesRefreshParts::Index(&[&index]))
-                    .send()
-                    .await;
-                self.truncate(&index, &events[end]).await?;
-            }
-            start = end + 1;
         }
         if rejected.is_empty() {
             Ok(())

@@ -15,6 +15,7 @@ pub use sql::ident;
 use async_trait::async_trait;
 pub use plan::TargetTable;
 use plan::{Plan, PlanCache};
+use ripple_sink::segment::{self, Step};
 use ripple_sink::{
     ChangeEvent, ConfigError, Op, Rejection, Sink, SinkError, SinkFactory, StoredOffset, Target,
 };
@@ -199,28 +200,22 @@ impl PostgresSink {
         // A truncate splits the batch: what came before it is wiped, what comes after it stays.
         // So does an update or delete of a table without a key: it finds its row by the old
         // values, which an earlier change of the batch may have written.
-        let mut start = 0;
-        for (i, e) in events.iter().enumerate() {
-            if e.op == Op::Truncate || e.before.is_some() {
-                let tail = &events[start..i];
-                if !tail.is_empty() {
-                    self.apply_segment(tx, into, tail, start, each.as_deref_mut())
+        for step in segment::split_at(events, |e| e.op == Op::Truncate || e.before.is_some()) {
+            match step {
+                Step::Run { events, offset } => {
+                    self.apply_segment(tx, into, events, offset, each.as_deref_mut())
                         .await?;
                 }
-                if e.op == Op::Truncate {
-                    self.truncate(tx, into, e).await?;
-                } else {
-                    self.plan(tx, into, e)
+                Step::Split { event, .. } if event.op == Op::Truncate => {
+                    self.truncate(tx, into, event).await?;
+                }
+                Step::Split { event, .. } => {
+                    self.plan(tx, into, event)
                         .await?
-                        .execute_matching(tx, e)
+                        .execute_matching(tx, event)
                         .await?;
                 }
-                start = i + 1;
             }
-        }
-        if start < events.len() {
-            self.apply_segment(tx, into, &events[start..], start, each)
-                .await?;
         }
         if self.config.exactly_once {
             store_offsets(tx, into, events).await?;
@@ -420,7 +415,7 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
-    fn check_target(&self, template: &str) -> Result<(), String> {
+    fn check_target(&self, template: &str) -> Result<(), ripple_sink::TemplateError> {
         TargetTable::check(template)
     }
 

@@ -7,8 +7,8 @@ use crate::encode::{TextElement, is_hstore, to_column_text, to_text};
 use crate::sql::{classify, ident, qualified};
 use ahash::AHashMap;
 use ripple_sink::{
-    ChangeEvent, Column, ColumnType, Op, ROW_COLUMN, Rejection, SinkError, TableSchema, Value,
-    Version,
+    ChangeEvent, Column, ColumnType, Op, ROW_COLUMN, Rejection, SinkError, TableSchema, Template,
+    TemplateError, Value, Version,
 };
 // Every dynamic statement here is assembled from `ident`-quoted names and whitelisted type names;
 // values are always bound.
@@ -66,46 +66,47 @@ impl TargetTable {
                 .clone()
                 .unwrap_or_else(|| table.namespace.clone())
         };
-        match target.template {
-            None => Self {
+        let Some(t) = target.template else {
+            return Self {
                 namespace: default_namespace(),
                 name: table.name.clone(),
+            };
+        };
+        // Split the template, not the result: a substituted name may itself hold a dot. A part
+        // that does not parse was refused at start-up (`check`); it is taken literally.
+        let fill = |part: &str| match Template::parse(part) {
+            Ok(p) => p.render_table(table),
+            Err(_) => part.to_string(),
+        };
+        match t.split_once('.') {
+            Some((ns, name)) => Self {
+                namespace: fill(ns),
+                name: fill(name),
             },
-            Some(t) => {
-                // Split the template, not the result: a substituted name may itself hold a dot.
-                let fill = |part: &str| {
-                    part.replace("{schema}", &table.namespace)
-                        .replace("{table}", &table.name)
-                };
-                match t.split_once('.') {
-                    Some((ns, name)) => Self {
-                        namespace: fill(ns),
-                        name: fill(name),
-                    },
-                    None => Self {
-                        namespace: default_namespace(),
-                        name: fill(t),
-                    },
-                }
-            }
+            None => Self {
+                namespace: default_namespace(),
+                name: fill(t),
+            },
         }
     }
 
     /// Refuses a template that cannot name a table.
-    pub fn check(template: &str) -> Result<(), String> {
+    pub fn check(template: &str) -> Result<(), TemplateError> {
         let (ns, name) = template.split_once('.').unwrap_or(("x", template));
-        if ns.is_empty() || name.is_empty() || name.contains('.') {
-            return Err(format!(
-                "{template:?} is not TABLE or SCHEMA.TABLE (`{{schema}}` and `{{table}}` are replaced)"
-            ));
-        }
         for part in [ns, name] {
-            let rest = part.replace("{schema}", "").replace("{table}", "");
-            if rest.contains(['{', '}']) {
-                return Err(format!(
-                    "{template:?} has a placeholder other than {{schema}} and {{table}}"
-                ));
-            }
+            Template::parse_table_level(part).map_err(|e| match e {
+                TemplateError::Placeholder { name, .. } => TemplateError::Placeholder {
+                    template: template.to_string(),
+                    name,
+                },
+                other => other,
+            })?;
+        }
+        if ns.is_empty() || name.is_empty() || name.contains('.') {
+            return Err(TemplateError::Refused {
+                template: template.to_string(),
+                reason: "is not TABLE or SCHEMA.TABLE ({schema} and {table} are replaced)",
+            });
         }
         Ok(())
     }
@@ -902,9 +903,6 @@ impl<'a> Group<'a> {
 
 type StatementShape = (Vec<bool>, bool, bool);
 
-/// Per key (as text): the index of its newest event, and its row merged over earlier upserts.
-type Newest<'a> = AHashMap<Vec<Option<String>>, (usize, Option<Cow<'a, [Value]>>)>;
-
 /// Groups a truncate-free run of events without reducing it: every change stays, for writing one
 /// by one. Order between the groups does not matter: every write is guarded by version, so the
 /// changes of one key land as they would in order, and a refused one leaves the key as the
@@ -950,52 +948,17 @@ pub fn singles(events: &[ChangeEvent]) -> Vec<Group<'_>> {
 
 /// Reduces a truncate-free run of events to the newest change per key and groups the result.
 pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
-    // Newest state per key, with its row merged over earlier upserts' values where it was unavailable.
-    let mut last: Newest<'_> = AHashMap::new();
-    for (i, e) in events.iter().enumerate() {
-        let key: Vec<Option<String>> = e
-            .key
+    // Keys compare as the replica's text, so values the replica cannot tell apart are one key.
+    let newest = ripple_sink::segment::newest_per_key(events, |e| {
+        e.key
             .iter()
             .map(|v| to_text(v, &ColumnType::Text))
-            .collect();
-        // The newest change per key wins, not the last one read: a stale duplicate can follow the
-        // change it duplicates in the same batch.
-        if let Some((kept, _)) = last.get(&key)
-            && events[*kept].version > e.version
-        {
-            continue;
-        }
-        let row = match e.op {
-            Op::Upsert => {
-                let row = e.row.as_deref().unwrap_or_default();
-                let merged = match last.get(&key) {
-                    Some((_, Some(prev)))
-                        if row.contains(&Value::Unavailable) && prev.len() == row.len() =>
-                    {
-                        let mut m = row.to_vec();
-                        for (v, p) in m.iter_mut().zip(prev.iter()) {
-                            if *v == Value::Unavailable {
-                                *v = p.clone();
-                            }
-                        }
-                        Cow::Owned(m)
-                    }
-                    _ => Cow::Borrowed(row),
-                };
-                Some(merged)
-            }
-            _ => None,
-        };
-        last.insert(key, (i, row));
-    }
+            .collect::<Vec<Option<String>>>()
+    });
     let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
-    // (index of the newest event, its merged row, its key's hash), in event order.
-    type Final<'a> = (usize, Option<Cow<'a, [Value]>>, u64);
-    let mut finals: Vec<Final<'_>> = last
+    let finals = newest
         .into_iter()
-        .map(|(key, (i, row))| (i, row, hasher.hash_one(&key)))
-        .collect();
-    finals.sort_by_key(|(i, _, _)| *i);
+        .map(|n| (n.at, n.row, hasher.hash_one(&n.key)));
 
     let mut groups: Vec<Group<'_>> = Vec::new();
     for (i, row, key_hash) in finals {

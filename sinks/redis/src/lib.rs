@@ -11,9 +11,10 @@ pub use config::{Format, RedisSinkConfig};
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
+use ripple_sink::segment::{self, Step};
 use ripple_sink::{
     ChangeEvent, ConfigError, Op, ReadBack, Rejection, RowState, Sink, SinkError, SinkFactory,
-    TableRef, TableSchema, Target, Value,
+    TableRef, TableSchema, Target, TemplateError, Value,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -77,7 +78,7 @@ impl RedisSink {
     pub fn new(name: &str, key_prefix: &str, config: RedisSinkConfig) -> Result<Self, ConfigError> {
         let client = config.client(key_prefix)?;
         let key = KeyTemplate::parse(&config.key)
-            .map_err(|e| ConfigError::new(format!("{key_prefix}.key"), e))?;
+            .map_err(|e| ConfigError::new(format!("{key_prefix}.key"), e.to_string()))?;
         config.check(key_prefix)?;
         Ok(Self {
             name: name.to_string(),
@@ -104,7 +105,7 @@ impl RedisSink {
             None => Ok(Cow::Borrowed(&self.key)),
             Some(t) => KeyTemplate::parse(t)
                 .map(Cow::Owned)
-                .map_err(SinkError::permanent),
+                .map_err(|e| SinkError::permanent(e.to_string())),
         }
     }
 
@@ -159,9 +160,7 @@ impl RedisSink {
         if event.before.is_some() {
             return Err(SinkError::permanent(ripple_sink::keyless_refused("Redis")).at_event(index));
         }
-        let key = template
-            .render(event)
-            .map_err(|e| SinkError::permanent(e).at_event(index))?;
+        let key = template.render(event).map_err(|e| e.at_event(index))?;
         let cmd = pipe
             .cmd("EVALSHA")
             .arg(self.apply_script.get_hash())
@@ -246,7 +245,7 @@ impl Sink for RedisSink {
         Ok(())
     }
 
-    fn check_target(&self, template: &str) -> Result<(), String> {
+    fn check_target(&self, template: &str) -> Result<(), TemplateError> {
         KeyTemplate::parse(template).map(|_| ())
     }
 
@@ -265,26 +264,26 @@ impl Sink for RedisSink {
             .await
             .map_err(|e| classify(e, "load script"))?;
         let keys = self.table_keys(table);
-        let mut start = 0;
         let mut rejected = Vec::new();
         // Segments between truncates go in order, each as pipelines of up to PIPELINE_EVENTS.
-        let ends = events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.op == Op::Truncate)
-            .map(|(i, _)| i);
-        for end in ends.chain([events.len()]) {
+        for step in segment::split_at_truncates(events) {
+            let (run, offset) = match step {
+                Step::Split { event, .. } => {
+                    self.truncate(&mut conn, &keys, event).await?;
+                    continue;
+                }
+                Step::Run { events, offset } => (events, offset),
+            };
             // Each key's script refuses older versions, so a segment need not be one transaction:
             // pipelines of PIPELINE_EVENTS keep the commands in memory at once small.
-            let mut from = start;
-            while from < end {
-                let to = end.min(from + PIPELINE_EVENTS);
+            for (n, chunk) in run.chunks(PIPELINE_EVENTS).enumerate() {
+                let from = offset + n * PIPELINE_EVENTS;
                 let mut pipe = redis::pipe();
                 // Each command answers for itself: a key of another type refuses one change, and
                 // the transaction applies the others (Redis does not roll back).
                 pipe.atomic().ignore_errors();
-                let mut sent = Vec::with_capacity(to - from);
-                for (i, e) in events[from..to].iter().enumerate() {
+                let mut sent = Vec::with_capacity(chunk.len());
+                for (i, e) in chunk.iter().enumerate() {
                     match self.add(&mut pipe, &template, &keys, e, from + i) {
                         Ok(()) => sent.push(from + i),
                         // An event whose key cannot be named is refused before Redis sees it.
@@ -309,12 +308,7 @@ impl Sink for RedisSink {
                         }
                     }
                 }
-                from = to;
             }
-            if end < events.len() {
-                self.truncate(&mut conn, &keys, &events[end]).await?;
-            }
-            start = end + 1;
         }
         if rejected.is_empty() {
             Ok(())
@@ -395,9 +389,7 @@ impl ReadBack for RedisSink {
     }
 
     fn row_id(&self, target: Target<'_>, event: &ChangeEvent) -> Result<String, SinkError> {
-        self.key_template(target)?
-            .render(event)
-            .map_err(SinkError::permanent)
+        self.key_template(target)?.render(event)
     }
 
     async fn compare(
@@ -409,7 +401,7 @@ impl ReadBack for RedisSink {
         let mut pipe = redis::pipe();
         let mut expected = Vec::with_capacity(rows.len());
         for e in rows {
-            let key = template.render(e).map_err(SinkError::permanent)?;
+            let key = template.render(e)?;
             match self.config.format {
                 Format::Hash => pipe.cmd("HGETALL").arg(&key),
                 Format::Json | Format::String => pipe.cmd("GET").arg(&key),

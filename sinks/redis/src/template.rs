@@ -1,87 +1,50 @@
 //! Key templates: `inventory:{product_id}` becomes `inventory:42` for the row whose key is 42.
+//! The parsing is the shared [`Template`]'s; what a `{field}` means (a key column, or `{pk}`) is
+//! Redis's.
 
-use ripple_sink::ChangeEvent;
-
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Literal(String),
-    Schema,
-    Table,
-    /// Every key column, joined by `:`.
-    Pk,
-    Column(String),
-}
+use ripple_sink::{ChangeEvent, SinkError, Template, TemplateError};
 
 #[derive(Debug, Clone)]
-pub struct KeyTemplate {
-    parts: Vec<Part>,
-}
+pub struct KeyTemplate(Template);
 
 impl KeyTemplate {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(Part::Literal(rest[..open].to_string()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in {text:?}"))?
-                + open;
-            let name = &rest[open + 1..close];
-            parts.push(match name {
-                "" => return Err(format!("empty `{{}}` in {text:?}")),
-                "schema" => Part::Schema,
-                "table" => Part::Table,
-                "pk" => Part::Pk,
-                column => Part::Column(column.to_string()),
-            });
-            rest = &rest[close + 1..];
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let template = Template::parse(text)?;
+        if template.fields().next().is_none() {
+            return Err(
+                template.refused("names no key column: every row would share one key (use {pk})")
+            );
         }
-        if !rest.is_empty() {
-            parts.push(Part::Literal(rest.to_string()));
-        }
-        if !parts
-            .iter()
-            .any(|p| matches!(p, Part::Pk | Part::Column(_)))
-        {
-            return Err(format!(
-                "{text:?} names no key column: every row would share one key (use {{pk}})"
-            ));
-        }
-        Ok(Self { parts })
+        Ok(Self(template))
     }
 
-    /// The key for an event. Only key columns may be used: a delete carries nothing else.
-    pub fn render(&self, event: &ChangeEvent) -> Result<String, String> {
+    /// The key for an event. Only key columns may be used: a delete carries nothing else. `{pk}`
+    /// is every key column, joined by `:`.
+    pub fn render(&self, event: &ChangeEvent) -> Result<String, SinkError> {
         let schema = &event.schema;
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Literal(l) => out.push_str(l),
-                Part::Schema => out.push_str(&schema.table.namespace),
-                Part::Table => out.push_str(&schema.table.name),
-                Part::Pk => {
-                    let texts: Vec<String> = event
-                        .key
-                        .iter()
-                        .map(|v| ripple_sink::to_text(v).unwrap_or_default())
-                        .collect();
-                    out.push_str(&texts.join(":"));
+        self.0.render(&schema.table, |field, out| {
+            if field == "pk" {
+                for (i, v) in event.key.iter().enumerate() {
+                    if i > 0 {
+                        out.push(':');
+                    }
+                    out.push_str(&ripple_sink::to_text(v).unwrap_or_default());
                 }
-                Part::Column(name) => {
-                    let pos = schema.key.iter().position(|&i| schema.columns[i].name == *name).ok_or_else(|| {
-                        format!(
-                            "the key template names column {name:?}, which is not a primary-key column of {}",
-                            schema.table
-                        )
-                    })?;
-                    out.push_str(&ripple_sink::to_text(&event.key[pos]).unwrap_or_default());
-                }
+                return Ok(());
             }
-        }
-        Ok(out)
+            let pos = schema
+                .key
+                .iter()
+                .position(|&i| schema.columns[i].name == field)
+                .ok_or_else(|| {
+                    SinkError::permanent(format!(
+                        "the key template names column {field:?}, which is not a primary-key column of {}",
+                        schema.table
+                    ))
+                })?;
+            out.push_str(&ripple_sink::to_text(&event.key[pos]).unwrap_or_default());
+            Ok(())
+        })
     }
 }
 
@@ -96,8 +59,12 @@ mod tests {
         assert!(
             KeyTemplate::parse("fixed")
                 .unwrap_err()
+                .to_string()
                 .contains("no key column")
         );
-        assert!(KeyTemplate::parse("a:{b").unwrap_err().contains("unclosed"));
+        assert!(matches!(
+            KeyTemplate::parse("a:{b").unwrap_err(),
+            TemplateError::Unclosed { .. }
+        ));
     }
 }
