@@ -24,7 +24,7 @@ pub struct RouteOptions {
 }
 
 /// A route's shape for one schema, or why the route cannot shape it.
-type ShapeResult = Result<Arc<Shape>, String>;
+type ShapeResult = Result<Arc<Shape>, ShapeError>;
 
 /// A route's columns for one source schema: which source columns are kept, under which schema.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ impl RouteOptions {
 
     /// The route's shape for `schema`: key columns always stay, since every store needs them to
     /// find the row.
-    pub fn shape(&self, schema: &Arc<TableSchema>) -> Result<Arc<Shape>, String> {
+    pub fn shape(&self, schema: &Arc<TableSchema>) -> Result<Arc<Shape>, ShapeError> {
         let mut cache = self.shapes.lock().expect("shape cache");
         if let Some((_, s)) = cache.iter().find(|(k, _)| Arc::ptr_eq(k, schema)) {
             return s.clone();
@@ -77,7 +77,7 @@ impl RouteOptions {
         shape
     }
 
-    fn work_out(&self, schema: &TableSchema) -> Result<Shape, String> {
+    fn work_out(&self, schema: &TableSchema) -> Result<Shape, ShapeError> {
         let mut keep = Vec::new();
         let mut columns: Vec<Column> = Vec::new();
         for (i, c) in schema.columns.iter().enumerate() {
@@ -95,10 +95,11 @@ impl RouteOptions {
                 column.name = to.clone();
             }
             if columns.iter().any(|k| k.name == column.name) {
-                return Err(format!(
-                    "route {} gives two columns of {} the name {:?} (check `rename`)",
-                    self.route, schema.table, column.name
-                ));
+                return Err(ShapeError::SameName {
+                    route: self.route,
+                    table: schema.table.to_string(),
+                    name: column.name,
+                });
             }
             keep.push(i);
             columns.push(column);
@@ -140,7 +141,7 @@ impl RouteOptions {
                 _ => {
                     let shape = self
                         .shape(&e.schema)
-                        .map_err(|m| SinkError::permanent(m).at_event(i))?;
+                        .map_err(|m| SinkError::permanent(m.to_string()).at_event(i))?;
                     current = Some((&e.schema, shape.clone()));
                     shape
                 }
@@ -149,6 +150,17 @@ impl RouteOptions {
         }
         Ok(Cow::Owned(out))
     }
+}
+
+/// A route's column options that do not fit a table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("route {route} gives two columns of {table} the name {name:?} (check `rename`)")]
+    SameName {
+        route: usize,
+        table: String,
+        name: String,
+    },
 }
 
 impl Shape {
@@ -365,7 +377,10 @@ mod tests {
     #[test]
     fn a_rename_onto_a_kept_name_is_refused() {
         let o = options("rename = { note = \"on_hand\" }");
-        assert!(o.shape(&schema()).unwrap_err().contains("two columns"));
+        assert!(matches!(
+            o.shape(&schema()).unwrap_err(),
+            ShapeError::SameName { .. }
+        ));
     }
 
     #[test]

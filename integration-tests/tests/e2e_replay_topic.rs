@@ -19,7 +19,13 @@ fn a_topic_replays_from_its_start_a_time_or_an_offset() {
     assert!(load.status.success(), "loadgen failed: {}", text(&load));
     let connector = Connector::start(&t.replace('_', "-"), &t, &format!("public.{t}"));
     let topic = connector.topic(&t);
-    let config = write_config(&dir, std::slice::from_ref(&topic), &t, "");
+    // Small batches, so a replay is seen to go in many.
+    let config = write_config(
+        &dir,
+        std::slice::from_ref(&topic),
+        &t,
+        "\n[pipeline]\nbatch_size = 100\n",
+    );
     let table = format!("public.{t}");
     let run = RippleProcess::start(&config, &[]);
     wait_verified(&config, &table, 1, Duration::from_secs(60));
@@ -48,6 +54,14 @@ fn a_topic_replays_from_its_start_a_time_or_an_offset() {
     };
     let all = replay(&[]);
     assert_eq!(replayed(&all), size, "{}", text(&all));
+    let (applied, batches) = applied_in_batches(&all);
+    assert!(applied > 100, "{}", text(&all));
+    assert_eq!(
+        batches,
+        applied.div_ceil(100),
+        "batches of batch_size: {}",
+        text(&all)
+    );
     let report = text(&verify(&config, &table));
     assert!(report.contains("EQUAL "), "{report}");
     let later = replay(&["--from-timestamp", "2100-01-01T00:00:00Z"]);
@@ -101,10 +115,31 @@ fn a_topic_replays_from_its_start_a_time_or_an_offset() {
         summary.contains(&format!("line {}: not a recorded record", size + 1)),
         "{summary}"
     );
+    assert_eq!(applied_in_batches(&out), (applied, batches), "{summary}");
     let report = text(&verify(&config, &table));
     assert!(report.contains("EQUAL "), "{report}");
 
     drop(connector);
     psql(SOURCE_URL, &format!("DROP TABLE IF EXISTS public.{t}"));
     psql(REPLICA_URL, &format!("DROP TABLE IF EXISTS public.{t}"));
+}
+
+/// The events a replay applied and the batches it took, from its summary.
+fn applied_in_batches(out: &std::process::Output) -> (u64, u64) {
+    let text = text(out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("replayed "))
+        .unwrap_or_else(|| panic!("no summary in:\n{text}"));
+    let number_before = |word: &str| -> u64 {
+        let at = line
+            .find(word)
+            .unwrap_or_else(|| panic!("no {word:?} in {line:?}"));
+        line[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
+    };
+    (number_before(" events applied"), number_before(" batches"))
 }

@@ -81,8 +81,19 @@ pub struct PgType {
     pub array: bool,
 }
 
+/// A column type that cannot be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PgTypeError {
+    #[error("{0:?} has an unclosed parenthesis")]
+    Unclosed(String),
+    #[error("{0:?}: type modifiers must be numbers, as in numeric(10,2)")]
+    Modifier(String),
+    #[error("{0:?} names no type")]
+    Empty(String),
+}
+
 impl PgType {
-    pub fn parse(text: &str) -> Result<PgType, String> {
+    pub fn parse(text: &str) -> Result<PgType, PgTypeError> {
         let mut rest = text.trim().to_ascii_lowercase();
         let mut array = false;
         while let Some(r) = rest.strip_suffix("[]") {
@@ -94,17 +105,19 @@ impl PgType {
             let close = rest[open..]
                 .find(')')
                 .map(|c| open + c)
-                .ok_or_else(|| format!("{text:?} has an unclosed parenthesis"))?;
+                .ok_or_else(|| PgTypeError::Unclosed(text.to_string()))?;
             for a in rest[open + 1..close].split(',') {
-                args.push(a.trim().parse::<u32>().map_err(|_| {
-                    format!("{text:?}: type modifiers must be numbers, as in numeric(10,2)")
-                })?);
+                args.push(
+                    a.trim()
+                        .parse::<u32>()
+                        .map_err(|_| PgTypeError::Modifier(text.to_string()))?,
+                );
             }
             rest = format!("{} {}", &rest[..open], &rest[close + 1..]);
         }
         let words = rest.split_whitespace().collect::<Vec<_>>().join(" ");
         if words.is_empty() {
-            return Err(format!("{text:?} names no type"));
+            return Err(PgTypeError::Empty(text.to_string()));
         }
         let name = match words.as_str() {
             "smallint" | "int2" | "smallserial" | "serial2" => "int2",

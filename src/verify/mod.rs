@@ -18,24 +18,30 @@ use ripple_sink::{Sink, TableRef, Target};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// `ripple verify` options.
-#[derive(clap::Args, Debug, Clone, Default)]
+/// `ripple verify` options (the CLI's `--table`, `--sink`, `--samples`, `--json`).
+#[derive(Debug, Clone)]
 pub struct VerifyArgs {
-    /// A source table to check, as SCHEMA.TABLE (repeatable; a bare TABLE means public.TABLE).
-    /// Names are exact and case-sensitive; double-quote a part that contains a dot. Default: every
-    /// source table the replica also has, outside the system schemas and schemas named `_ripple*`.
-    #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+    /// Source tables to check, as SCHEMA.TABLE (a bare TABLE means public.TABLE). Names are exact
+    /// and case-sensitive; double-quote a part that contains a dot. Empty: every source table the
+    /// replica also has, outside the system schemas and schemas named `_ripple*`.
     pub tables: Vec<String>,
-    /// Check only this sink (repeatable). Default: every sink verify can read back (postgres, redis,
-    /// elasticsearch).
-    #[arg(long = "sink", value_name = "NAME")]
+    /// Only these sinks; empty: every sink verify can read back.
     pub sinks: Vec<String>,
     /// Sample keys shown for each kind of difference (missing, extra, different).
-    #[arg(long, value_name = "N", default_value_t = 5)]
     pub samples: usize,
-    /// Print the report as JSON instead of text.
-    #[arg(long)]
+    /// The report as JSON instead of text.
     pub json: bool,
+}
+
+impl Default for VerifyArgs {
+    fn default() -> Self {
+        Self {
+            tables: Vec::new(),
+            sinks: Vec::new(),
+            samples: 5,
+            json: false,
+        }
+    }
 }
 
 /// Why verify could not produce a report. Differences between the stores are not errors: they are
@@ -76,8 +82,12 @@ pub enum VerifyError {
         #[source]
         error: ripple_sink::SinkError,
     },
-    #[error("{table}: the route's column options do not fit it: {message}")]
-    Shape { table: String, message: String },
+    #[error("{table}: the route's column options do not fit it")]
+    Shape {
+        table: String,
+        #[source]
+        error: crate::route::ShapeError,
+    },
     #[error("--table {arg:?}: {message}")]
     TableArg { arg: String, message: String },
     #[error(
@@ -325,12 +335,10 @@ fn topic_of(config: &Config, table: &TableName) -> Option<String> {
 /// The source columns a route writes to a replica table, under the names it gives them.
 fn column_map(table: &SourceTable, options: &RouteOptions) -> Result<ColumnMap, VerifyError> {
     let schema = Arc::new(readback::table_schema(table));
-    let shape = options
-        .shape(&schema)
-        .map_err(|message| VerifyError::Shape {
-            table: table.name.to_string(),
-            message,
-        })?;
+    let shape = options.shape(&schema).map_err(|error| VerifyError::Shape {
+        table: table.name.to_string(),
+        error,
+    })?;
     if shape.keep.len() == table.columns.len()
         && shape
             .schema

@@ -38,12 +38,10 @@ pub(crate) async fn compare_table(
         ..Default::default()
     };
     let schema = Arc::new(table_schema(table));
-    let shape = options
-        .shape(&schema)
-        .map_err(|message| VerifyError::Shape {
-            table: table.name.to_string(),
-            message,
-        })?;
+    let shape = options.shape(&schema).map_err(|error| VerifyError::Shape {
+        table: table.name.to_string(),
+        error,
+    })?;
     if table.key.is_empty() {
         compare_keyless(
             source,
