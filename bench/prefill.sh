@@ -1,11 +1,16 @@
 # Sourced by the benchmarks: builds ripple (release) and pre-fills a fresh topic with real Debezium
 # events of the seed table. Sets: ripple, url, id, topic, size. BENCH_CHANGES changes (default 200,000),
-# BENCH_MIX the percentages of inserts, updates and deletes (default 60,30,10).
+# BENCH_MIX the percentages of inserts, updates and deletes (default 60,30,10). BENCH_RIPPLE: a
+# ripple binary to measure instead of this tree's (an earlier build, e.g. bench/ab.sh's A).
 changes=${BENCH_CHANGES:-200000}
 id="bench_$(date +%s)"
 scripts/stack up >/dev/null
-cargo build --release --bin ripple 2>&1 | tail -1
-ripple=target/release/ripple
+if [[ -n ${BENCH_RIPPLE:-} ]]; then
+  ripple=$BENCH_RIPPLE
+else
+  cargo build --release --bin ripple 2>&1 | tail -1
+  ripple=target/release/ripple
+fi
 url=postgres://postgres@127.0.0.1:15432/app
 
 echo "== pre-filling topic $id.public.$id with $changes changes through Debezium"
