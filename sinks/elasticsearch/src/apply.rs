@@ -1,0 +1,288 @@
+//! The write path: truncates (delete-by-query plus a watermark), writes older than a row's
+//! tombstone or the index's last truncate dropped before they are sent, unavailable values merged
+//! from the stored document, and each segment sent as `_bulk` requests sized by count and bytes.
+
+use crate::ElasticsearchSink;
+use crate::encode::{doc_id, external_version, field_json, json_len, tombstone_id, truncated_id};
+use crate::errors::{status_and_json, status_error, transport_error};
+use crate::request::Found;
+use elasticsearch::params::VersionType;
+use elasticsearch::{BulkOperation, DeleteByQueryParts, IndexParts, MgetParts};
+use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, Value};
+use serde_json::{Map, Value as Json, json};
+use std::collections::{HashMap, HashSet};
+
+impl ElasticsearchSink {
+    /// Empties the index, unless a truncate at least as new was already applied: each truncate
+    /// first records its version on a document of `meta_index` (external versioning again), so a
+    /// truncate delivered twice cannot delete documents written after it.
+    pub(crate) async fn truncate(&self, index: &str, event: &ChangeEvent) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .index(IndexParts::IndexId(&self.config.meta_index, &truncated_id(index)))
+            .version(external_version(event))
+            .version_type(VersionType::External)
+            .body(json!({"index": index, "commit": event.version.commit, "change": event.version.change}))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "record truncate"))?;
+        match response.status_code().as_u16() {
+            409 => return Ok(()),
+            s if s >= 300 => {
+                let body = response.text().await.unwrap_or_default();
+                return Err(status_error(
+                    s,
+                    format!("record truncate of {index}: {body}"),
+                ));
+            }
+            _ => {}
+        }
+        let response = self
+            .client
+            .delete_by_query(DeleteByQueryParts::Index(&[index]))
+            .body(json!({"query": {"match_all": {}}}))
+            .refresh(true)
+            .conflicts(elasticsearch::params::Conflicts::Proceed)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "truncate"))?;
+        let status = response.status_code().as_u16();
+        if status >= 300 && status != 404 {
+            let body = response.text().await.unwrap_or_default();
+            return Err(status_error(status, format!("truncate {index}: {body}")));
+        }
+        Ok(())
+    }
+
+    /// The versions below which writes to `ids` are stale: the newest of the index's last truncate
+    /// and each row's tombstone. A tombstone that cannot be read (shards still recovering) is a
+    /// retriable error, never "no tombstone".
+    pub(crate) async fn stale_below(
+        &self,
+        index: &str,
+        ids: &[&str],
+    ) -> Result<(i64, HashMap<String, i64>), SinkError> {
+        let mut truncated = 0;
+        let mut deleted = HashMap::new();
+        // A few requests of up to a bulk's size rather than one for the whole batch: a response is
+        // held whole while it is read, and one for a batch's ids was the sink's largest allocation.
+        let size = self.config.bulk_max_docs.max(1);
+        let mut start = 0;
+        loop {
+            let chunk = &ids[start..(start + size).min(ids.len())];
+            let with_truncate = start == 0;
+            let mut docs = Vec::with_capacity(chunk.len() + 1);
+            if with_truncate {
+                docs.push(json!({"_id": truncated_id(index), "_source": false}));
+            }
+            docs.extend(
+                chunk
+                    .iter()
+                    .map(|id| json!({"_id": tombstone_id(index, id), "_source": false})),
+            );
+            let response = self
+                .client
+                .mget(MgetParts::Index(&self.config.meta_index))
+                .body(json!({ "docs": docs }))
+                .send()
+                .await
+                .map_err(|e| transport_error(e, "read tombstones"))?;
+            let status = response.status_code().as_u16();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(e, "read tombstones"))?;
+            let found: Option<Found> = serde_json::from_slice(&bytes).ok();
+            let found = match found {
+                Some(found) if status < 300 => found,
+                // An answer that is not an `_mget` one counts as a server error: retried.
+                _ => {
+                    return Err(status_error(
+                        if status >= 300 { status } else { 500 },
+                        format!("read tombstones: {}", String::from_utf8_lossy(&bytes)),
+                    ));
+                }
+            };
+            for (i, doc) in found.docs.into_iter().enumerate() {
+                if let Some(error) = doc.error {
+                    return Err(status_error(
+                        503,
+                        format!("read tombstones of {index}: {error}"),
+                    ));
+                }
+                let Some(version) = doc.version.filter(|_| doc.found) else {
+                    continue;
+                };
+                match (with_truncate, i) {
+                    (true, 0) => truncated = version,
+                    (true, i) => {
+                        deleted.insert(chunk[i - 1].to_string(), version);
+                    }
+                    (false, i) => {
+                        deleted.insert(chunk[i].to_string(), version);
+                    }
+                }
+            }
+            start += chunk.len();
+            if start >= ids.len() {
+                break;
+            }
+        }
+        Ok((truncated, deleted))
+    }
+
+    /// The stored documents for the ids whose changes lack some values (unchanged TOAST columns).
+    pub(crate) async fn stored(
+        &self,
+        index: &str,
+        ids: &[String],
+    ) -> Result<Map<String, Json>, SinkError> {
+        if ids.is_empty() {
+            return Ok(Map::new());
+        }
+        let response = self
+            .client
+            .mget(MgetParts::Index(index))
+            .body(json!({ "ids": ids }))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read documents"))?;
+        let (status, body) = status_and_json(response, "read documents").await?;
+        if status >= 300 {
+            return Err(status_error(status, format!("mget {index}: {body}")));
+        }
+        let mut out = Map::new();
+        for doc in body["docs"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(source)) = (doc["_id"].as_str(), doc.get("_source")) {
+                out.insert(id.to_string(), source.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn apply_segment(
+        &self,
+        index: &str,
+        events: &[ChangeEvent],
+        offset: usize,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(), SinkError> {
+        // Unchanged values are taken from the newest earlier change to the same document in this
+        // segment, or, when there is none, from the document the index holds.
+        let mut seen = HashSet::new();
+        let mut to_read = Vec::new();
+        let mut any_lacks_values = false;
+        for e in events
+            .iter()
+            .filter(|e| e.op == Op::Upsert && e.before.is_none())
+        {
+            let id = doc_id(e);
+            let lacks_values = e
+                .row
+                .as_deref()
+                .is_some_and(|r| r.contains(&Value::Unavailable));
+            any_lacks_values |= lacks_values;
+            if lacks_values && !seen.contains(&id) {
+                to_read.push(id.clone());
+            }
+            seen.insert(id);
+        }
+        let stored = self.stored(index, &to_read).await?;
+        let upserted: Vec<&str> = seen.iter().map(String::as_str).collect();
+        let (truncated, deleted) = self.stale_below(index, &upserted).await?;
+
+        let mut latest: HashMap<String, Option<Map<String, Json>>> = HashMap::new();
+        let mut operations = Vec::new();
+        let mut owners: Vec<(usize, &ChangeEvent)> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, e) in events.iter().enumerate() {
+            if e.before.is_some() {
+                rejected.push(Rejection::new(
+                    offset + i,
+                    ripple_sink::keyless_refused("the search index"),
+                ));
+                continue;
+            }
+            let id = doc_id(e);
+            let version = external_version(e);
+            let operation: BulkOperation<Json> = match e.op {
+                Op::Delete => {
+                    if any_lacks_values {
+                        latest.insert(id.clone(), None);
+                    }
+                    bytes += 200 + 2 * id.len();
+                    // The tombstone first: should the delete then fail, the row is still refused
+                    // to older writes, and the retry sends both again.
+                    let tombstone = BulkOperation::index(json!({}))
+                        .id(tombstone_id(index, &id))
+                        .index(&self.config.meta_index)
+                        .version(version)
+                        .version_type(VersionType::External);
+                    operations.push(tombstone.into());
+                    owners.push((offset + i, e));
+                    BulkOperation::delete(&id)
+                        .index(index)
+                        .version(version)
+                        .version_type(VersionType::External)
+                        .into()
+                }
+                Op::Upsert => {
+                    let stale_below = deleted.get(&id).copied().unwrap_or(0).max(truncated);
+                    if version <= stale_below {
+                        continue;
+                    }
+                    let previous = match latest.get(&id) {
+                        Some(doc) => doc.as_ref(),
+                        None => stored.get(&id).and_then(Json::as_object),
+                    };
+                    let mut doc = Map::new();
+                    for (c, v) in e
+                        .schema
+                        .columns
+                        .iter()
+                        .zip(e.row.as_deref().unwrap_or_default())
+                    {
+                        let value = match v {
+                            Value::Unavailable => previous
+                                .and_then(|p| p.get(&c.name))
+                                .cloned()
+                                .unwrap_or(Json::Null),
+                            v => field_json(v),
+                        };
+                        doc.insert(c.name.clone(), value);
+                    }
+                    // Documents are kept for later changes of the segment only when one of them
+                    // needs an earlier value: copying every document would double the memory.
+                    if any_lacks_values {
+                        latest.insert(id.clone(), Some(doc.clone()));
+                    }
+                    let doc = Json::Object(doc);
+                    bytes += 100 + id.len() + json_len(&doc);
+                    BulkOperation::index(doc)
+                        .id(&id)
+                        .index(index)
+                        .version(version)
+                        .version_type(VersionType::External)
+                        .into()
+                }
+                Op::Truncate => unreachable!("truncates split the batch: {}", offset + i),
+            };
+            operations.push(operation);
+            owners.push((offset + i, e));
+            if operations.len() >= self.config.bulk_max_docs || bytes >= self.config.bulk_max_bytes
+            {
+                self.bulk(
+                    std::mem::take(&mut operations),
+                    &std::mem::take(&mut owners),
+                    rejected,
+                )
+                .await?;
+                bytes = 0;
+            }
+        }
+        if !operations.is_empty() {
+            self.bulk(operations, &owners, rejected).await?;
+        }
+        Ok(())
+    }
+}
