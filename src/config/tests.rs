@@ -76,8 +76,8 @@ fn missing_sink_type_is_named() {
 #[test]
 fn bad_pattern_is_named() {
     let text = GOOD.replace(
-        "topics = [\"^ripple\\\\.public\\\\..*\"]\n        sinks",
-        "topics = [\"^(\"]\n        sinks",
+        "topics = [\"^ripple\\\\.public\\\\..*\"]\n    sinks",
+        "topics = [\"^(\"]\n    sinks",
     );
     let err = Config::parse(&text).unwrap_err();
     assert_eq!(err.key, "routes[0].topics[0]", "{err}");
