@@ -57,17 +57,23 @@ impl Registry {
     }
 
     /// Adds a schema under `id` as the registry would return it (an Avro schema's JSON text).
-    pub fn insert(&mut self, id: u32, schema: &str) -> Result<(), String> {
+    pub fn insert(&mut self, id: u32, schema: &str) -> Result<(), RegistryError> {
         let json: Json =
-            serde_json::from_str(schema).map_err(|e| format!("schema {id} is not JSON: {e}"))?;
-        let avro = apache_avro::Schema::parse(&json)
-            .map_err(|e| format!("schema {id} is not an Avro schema: {e}"))?;
+            serde_json::from_str(schema).map_err(|source| RegistryError::NotJson { id, source })?;
+        let avro = apache_avro::Schema::parse(&json).map_err(|e| RegistryError::NotAvro {
+            id,
+            source: Box::new(e),
+        })?;
         let avro: &'static apache_avro::Schema = Box::leak(Box::new(avro));
-        let reader = GenericDatumReader::builder(avro)
-            .build()
-            .map_err(|e| format!("schema {id} cannot be resolved: {e}"))?;
+        let reader =
+            GenericDatumReader::builder(avro)
+                .build()
+                .map_err(|e| RegistryError::Unresolvable {
+                    id,
+                    source: Box::new(e),
+                })?;
         let connect = connect_of(&json, &mut AHashMap::new(), None)
-            .map_err(|e| format!("schema {id}: {e}"))?;
+            .map_err(|message| RegistryError::Unsupported { id, message })?;
         self.schemas
             .insert(id, Arc::new(WriterSchema { reader, connect }));
         Ok(())
@@ -103,7 +109,7 @@ impl SchemaFetcher {
 
     /// The text of schema `id`. A registry that cannot be reached, or does not know the id, is a
     /// decode error: the record goes to the dead letters, to be replayed.
-    pub async fn fetch(&self, id: u32) -> Result<String, String> {
+    pub async fn fetch(&self, id: u32) -> Result<String, RegistryError> {
         let url = format!("{}/schemas/ids/{id}", self.url);
         #[derive(serde::Deserialize)]
         struct Found {
@@ -116,21 +122,74 @@ impl SchemaFetcher {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("schema registry at {url} cannot be reached: {e}"))?;
+            .map_err(|source| RegistryError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
         let status = response.status();
         let body = response
             .text()
             .await
-            .map_err(|e| format!("reading {url}: {e}"))?;
+            .map_err(|source| RegistryError::Read {
+                url: url.clone(),
+                source,
+            })?;
         if !status.is_success() {
-            return Err(format!(
-                "schema registry answered {status} for {url}: {body}"
-            ));
+            return Err(RegistryError::Status { url, status, body });
         }
         serde_json::from_str::<Found>(&body)
             .map(|f| f.schema)
-            .map_err(|e| format!("{url} did not return {{\"schema\": ...}}: {e}"))
+            .map_err(|source| RegistryError::NotASchema { url, source })
     }
+}
+
+/// Why a schema could not be fetched from the registry, or not used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("schema registry at {url} cannot be reached")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("reading {url}")]
+    Read {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("schema registry answered {status} for {url}: {body}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("{url} did not return {{\"schema\": ...}}")]
+    NotASchema {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("schema {id} is not JSON")]
+    NotJson {
+        id: u32,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("schema {id} is not an Avro schema")]
+    NotAvro {
+        id: u32,
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+    #[error("schema {id} cannot be resolved")]
+    Unresolvable {
+        id: u32,
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+    #[error("schema {id}: {message}")]
+    Unsupported { id: u32, message: String },
 }
 
 /// Splits the wire format into the schema id and the datum.

@@ -65,8 +65,13 @@ impl ResolvingDecoder {
                         "Avro schema {id} is not known and there is no registry to fetch it from"
                     )));
                 };
-                let text = fetcher.fetch(id).await.map_err(DecodeError::new)?;
-                registry.insert(id, &text).map_err(DecodeError::new)
+                let text = fetcher
+                    .fetch(id)
+                    .await
+                    .map_err(|e| DecodeError::new(with_causes(&e)))?;
+                registry
+                    .insert(id, &text)
+                    .map_err(|e| DecodeError::new(with_causes(&e)))
             }
             Need::Catalog => {
                 let (Some(catalog), Some(held)) = (
@@ -89,4 +94,16 @@ impl ResolvingDecoder {
             }
         }
     }
+}
+
+/// An error and its causes on one line: the reason a dead letter carries.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
