@@ -127,6 +127,8 @@ pub struct Decoder {
     hasher: ahash::RandomState,
     /// Per topic, the last value schema's bytes and hash: see `split_known_schema`.
     last_schema: AHashMap<Arc<str>, (Vec<u8>, u64)>,
+    /// The same for keys: per topic, its last key schema's bytes and hash.
+    last_key_schema: AHashMap<Arc<str>, (Vec<u8>, u64)>,
     binary: BinaryMode,
     /// Set when records may come without schemas: where their column types come from.
     schemaless: Option<ColumnTypes>,
@@ -236,7 +238,7 @@ impl Decoder {
         Ok(decoded)
     }
 
-    fn decode_record(&mut self, record: &Record<'_>) -> Result<Decoded, DecodeError> {
+    fn decode_record<'a>(&mut self, record: &Record<'a>) -> Result<Decoded, DecodeError> {
         let Some(value) = record.value else {
             return Ok(Decoded::Skip(Skip::Tombstone));
         };
@@ -247,15 +249,43 @@ impl Decoder {
         if self.schemaless.is_some() && !value.starts_with(SCHEMA_PREFIX) {
             return self.decode_schemaless(record, value);
         }
-        let key: Option<Framed> = match record.key {
-            Some(k) => Some(
-                serde_json::from_slice(k)
-                    .map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?,
-            ),
-            None => None,
+        // The key's schema repeats too: when it is the topic's last one, only the payload is read
+        // (and the key's schema is parsed again only if a new kind must be worked out).
+        let fast_key = record.key.and_then(|k| {
+            let (schema, hash) = self.last_key_schema.get(record.topic)?;
+            let payload: &RawValue = serde_json::from_slice(split_known_schema(k, schema)?).ok()?;
+            Some(((payload.get() != "null").then_some(payload), *hash))
+        });
+        let (key, key_payload, key_hash) = match fast_key {
+            Some((payload, hash)) => (None, payload, hash),
+            None => {
+                let key: Option<Framed> = match record.key {
+                    Some(k) => Some(
+                        serde_json::from_slice(k)
+                            .map_err(|e| DecodeError::new(format!("key is not JSON: {e}")))?,
+                    ),
+                    None => None,
+                };
+                let schema = key.as_ref().and_then(|k| k.schema);
+                let hash = schema.map_or(0, |s| self.hash(s.get()));
+                if let Some(s) = schema {
+                    self.last_key_schema
+                        .insert(record.topic.clone(), (s.get().as_bytes().to_vec(), hash));
+                }
+                let payload = key.as_ref().and_then(|k| k.payload);
+                (key, payload, hash)
+            }
         };
-        let key_schema = key.as_ref().and_then(|k| k.schema);
-        let key_hash = key_schema.map_or(0, |s| self.hash(s.get()));
+        // The key's schema, for working out a new kind: parsed again after the fast path.
+        let key_schema = |key: &Option<Framed<'a>>| -> Result<Option<&'a RawValue>, DecodeError> {
+            match (key, record.key) {
+                (Some(k), _) => Ok(k.schema),
+                (None, None) => Ok(None),
+                (None, Some(bytes)) => serde_json::from_slice::<Framed>(bytes)
+                    .map(|f| f.schema)
+                    .map_err(|e| DecodeError::new(format!("key is not JSON: {e}"))),
+            }
+        };
 
         let known = self
             .last_schema
@@ -282,7 +312,7 @@ impl Decoder {
                 };
                 let hash = self.hash(schema.get());
                 if !self.cache.contains_key(&(hash, key_hash)) {
-                    let kind = analyse(schema, key_schema, self.binary)?;
+                    let kind = analyse(schema, key_schema(&key)?, self.binary)?;
                     self.cache.insert((hash, key_hash), kind);
                 }
                 self.last_schema.insert(
@@ -299,14 +329,12 @@ impl Decoder {
             let schema = framed
                 .schema
                 .ok_or_else(|| DecodeError::new("value has no `schema`"))?;
-            let kind = analyse(schema, key_schema, self.binary)?;
+            let kind = analyse(schema, key_schema(&key)?, self.binary)?;
             self.cache.insert((value_hash, key_hash), kind);
         }
         match self.cache.get_mut(&(value_hash, key_hash)) {
-            Some(Kind::Envelope(e)) => {
-                decode_change(e, record, payload, key.and_then(|k| k.payload))
-            }
-            Some(Kind::Flat(e)) => decode_flat(e, record, payload, key.and_then(|k| k.payload)),
+            Some(Kind::Envelope(e)) => decode_change(e, record, payload, key_payload),
+            Some(Kind::Flat(e)) => decode_flat(e, record, payload, key_payload),
             Some(Kind::Skip(s)) => Ok(Decoded::Skip(*s)),
             None => unreachable!("inserted above"),
         }

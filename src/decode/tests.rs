@@ -949,3 +949,28 @@ async fn a_column_added_in_the_catalog_is_read_before_decoding() {
         .unwrap();
     assert_eq!(event.row.as_ref().unwrap()[at], Value::Int(7));
 }
+
+/// A key whose schema is the topic's last one is read from its payload alone: the keys that come
+/// out are the ones a full parse gives, and a key in another spelling still decodes in full.
+#[test]
+fn keys_with_a_known_schema_decode_as_a_full_parse_does() {
+    let t = topic();
+    let other = KEY.replace(
+        "6f1c2a4e-0c2b-4d9e-9a57-1b2c3d4e5f60",
+        "00000000-0000-4000-8000-000000000001",
+    );
+    let spaced = other.replacen("{\"schema\":", "{ \"schema\": ", 1);
+    let mut warm = Decoder::new();
+    let first = change(&mut warm, &t, KEY, VALUE);
+    for key in [other.as_str(), spaced.as_str(), KEY] {
+        let fast = change(&mut warm, &t, key, VALUE);
+        let full = change(&mut Decoder::new(), &t, key, VALUE);
+        assert_eq!(fast.key, full.key, "{key}");
+        assert_eq!(fast.row, full.row);
+    }
+    assert_eq!(
+        change(&mut warm, &t, &other, VALUE).key,
+        vec![Value::Text("00000000-0000-4000-8000-000000000001".into())]
+    );
+    assert_eq!(change(&mut warm, &t, KEY, VALUE).key, first.key);
+}
