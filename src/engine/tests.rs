@@ -235,6 +235,15 @@ impl Setup {
         (result, self.run.summary(started))
     }
 
+    /// What the sink holds, as (partition, offset) in the order applied.
+    fn applied(&self) -> Vec<(i32, i64)> {
+        self.memory
+            .applied()
+            .iter()
+            .map(|e| (e.origin.partition, e.origin.offset))
+            .collect()
+    }
+
     fn phases(&self) -> Vec<&'static str> {
         let mut seen = self.run.seen.clone();
         seen.dedup();
@@ -469,12 +478,7 @@ async fn records_polled_before_a_revocation_are_left_out() {
     .await;
     let (result, _) = s.run().await;
     result.expect("run");
-    let applied: Vec<(i32, i64)> = s
-        .memory
-        .applied()
-        .iter()
-        .map(|e| (e.origin.partition, e.origin.offset))
-        .collect();
+    let applied = s.applied();
     assert_eq!(applied, vec![(1, 0), (0, 7)]);
 }
 
@@ -495,12 +499,7 @@ async fn a_revocation_takes_its_records_out_of_the_batch_in_hand() {
     });
     let (result, _) = s.run().await;
     result.expect("run");
-    let applied: Vec<(i32, i64)> = s
-        .memory
-        .applied()
-        .iter()
-        .map(|e| (e.origin.partition, e.origin.offset))
-        .collect();
+    let applied = s.applied();
     assert_eq!(applied, vec![(1, 0)]);
     assert_eq!(s.consumer.committed(), vec![(1, 0)]);
 }

@@ -161,11 +161,12 @@ pub fn reduce(events: &[ChangeEvent]) -> Vec<Group<'_>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ripple_sink::{Column, Origin, TableRef};
 
-    fn schema() -> Arc<TableSchema> {
+    /// A table `public.t (id int4 key, note text)`, for this crate's unit tests.
+    pub(crate) fn schema() -> Arc<TableSchema> {
         let col = Column::new;
         Arc::new(TableSchema {
             table: TableRef::new("public", "t"),

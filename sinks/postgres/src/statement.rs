@@ -393,17 +393,8 @@ fn versions(it: impl Iterator<Item = Version>) -> (Vec<i64>, Vec<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ripple_sink::{Column, ColumnType, TableRef, TableSchema};
+    use crate::reduce::tests::schema;
     use std::sync::Mutex;
-
-    fn schema() -> Arc<TableSchema> {
-        let col = Column::new;
-        Arc::new(TableSchema {
-            table: TableRef::new("public", "t"),
-            columns: vec![col("id", ColumnType::Int32), col("note", ColumnType::Text)],
-            key: vec![0],
-        })
-    }
 
     #[test]
     fn upsert_sql_skips_unavailable_columns() {
