@@ -8,11 +8,54 @@ use crate::errors::{status_and_json, status_error, transport_error};
 use crate::request::Found;
 use elasticsearch::params::VersionType;
 use elasticsearch::{BulkOperation, DeleteByQueryParts, IndexParts, MgetParts};
-use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, Value};
+use ripple_sink::segment::{self, Step};
+use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, TableSchema, Target, Value};
 use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
 
 impl ElasticsearchSink {
+    /// `Sink::apply`: the index made ready for the call's schemas, then each segment between
+    /// truncates.
+    pub(crate) async fn write(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+    ) -> Result<(), SinkError> {
+        let index = self.index_name(target);
+        self.ensure_index(&self.config.meta_index, &[]).await?;
+        let mut schemas: Vec<&TableSchema> = Vec::new();
+        for e in events {
+            if !schemas
+                .iter()
+                .any(|s| std::ptr::eq(*s, &*e.schema) || **s == *e.schema)
+            {
+                schemas.push(&e.schema);
+            }
+        }
+        self.ensure_index(&index, &schemas).await?;
+        // Documents the index refuses are collected over the whole call, and the call goes on:
+        // every other event is applied and the refused ones are reported together.
+        let mut rejected = Vec::new();
+        for step in segment::split_at_truncates(events) {
+            match step {
+                Step::Run { events, offset } => {
+                    self.apply_segment(&index, events, offset, &mut rejected)
+                        .await?;
+                }
+                Step::Split { event, .. } => {
+                    // Writes before the truncate must be searchable for delete-by-query to see them.
+                    self.refresh(&index).await;
+                    self.truncate(&index, event).await?;
+                }
+            }
+        }
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::rejected(rejected))
+        }
+    }
+
     /// Empties the index, unless a truncate at least as new was already applied: each truncate
     /// first records its version on a document of `meta_index` (external versioning again), so a
     /// truncate delivered twice cannot delete documents written after it.

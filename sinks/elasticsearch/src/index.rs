@@ -6,12 +6,25 @@ use crate::ElasticsearchSink;
 use crate::JsonFields;
 use crate::errors::{status_and_json, status_error, transport_error};
 use crate::mapping;
-use elasticsearch::indices::{IndicesCreateParts, IndicesGetMappingParts, IndicesPutMappingParts};
+use elasticsearch::indices::{
+    IndicesCreateParts, IndicesGetMappingParts, IndicesPutMappingParts, IndicesRefreshParts,
+};
 use ripple_sink::{Column, SinkError, TableSchema};
 use serde_json::{Value as Json, json};
 use std::collections::HashSet;
 
 impl ElasticsearchSink {
+    /// Publishes what was written to `index` to search (delete-by-query, scrolls). A refresh that
+    /// fails only makes the next read see less; the write itself stands.
+    pub(crate) async fn refresh(&self, index: &str) {
+        let _ = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[index]))
+            .send()
+            .await;
+    }
+
     /// Creates the index with `gc_deletes` long enough for delete versions to outlive late,
     /// stale inserts, and its fields mapped from `schemas`. An index that already exists keeps its
     /// settings and the fields it has; columns it lacks are added to its mapping (a column added

@@ -23,12 +23,10 @@ use async_trait::async_trait;
 use elasticsearch::Elasticsearch;
 use elasticsearch::http::Url;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::indices::IndicesRefreshParts;
 use errors::{status_error, transport_error};
-use ripple_sink::segment::{self, Step};
 use ripple_sink::{
-    ChangeEvent, ConfigError, ReadBack, Sink, SinkError, SinkFactory, TableSchema, Target,
-    Template, TemplateError,
+    ChangeEvent, ConfigError, ReadBack, Sink, SinkError, SinkFactory, Target, Template,
+    TemplateError,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -192,43 +190,6 @@ impl Sink for ElasticsearchSink {
     }
 
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
-        let index = self.index_name(target);
-        self.ensure_index(&self.config.meta_index, &[]).await?;
-        let mut schemas: Vec<&TableSchema> = Vec::new();
-        for e in events {
-            if !schemas
-                .iter()
-                .any(|s| std::ptr::eq(*s, &*e.schema) || **s == *e.schema)
-            {
-                schemas.push(&e.schema);
-            }
-        }
-        self.ensure_index(&index, &schemas).await?;
-        // Documents the index refuses are collected over the whole call, and the call goes on:
-        // every other event is applied and the refused ones are reported together.
-        let mut rejected = Vec::new();
-        for step in segment::split_at_truncates(events) {
-            match step {
-                Step::Run { events, offset } => {
-                    self.apply_segment(&index, events, offset, &mut rejected)
-                        .await?;
-                }
-                Step::Split { event, .. } => {
-                    // Writes before the truncate must be searchable for delete-by-query to see them.
-                    let _ = self
-                        .client
-                        .indices()
-                        .refresh(IndicesRefreshParts::Index(&[&index]))
-                        .send()
-                        .await;
-                    self.truncate(&index, event).await?;
-                }
-            }
-        }
-        if rejected.is_empty() {
-            Ok(())
-        } else {
-            Err(SinkError::rejected(rejected))
-        }
+        self.write(target, events).await
     }
 }

@@ -5,7 +5,6 @@ use crate::ElasticsearchSink;
 use crate::encode::{doc_id, document, field_json};
 use crate::errors::{status_and_json, status_error, transport_error};
 use async_trait::async_trait;
-use elasticsearch::indices::IndicesRefreshParts;
 use ripple_sink::ReadBack;
 use ripple_sink::{ChangeEvent, RowState, SinkError, TableSchema, Target};
 use serde_json::json;
@@ -99,12 +98,7 @@ impl ReadBack for ElasticsearchSink {
             None => {
                 let index = self.index_name(target);
                 // Search sees only what a refresh has published.
-                let _ = self
-                    .client
-                    .indices()
-                    .refresh(IndicesRefreshParts::Index(&[&index]))
-                    .send()
-                    .await;
+                self.refresh(&index).await;
                 self.client
                     .search(elasticsearch::SearchParts::Index(&[&index]))
                     .scroll("2m")
