@@ -40,6 +40,8 @@ pub struct Registry {
 pub struct SchemaFetcher {
     /// The Confluent API's base, e.g. `http://127.0.0.1:18081/apis/ccompat/v7` for Apicurio.
     url: String,
+    /// `url` with any password in it masked, for errors (they become dead-letter reasons).
+    shown: String,
     client: reqwest::Client,
     /// Basic authentication: user and password.
     auth: Option<(String, ripple_sink::Secret)>,
@@ -100,8 +102,17 @@ impl SchemaFetcher {
         if let Some(ca) = ca {
             builder = builder.add_root_certificate(ca);
         }
+        let url = url.trim_end_matches('/').to_string();
+        let shown = match reqwest::Url::parse(&url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("****"));
+                u.to_string().trim_end_matches('/').to_string()
+            }
+            _ => url.clone(),
+        };
         Ok(Self {
-            url: url.trim_end_matches('/').to_string(),
+            url,
+            shown,
             client: builder.build()?,
             auth,
         })
@@ -110,12 +121,14 @@ impl SchemaFetcher {
     /// The text of schema `id`. A registry that cannot be reached, or does not know the id, is a
     /// decode error: the record goes to the dead letters, to be replayed.
     pub async fn fetch(&self, id: u32) -> Result<String, RegistryError> {
-        let url = format!("{}/schemas/ids/{id}", self.url);
+        let path = format!("/schemas/ids/{id}");
+        // What errors name: the URL without its password, if it holds one.
+        let url = format!("{}{path}", self.shown);
         #[derive(serde::Deserialize)]
         struct Found {
             schema: String,
         }
-        let mut request = self.client.get(&url);
+        let mut request = self.client.get(format!("{}{path}", self.url));
         if let Some((user, password)) = &self.auth {
             request = request.basic_auth(user, Some(password.expose()));
         }
@@ -124,7 +137,8 @@ impl SchemaFetcher {
             .await
             .map_err(|source| RegistryError::Unreachable {
                 url: url.clone(),
-                source,
+                // reqwest names the URL it was given, password included.
+                source: source.without_url(),
             })?;
         let status = response.status();
         let body = response

@@ -974,3 +974,20 @@ fn keys_with_a_known_schema_decode_as_a_full_parse_does() {
     );
     assert_eq!(change(&mut warm, &t, KEY, VALUE).key, first.key);
 }
+
+/// A registry URL holding a password never shows it: not in the error, not in its causes (they
+/// become a dead letter's reason).
+#[tokio::test]
+async fn a_registry_password_in_the_url_is_masked_in_errors() {
+    let fetcher = avro::SchemaFetcher::new("http://ripple:s3cret@127.0.0.1:1/ccompat", None, None)
+        .expect("a client");
+    let err = fetcher.fetch(5).await.unwrap_err();
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+}
