@@ -1,71 +1,114 @@
 #!/usr/bin/env bash
-# Benchmark: Ripple next to Debezium's JDBC sink connector, on the same Debezium topic, into the same
-# replica PostgreSQL cluster (a fresh database each: bench_ripple and bench_jdbc).
+# Benchmark: Ripple next to Debezium's JDBC sink connector at its best documented settings, on the
+# same Debezium topics, into identical pre-created tables of the same replica PostgreSQL cluster.
 #
-#   bench/compare.sh                       # 1,000,000 changes; about as many records in the topic
-#   BENCH_CHANGES=20000 BENCH_LATENCY_COUNT=3000 bench/compare.sh     # a quick trial
+#   bench/compare.sh                                   # the full table (about 40 min on 2 cores)
+#   BENCH_CHANGES=20000 BENCH_RUNS=1 BENCH_WARMUP=0 BENCH_CELLS=seed:json:4:off bench/compare.sh   # a trial
 #
-# 1. Throughput: pre-fills a topic with the seed workload through real Debezium (bench/prefill.sh,
-#    BENCH_CHANGES changes, default 1,000,000), stops the source connector, then consumes the whole
-#    topic with each system in turn: `ripple run --exit-when-idle-ms 2000` into bench_ripple, and the
-#    JDBC sink (a connector on the stack's standalone Connect worker) into bench_jdbc. events/s is the
-#    topic's records (tombstones included) over the time from launch (process start / connector
-#    creation) until the commit of the target's newest row (its commit timestamp; the stack's
-#    replica keeps them), once the target holds what the source holds (polled every second: the row
-#    count, then, once that is right, a fingerprint over all columns). Both targets are then checked against the
-#    source: `ripple verify` for Ripple, and for both a row count and an md5 over the source's columns,
-#    each cast to one type in every database (the JDBC sink declares some columns differently; the
-#    differing declarations are printed).
-# 2. Latency: a second fresh table and topic with both consumers running live. The source table gets
-#    a column _changed_at set by a BEFORE INSERT OR UPDATE trigger (clock_timestamp(), i.e. when the
-#    row was written, just before its one-change transaction commits); each target table gets
-#    _applied_at, set the same way when the sink writes the row. After a short warm-up (so each sink
-#    has created its table), `ripple loadgen --rate BENCH_LATENCY_RATE --count BENCH_LATENCY_COUNT
-#    --batch 1` offers the load, and p50/p99 of _applied_at - _changed_at are taken with
-#    percentile_cont over the rows whose last change came from that load. The share both have in
-#    common, source write to the Debezium record's Kafka timestamp, is shown on its own row. Both
-#    consumers share the two cores with Kafka, Connect, both PostgreSQL clusters and the load generator.
-# 3. Runs bench/sinks.sh (Ripple into Redis and the search index next to raw store rates) with
-#    BENCH_SINKS_CHANGES changes (default: BENCH_CHANGES, at most 200,000) and appends its table.
+# Cells (BENCH_CELLS, space-separated workload:format:partitions:fsync). By default the headline
+# cell, seed:json:4:on, its two shapes (1 and 4 partitions) with the replica's fsync on and off,
+# and one factor varied at a time from 4 partitions, fsync on:
+#   workload   seed (60/30/10 inserts/updates/deletes, ripple loadgen's seed mix), insert (100/0/0),
+#              update (10/90/0, every update on the first BENCH_HOT_KEYS keys, default 1,000)
+#   format     json (JsonConverter with schemas), noschema (schemas.enable=false: Ripple only, the
+#              JDBC sink needs a schema), avro (Apicurio's AvroConverter, both read the registry)
+#   partitions 1: Ripple with max_connections = 1, the JDBC sink with tasks.max = 1;
+#              4: Ripple's defaults (max_connections = 4), tasks.max = 4
+#   fsync      on: the replica at PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes
+#              on; scripts/stack's PG_REPLICA_DURABLE=1); off: the stack's default, all three off
 #
-# Peak RSS: Ripple's from /usr/bin/time; the JDBC sink's is the whole Connect worker JVM (ps rss every
-# 0.5 s during its run; none of this run's other connectors is on it then, but anything else using the
-# stack's worker would count too; its RSS before the run is shown as well).
-# Other settings: BENCH_LATENCY_RATE (1000), BENCH_JDBC_BATCH (5000), BENCH_JDBC_SETTINGS (a JSON
-# object merged into the sink connector's settings, e.g. '{"use.reduction.buffer": "true"}'),
-# BENCH_SINKS=0 skips sinks.sh, BENCH_KEEP=1 keeps the databases, source tables and topics.
+# Each workload is written once (BENCH_CHANGES changes, default 200,000, 100 per transaction) by
+# ripple loadgen while one Debezium connector per format and partition count streams it, each into
+# its own topic (decimal.handling.mode=precise, Debezium's default, so both sinks bind numerics as
+# numerics; the schemaless topic keeps strings, as Ripple's schemaless decoder is configured).
+#
+# Runs: per cell, BENCH_WARMUP (1) discarded runs then BENCH_RUNS (3) measured, the order of the two
+# systems alternated from run to run. Before each system: a fresh database with the target table
+# created from the source's DDL (no triggers), then CHECKPOINT, so neither inherits the other's
+# dirty buffers. events/s = the topic's records (tombstones included) over launch (process start
+# / connector creation) to the replica's last commit (pg_last_committed_xact(), track_commit_timestamp
+# is on) once the target holds exactly what the source holds (row count and a fingerprint over all
+# columns; polled when the replica has been quiet for a second, and every 10 s).
+# CPU s per 1M events, from /proc: Ripple's process (user+sys, /usr/bin/time), the Connect worker
+# (utime+stime of its JVM, from creation to applied; it runs nothing else then), and the replica
+# cluster (the postmaster, its live children and its reaped children: every backend, the WAL
+# writer and checkpointer; the poller's own queries are in it too, for both systems alike).
+# Peak RSS: Ripple's process; the whole Connect worker JVM (-Xms2g -Xmx2g, so about its heap).
+#
+# The JDBC sink's settings: insert.mode=upsert, delete.enabled, primary.key.mode=record_key,
+# schema.evolution=none (the pre-created table), use.reduction.buffer=true, batch.size =
+# consumer max.poll.records = BENCH_BATCH (10,000, Ripple's batch_size), fetch.min.bytes 1 MiB,
+# max.partition.fetch.bytes 10 MiB, fetch.max.bytes 50 MiB, reWriteBatchedInserts=true in the JDBC
+# URL; the worker restarted with G1 and a 2 GiB heap (restored to the stack's settings on exit).
+# BENCH_JDBC_SETTINGS (a JSON object) is merged over them.
+#
+# Latency (BENCH_LATENCY_COUNT changes, default 30,000, offered at BENCH_LATENCY_RATE/s, default
+# 1,000, one change per transaction, both consumers live on a 4-partition JSON topic, fsync as the
+# last cell left it): each system's own share per row, the target trigger's write time minus the
+# Kafka timestamp of the record that carried that row version; p50/p99 over the rows whose last
+# change came from the load. The shared part, source write to Kafka timestamp, is shown on its own.
+#
+# BENCH_SINKS=0 skips bench/sinks.sh (Redis and the index next to raw store rates); BENCH_KEEP=1
+# keeps the databases, tables and topics; BENCH_RIPPLE measures another ripple binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started_at=$SECONDS
 dir=target/bench
-export BENCH_CHANGES=${BENCH_CHANGES:-1000000}
+mkdir -p "$dir"
+changes=${BENCH_CHANGES:-200000}
+runs=${BENCH_RUNS:-3}
+warmup=${BENCH_WARMUP:-1}
+batch=${BENCH_BATCH:-10000}
+hot_keys=${BENCH_HOT_KEYS:-1000}
+cells=${BENCH_CELLS:-seed:json:1:on seed:json:4:on seed:json:1:off seed:json:4:off insert:json:4:on update:json:4:on seed:noschema:4:on seed:avro:4:on}
 lat_count=${BENCH_LATENCY_COUNT:-30000}
 lat_rate=${BENCH_LATENCY_RATE:-1000}
-jdbc_batch=${BENCH_JDBC_BATCH:-5000}
-sinks_changes=${BENCH_SINKS_CHANGES:-$(( BENCH_CHANGES < 200000 ? BENCH_CHANGES : 200000 ))}
+sinks_changes=${BENCH_SINKS_CHANGES:-$(( changes < 200000 ? changes : 200000 ))}
 CONNECT=http://127.0.0.1:18083
+REGISTRY=http://127.0.0.1:18081/apis/ccompat/v7
 export PGOPTIONS='-c client_min_messages=warning'
 src() { psql -h 127.0.0.1 -p 15432 -U postgres -XAtq -v ON_ERROR_STOP=1 -d app "$@"; }
 rep() { local db=$1; shift; psql -h 127.0.0.1 -p 15433 -U postgres -XAtq -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 now() { date +%s.%N; }
 fail() { echo "compare: $*" >&2; exit 1; }
+tick=$(getconf CLK_TCK)
+
+for cell in $cells; do
+  IFS=: read -r w f p d <<<"$cell"
+  [[ $w =~ ^(seed|insert|update)$ && $f =~ ^(json|noschema|avro)$ && $p =~ ^[1-9][0-9]*$ && $d =~ ^(on|off)$ ]] \
+    || fail "BENCH_CELLS: '$cell' is not workload:format:partitions:fsync (seed|insert|update : json|noschema|avro : N : on|off)"
+done
+
+id="cmp_$(date +%s)"
+if [[ -n ${BENCH_RIPPLE:-} ]]; then ripple=$BENCH_RIPPLE; else
+  cargo build --release --bin ripple 2>&1 | tail -1; ripple=target/release/ripple; fi
+url=postgres://postgres@127.0.0.1:15432/app
+
+# ---------------------------------------------------------------------------------------------------
+# the stack: the Connect worker at the JDBC sink's best settings; the replica as each cell asks
 
 scripts/stack up >/dev/null
-# The JDBC sink is a plug-in on Connect's plugin.path: a worker started before it was installed
-# must be restarted once to see it (standalone Connect forgets its connectors when it restarts).
-if ! curl -sf "$CONNECT/connector-plugins" | grep -q 'io.debezium.connector.jdbc.JdbcSinkConnector'; then
-  echo "== restarting Kafka Connect once, to load the JDBC sink plug-in"
-  scripts/stack stop connect && scripts/stack start connect
-  curl -sf "$CONNECT/connector-plugins" | grep -q 'io.debezium.connector.jdbc.JdbcSinkConnector' \
-    || fail "Connect does not list io.debezium.connector.jdbc.JdbcSinkConnector after a restart"
-fi
+durable_now() { [ "$(rep postgres -c 'SHOW fsync')" = on ]; }
+set_durable() { # on|off
+  if [ "$1" = on ] && ! durable_now; then
+    scripts/stack stop pg-replica >/dev/null && PG_REPLICA_DURABLE=1 scripts/stack start pg-replica >/dev/null
+  elif [ "$1" = off ] && durable_now; then
+    scripts/stack stop pg-replica >/dev/null && PG_REPLICA_DURABLE=0 scripts/stack start pg-replica >/dev/null
+  fi
+}
+connect_jvm="-XX:+UseG1GC -Xms2g -Xmx2g -XX:+ExitOnOutOfMemoryError"
+echo "== restarting Kafka Connect with $connect_jvm"
+scripts/stack stop connect >/dev/null && CONNECT_JVM=$connect_jvm scripts/stack start connect >/dev/null
+restore_connect=1
+curl -sf "$CONNECT/connector-plugins" | grep -q 'io.debezium.connector.jdbc.JdbcSinkConnector' \
+  || fail "Connect does not list io.debezium.connector.jdbc.JdbcSinkConnector"
 jdbc_version=$(curl -s "$CONNECT/connector-plugins" | jq -r '.[] | select(.class == "io.debezium.connector.jdbc.JdbcSinkConnector") | .version')
 
 # ---------------------------------------------------------------------------------------------------
 # bookkeeping: everything this run creates is removed on exit, whatever happened
 
-connectors=()   # Debezium source connectors to delete on exit
-sinks=()        # JDBC sink connectors to delete on exit
+connectors=()   # Debezium source and JDBC sink connectors to delete on exit
+tables=()       # source tables
 ripple_pid=
 sampler_pid=
 cleanup() {
@@ -73,79 +116,131 @@ cleanup() {
   [ -n "$ripple_pid" ] && kill "$ripple_pid" 2>/dev/null && wait "$ripple_pid" 2>/dev/null
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
   local c
-  # delete-connector serves sink connectors too: stop, delete offsets (the consumer group), delete; they
-  # have no replication slot to drop.
-  for c in "${sinks[@]}" "${connectors[@]}"; do scripts/stack delete-connector "$c" >/dev/null 2>&1; done
-  if [ "${BENCH_KEEP:-0}" != 1 ] && [ -n "${id:-}" ]; then
+  for c in "${connectors[@]}"; do scripts/stack delete-connector "$c" >/dev/null 2>&1; done
+  if [ "${BENCH_KEEP:-0}" != 1 ]; then
     for db in bench_jdbc bench_ripple; do rep postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1; done
-    src -c "DROP TABLE IF EXISTS public.$id, public.${id}_lat" >/dev/null 2>&1
-    # Without CASCADE: a table of another run still stamped by it keeps it.
+    for c in "${tables[@]}"; do src -c "DROP TABLE IF EXISTS public.$c" >/dev/null 2>&1; done
     src -c "DROP FUNCTION IF EXISTS public.bench_changed_at()" >/dev/null 2>&1
-    scripts/stack reset-topics "^${id}[._]" "$id-ripple" "${id}_lat-ripple" >/dev/null 2>&1
-    # bench/sinks.sh leaves its source table and topic behind, like the other benchmarks.
+    scripts/stack reset-topics "^${id}_" "^${id}-" >/dev/null 2>&1
     local sid; sid=$(sed -n 's/^== pre-filling topic \([^.]*\)\..*/\1/p' "$dir/$id-sinks.out" 2>/dev/null)
     if [ -n "$sid" ]; then
       src -c "DROP TABLE IF EXISTS public.$sid" >/dev/null 2>&1
       scripts/stack reset-topics "^${sid}[.]" "$sid-cache" "$sid-search" >/dev/null 2>&1
     fi
   fi
+  # Back to the stack's own settings, so the tests that follow see what they expect.
+  set_durable off >/dev/null 2>&1
+  [ -n "${restore_connect:-}" ] && { scripts/stack stop connect; scripts/stack start connect; } >/dev/null 2>&1
 }
 trap cleanup EXIT
 
-# Creates a JDBC sink connector NAME from TOPIC into DATABASE's table TABLE.
-create_sink() {
-  local name=$1 topic=$2 db=$3 table=$4
-  jq -n --argjson extra "${BENCH_JDBC_SETTINGS:-{\}}" --arg topic "$topic" --arg db "$db" --arg table "$table" --arg batch "$jdbc_batch" '{
-    "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
-    "tasks.max": "1",
-    "topics": $topic,
-    "connection.url": ("jdbc:postgresql://127.0.0.1:15433/" + $db),
-    "connection.username": "postgres",
-    "connection.password": "postgres",
-    "insert.mode": "upsert",
-    "delete.enabled": "true",
-    "primary.key.mode": "record_key",
-    "schema.evolution": "basic",
-    "collection.name.format": $table,
-    "batch.size": $batch,
-    "consumer.override.max.poll.records": $batch
-  } + $extra' >"$dir/$name.json"
-  local code
-  code=$(curl -s -o "$dir/$name.put" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
-    --data @"$dir/$name.json" "$CONNECT/connectors/$name/config")
-  [[ $code == 20? ]] || fail "creating sink connector $name failed ($code): $(cat "$dir/$name.put")"
-  sinks+=("$name")
+# Debezium converter settings per format (the sink connector takes the same converters).
+converters() {
+  case $1 in
+    json) echo '{"decimal.handling.mode": "precise"}' ;;
+    noschema) echo '{"key.converter.schemas.enable": "false", "value.converter.schemas.enable": "false"}' ;;
+    avro) jq '. + {"decimal.handling.mode": "precise"}' scripts/stack.d/avro-settings.json ;;
+  esac
 }
-
-# Fails the run if the connector or its task failed.
-check_sink() {
-  local status; status=$(curl -s "$CONNECT/connectors/$1/status")
-  if echo "$status" | grep -q '"state":"FAILED"'; then
-    echo "$status" | jq -r '.. | .trace? // empty' | head -n 30 >&2
-    fail "JDBC sink connector $1 failed (see above and scripts/stack logs connect)"
-  fi
-}
-
-table_exists() { [ "$(rep "$1" -c "SELECT to_regclass('public.$2') IS NOT NULL")" = t ]; }
-row_count() { if table_exists "$1" "$2"; then rep "$1" -c "SELECT count(*) FROM public.$2"; else echo -1; fi; }
+mix_of() { case $1 in seed) echo 60,30,10 ;; insert) echo 100,0,0 ;; update) echo 10,90,0 ;; esac; }
 
 # ---------------------------------------------------------------------------------------------------
-# 1. throughput
+# 1. the topics: each workload written once, streamed by one connector per format and partition count
 
-# shellcheck source=bench/prefill.sh
-. bench/prefill.sh   # sets ripple, url, id, topic, size, changes
-connectors+=("${id//_/-}")
-# The source connector is done: stop it so that only the consumers run from here on. The topic stays.
-scripts/stack delete-connector "${id//_/-}" >/dev/null
-connectors=()
-src_rows=$(src -c "SELECT count(*) FROM public.$id")
-
-for db in bench_jdbc bench_ripple; do
-  rep postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-  rep postgres -c "CREATE DATABASE $db" >/dev/null
+declare -A topic_of size_of rows_of
+for w in $(for c in $cells; do echo "${c%%:*}"; done | sort -u); do
+  table="${id}_$w"
+  tables+=("$table")
+  $ripple loadgen --url "$url" --table "$table" --drop --setup --count 0 >/dev/null
+  # The target's DDL: the source's table and key, without its triggers or replica identity.
+  pg_dump -h 127.0.0.1 -p 15432 -U postgres -s -t "public.$table" --no-owner app \
+    | sed -e '/TRIGGER\|REPLICA IDENTITY\|^\\/d' >"$dir/$table.ddl"
+  variants=$(for c in $cells; do IFS=: read -r cw cf cp _ <<<"$c"; if [ "$cw" = "$w" ]; then echo "$cf$cp"; fi; done | sort -u)
+  for v in $variants; do
+    f=${v%%[0-9]*}; p=${v#"$f"}
+    name="${id}-$w-$v"
+    connectors+=("$name")
+    DEBEZIUM_SETTINGS=$(converters "$f") scripts/stack debezium "$name" "${id}_${w}_$v" "public.$table" initial "$p" >/dev/null
+    topic_of[$w:$f:$p]="${id}_${w}_$v.public.$table"
+  done
+  echo "== $w: $changes changes (mix $(mix_of "$w")) into $table, streamed to $(echo "$variants" | wc -w) topics"
+  hot=(); [ "$w" = update ] && hot=(--hot-keys "$hot_keys")
+  RIPPLE_LOG=warn $ripple loadgen --url "$url" --table "$table" --count "$changes" --seed 1 --mix "$(mix_of "$w")" "${hot[@]}" | sed 's/^/   /'
+  rows_of[$w]=$(src -c "SELECT count(*) FROM public.$table")
+  # Each change once, plus a tombstone after each delete; wait until every topic is still.
+  for v in $variants; do
+    f=${v%%[0-9]*}; p=${v#"$f"}; t=${topic_of[$w:$f:$p]}
+    last=-1; stable=0
+    while :; do
+      size=$(scripts/stack topic-size "$t")
+      if (( size >= changes )) && (( size == last )); then stable=$((stable + 1)); else stable=0; fi
+      (( stable >= 3 )) && break
+      last=$size; sleep 1
+    done
+    size_of[$w:$f:$p]=$size
+    echo "   $t: $size records"
+  done
+  # Only the consumers run from here on.
+  for v in $variants; do scripts/stack delete-connector "${id}-$w-$v" >/dev/null; done
 done
 
-ripple_config() { # file, group, topic
+# ---------------------------------------------------------------------------------------------------
+# measuring
+
+# CPU ticks of the replica cluster: the postmaster, its reaped children and its live children.
+pg_ticks() {
+  local pm t c; pm=$(head -n 1 .stack/pg-replica/data/postmaster.pid)
+  t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+  for c in $(pgrep -P "$pm"); do t=$(( t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0) )); done
+  echo "$t"
+}
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+secs() { echo "$1 / $tick" | bc -l; }
+
+fresh_target() { # database, table
+  rep postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+  rep postgres -c "CREATE DATABASE $1" >/dev/null
+  rep "$1" -f "$dir/$2.ddl" >/dev/null
+  rep "$1" -c "VACUUM" -c "CHECKPOINT" >/dev/null
+}
+
+# Row text cast to one type per column in every database; a fingerprint for polling, an md5 at the end.
+# trim_scale: Debezium's VariableScaleDecimal (decimal.handling.mode=precise, an unconstrained
+# numeric) drops trailing zeros, 349.20 -> 349.2, for both sinks alike.
+row_text="row(transaction_id::text, user_id::text, \"timestamp\"::timestamp, trim_scale(amount::numeric), currency::text,
+  city::text, country::text, merchant_name::text, payment_method::text, ip_address::text, voucher_code::text,
+  affiliate_id::text, modified_by::text, modified_at::timestamp, change_info::jsonb)::text"
+fingerprint_sql() { echo "SELECT count(*) || ' ' || coalesce(sum(hashtext($row_text)::bigint), 0) FROM public.$1"; }
+checksum_sql() { echo "SELECT count(*) || ' ' || coalesce(md5(string_agg($row_text, ',' ORDER BY transaction_id)), '-') FROM public.$1"; }
+
+# Waits until DATABASE's TABLE holds what the source holds; ALIVE is a command that fails once the
+# consumer died. Prints the replica's last commit time then. The exact comparison (a scan) runs
+# when no transaction committed since the last poll, every 10 s, and once the consumer is gone.
+wait_applied() { # database, table, want, alive
+  local db=$1 table=$2 want=$3 alive=$4 last= cur polls=0 moved=$SECONDS up
+  while :; do
+    cur=$(rep "$db" -c "SELECT (pg_last_committed_xact()).xid")
+    up=1; eval "$alive" || up=0
+    if [ "$cur" = "$last" ] || (( polls % 10 == 9 )) || (( ! up )); then
+      if [ "$(rep "$db" -c "$(fingerprint_sql "$table")")" = "$want" ]; then
+        rep "$db" -c "SELECT extract(epoch FROM (pg_last_committed_xact()).timestamp)"; return
+      fi
+    fi
+    (( up )) || fail "$db: the consumer stopped and $table differs from the source"
+    [ "$cur" != "$last" ] && moved=$SECONDS
+    (( SECONDS - moved < 300 )) || fail "$db: nothing committed for 300 s and $table differs from the source"
+    last=$cur; polls=$((polls + 1))
+    sleep 1
+  done
+}
+
+ripple_config() { # file, group, topic, database, format, partitions
+  local conns=""; [ "$6" = 1 ] && conns="max_connections = 1"
+  local decode=""
+  case $5 in
+    avro) decode=$'[decode.avro]\n'"registry_url = \"$REGISTRY\"" ;;
+    noschema) decode=$'[decode.schemaless]\ntypes_from = "source"\ndecimal_handling_mode = "string"' ;;
+  esac
   cat >"$1" <<TOML
 [kafka]
 brokers = "127.0.0.1:19092"
@@ -153,118 +248,133 @@ group_id = "$2"
 topics = ["$3"]
 [source]
 url = "$url"
+[pipeline]
+batch_size = $batch
+$decode
 [sinks.replica]
 type = "postgres"
-url = "postgres://postgres@127.0.0.1:15433/bench_ripple"
+url = "postgres://postgres@127.0.0.1:15433/$4"
+$conns
 [[routes]]
 topics = ["$3"]
 sinks = ["replica"]
 TOML
 }
 
-# The same check of both targets: row count and an md5 over the source's columns in key order, each
-# column cast to one type in every database (so a text column holding "12.50" and a numeric 12.50 agree).
-row_text="row(transaction_id::text, user_id::text, \"timestamp\"::timestamp, amount::numeric, currency::text,
-  city::text, country::text, merchant_name::text, payment_method::text, ip_address::text, voucher_code::text,
-  affiliate_id::text, modified_by::text, modified_at::timestamp, change_info::jsonb)::text"
-checksum_sql="SELECT count(*) || ' ' || coalesce(md5(string_agg($row_text, ',' ORDER BY transaction_id)), '-') FROM public.$id"
-# A cheaper fingerprint of the same, for polling: a target is fully applied once it equals the source's.
-fingerprint_sql="SELECT count(*) || ' ' || coalesce(sum(hashtext($row_text)::bigint), 0) FROM public.$id"
-src_fingerprint=$(src -c "$fingerprint_sql")
+# Creates a JDBC sink connector NAME from TOPIC into DATABASE's TABLE with TASKS tasks.
+create_sink() { # name, topic, database, table, tasks, format
+  local name=$1
+  jq -n --argjson conv "$(converters "$6" | jq 'with_entries(select(.key | test("converter")))')" \
+    --argjson extra "${BENCH_JDBC_SETTINGS:-{\}}" --arg topic "$2" --arg db "$3" --arg table "$4" \
+    --arg tasks "$5" --arg batch "$batch" '{
+    "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+    "tasks.max": $tasks,
+    "topics": $topic,
+    "connection.url": ("jdbc:postgresql://127.0.0.1:15433/" + $db + "?reWriteBatchedInserts=true"),
+    "connection.username": "postgres",
+    "connection.password": "postgres",
+    "insert.mode": "upsert",
+    "delete.enabled": "true",
+    "primary.key.mode": "record_key",
+    "schema.evolution": "none",
+    "use.reduction.buffer": "true",
+    "collection.name.format": $table,
+    "batch.size": $batch,
+    "consumer.override.max.poll.records": $batch,
+    "consumer.override.fetch.min.bytes": "1048576",
+    "consumer.override.max.partition.fetch.bytes": "10485760",
+    "consumer.override.fetch.max.bytes": "52428800"
+  } + $conv + $extra' >"$dir/$name.json"
+  local code
+  code=$(curl -s -o "$dir/$name.put" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+    --data @"$dir/$name.json" "$CONNECT/connectors/$name/config")
+  [[ $code == 20? ]] || fail "creating sink connector $name failed ($code): $(head -c 500 "$dir/$name.put")"
+  connectors+=("$name")
+}
+sink_ok() { ! curl -s "$CONNECT/connectors/$1/status" | grep -q '"state":"FAILED"'; }
+check_sink() {
+  local status; status=$(curl -s "$CONNECT/connectors/$1/status")
+  if echo "$status" | grep -q '"state":"FAILED"'; then
+    echo "$status" | jq -r '.. | .trace? // empty' | grep '^Caused by' | tail -n 3 | cut -c 1-400 >&2
+    fail "JDBC sink connector $1 failed (see above and scripts/stack logs connect)"
+  fi
+}
 
-# Polls DATABASE every second until its table holds what the source holds, running CHECK (a command
-# that fails the run if the consumer died) in between; prints when the target's newest row version
-# was committed (its commit timestamp, so exact whatever the poll interval), or, where the replica
-# keeps no commit timestamps, the time of the poll that saw it. The row count is polled first; the
-# fingerprint (a full scan) only once the count is right. Polls are kept sparse because a count is a
-# scan of the target too: every 0.5 s it took about 15% of a core from whichever system was running.
-wait_applied() { # database, progress file, check
-  local db=$1 progress=$2 check=$3 rows t last=-2 moved=$SECONDS done_at
-  : >"$progress"
-  while :; do
-    t=$(now)
-    rows=$(row_count "$db" "$id")
-    echo "$t $rows" >>"$progress"
-    if (( rows == src_rows )) && [ "$(rep "$db" -c "$fingerprint_sql")" = "$src_fingerprint" ]; then
-      # A last transaction of deletes only leaves no row to date it: then the newest upsert's.
-      done_at=$(rep "$db" -c "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM public.$id" 2>/dev/null || true)
-      echo "${done_at:-$t}"; return
-    fi
-    eval "$check"
-    (( rows != last )) && { last=$rows; moved=$SECONDS; }
-    (( SECONDS - moved < 300 )) || fail "$db: no progress for 300 s ($rows rows, the source has $src_rows; see $progress)"
-    sleep 1
+results=$dir/$id.results   # cell system run events/s own-cpu-s replica-cpu-s rss-kb verdict records
+: >"$results"
+
+run_ripple() { # cell topic table run
+  local cell=$1 topic=$2 table=$3 n=$4 f p t0 t1 pg0 pg1 tag="$id-r$4-${1//:/-}"
+  IFS=: read -r _ f p _ <<<"$cell"
+  fresh_target bench_ripple "$table"
+  ripple_config "$dir/$tag.toml" "$tag" "$topic" bench_ripple "$f" "$p"
+  pg0=$(pg_ticks); t0=$(now)
+  /usr/bin/time -f '%U %S %M' -o "$dir/$tag.time" $ripple run --config "$dir/$tag.toml" --exit-when-idle-ms 2000 \
+    >"$dir/$tag.summary" 2>"$dir/$tag.log" &
+  ripple_pid=$!
+  t1=$(wait_applied bench_ripple "$table" "$want" 'kill -0 "$ripple_pid" 2>/dev/null') \
+    || { tail -n 20 "$dir/$tag.log" >&2; fail "ripple run ended before applying the whole topic"; }
+  pg1=$(pg_ticks)
+  wait "$ripple_pid" || { tail -n 20 "$dir/$tag.log" >&2; fail "ripple run failed"; }
+  ripple_pid=
+  local user sys rss; read -r user sys rss <"$dir/$tag.time"
+  local verdict; verdict=$( [ "$(rep bench_ripple -c "$(checksum_sql "$table")")" = "$src_sum" ] && echo equal || echo DIFFERENT)
+  printf '%s\tripple\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$n" "$(echo "$size / ($t1 - $t0)" | bc -l)" \
+    "$(echo "$user + $sys" | bc -l)" "$(secs $((pg1 - pg0)))" "$rss" "$verdict" "$size" >>"$results"
+}
+
+run_jdbc() { # cell topic table run
+  local cell=$1 topic=$2 table=$3 n=$4 f p t0 t1 pg0 pg1 c0 c1 name="$id-j$4-${1//:/-}"
+  IFS=: read -r _ f p _ <<<"$cell"
+  name=${name//_/-}
+  fresh_target bench_jdbc "$table"
+  local connect_pid; connect_pid=$(cat .stack/run/connect.pid)
+  echo 0 >"$dir/$name.rss"
+  ( peak=0
+    while :; do
+      r=$(ps -o rss= -p "$connect_pid" | tr -d ' ') || break
+      (( r > peak )) && { peak=$r; echo "$peak" >"$dir/$name.rss"; }
+      sleep 0.5
+    done ) &
+  sampler_pid=$!
+  pg0=$(pg_ticks); c0=$(proc_ticks "$connect_pid"); t0=$(now)
+  create_sink "$name" "$topic" bench_jdbc "$table" "$p" "$f"
+  t1=$(wait_applied bench_jdbc "$table" "$want" 'sink_ok "$name"') || { check_sink "$name"; fail "the JDBC sink did not apply the whole topic"; }
+  pg1=$(pg_ticks); c1=$(proc_ticks "$connect_pid")
+  kill "$sampler_pid"; sampler_pid=
+  scripts/stack delete-connector "$name" >/dev/null
+  local verdict; verdict=$( [ "$(rep bench_jdbc -c "$(checksum_sql "$table")")" = "$src_sum" ] && echo equal || echo DIFFERENT)
+  printf '%s\tjdbc\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$n" "$(echo "$size / ($t1 - $t0)" | bc -l)" \
+    "$(secs $((c1 - c0)))" "$(secs $((pg1 - pg0)))" "$(cat "$dir/$name.rss")" "$verdict" "$size" >>"$results"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# 2. throughput: every cell, fsync-on cells first (one replica restart each way)
+
+ordered=$(for c in $cells; do echo "$c"; done | awk -F: '{print ($4 == "on" ? 0 : 1) "\t" $0}' | sort -s -k1,1 | cut -f2)
+for cell in $ordered; do
+  IFS=: read -r w f p d <<<"$cell"
+  set_durable "$d"
+  topic=${topic_of[$w:$f:$p]}; size=${size_of[$w:$f:$p]}; table="${id}_$w"
+  want=$(src -c "$(fingerprint_sql "$table")"); src_sum=$(src -c "$(checksum_sql "$table")")
+  echo "== $cell: $size records of $topic"
+  for (( n = 0; n < warmup + runs; n++ )); do
+    if (( n % 2 == 0 )); then order="ripple jdbc"; else order="jdbc ripple"; fi
+    [ "$f" = noschema ] && order=ripple   # the JDBC sink needs records with schemas
+    for system in $order; do "run_$system" "$cell" "$topic" "$table" "$n"; done
+    label=$( (( n < warmup )) && echo "warm-up, discarded" || echo "run $(( n - warmup + 1 ))")
+    awk -F'\t' -v c="$cell" -v n="$n" -v l="$label" '$1 == c && $3 == n {
+      printf "   %-18s %-7s %8.0f events/s  %6.2f s own CPU  %6.2f s replica CPU  %s\n", l, $2, $4, $5, $6, $8 }' "$results"
   done
-}
-
-echo "== Ripple: $size records into bench_ripple"
-ripple_config "$dir/$id-ripple.toml" "$id-ripple" "$topic"
-t0=$(now)
-/usr/bin/time -f %M -o "$dir/$id-ripple.rss" $ripple run --config "$dir/$id-ripple.toml" --exit-when-idle-ms 2000 \
-  >"$dir/$id-ripple.summary" 2>"$dir/$id-ripple.log" &
-ripple_pid=$!
-t1=$(wait_applied bench_ripple "$dir/$id-ripple.progress" \
-  'kill -0 "$ripple_pid" 2>/dev/null || { tail -n 20 "$dir/$id-ripple.log" >&2; fail "ripple run ended before applying the whole topic"; }')
-wait "$ripple_pid" || { tail -n 20 "$dir/$id-ripple.log" >&2; fail "ripple run failed"; }
-ripple_pid=
-ripple_secs=$(echo "$t1 - $t0" | bc -l)
-ripple_rate=$(echo "$size / $ripple_secs" | bc -l | xargs printf '%.0f')
-ripple_rss_kb=$(tail -n 1 "$dir/$id-ripple.rss")
-sed 's/^/   /' "$dir/$id-ripple.summary"
-if $ripple verify --config "$dir/$id-ripple.toml" --table "public.$id" >"$dir/$id-ripple.verify" 2>&1; then
-  ripple_verified="ripple verify: equal"
-else
-  ripple_verified="ripple verify: DIFFERENT"; sed 's/^/   /' "$dir/$id-ripple.verify"
-fi
-
-echo "== Debezium JDBC sink $jdbc_version: $size records into bench_jdbc"
-connect_pid=$(cat .stack/run/connect.pid)
-connect_rss_before_kb=$(ps -o rss= -p "$connect_pid" | tr -d ' ')
-echo "$connect_rss_before_kb" >"$dir/$id-jdbc.rss"
-( peak=0
-  while :; do
-    r=$(ps -o rss= -p "$connect_pid" | tr -d ' ') || break
-    (( r > peak )) && { peak=$r; echo "$peak" >"$dir/$id-jdbc.rss"; }
-    sleep 0.5
-  done ) &
-sampler_pid=$!
-jdbc_name="${id//_/-}-jdbc"
-t0=$(now)
-create_sink "$jdbc_name" "$topic" bench_jdbc "$id"
-t1=$(wait_applied bench_jdbc "$dir/$id-jdbc.progress" 'check_sink "$jdbc_name"')
-kill "$sampler_pid"; sampler_pid=
-jdbc_secs=$(echo "$t1 - $t0" | bc -l)
-jdbc_rate=$(echo "$size / $jdbc_secs" | bc -l | xargs printf '%.0f')
-jdbc_rss_kb=$(cat "$dir/$id-jdbc.rss")
-printf '   %d records in %.1f s (connector created to last write committed), %d events/s\n' "$size" "$jdbc_secs" "$jdbc_rate"
-scripts/stack delete-connector "$jdbc_name" >/dev/null; sinks=()
-
-src_sum=$(src -c "$checksum_sql")
-verdict() { # database
-  local got; got=$(rep "$1" -c "$checksum_sql" 2>&1) || { echo "checksum query failed: $got"; return; }
-  if [ "$got" = "$src_sum" ]; then echo "equal (rows and md5)"; else echo "DIFFERENT: source $src_sum, target $got"; fi
-}
-ripple_check=$(verdict bench_ripple)
-jdbc_check=$(verdict bench_jdbc)
-echo "   checksum, Ripple target: $ripple_check; $ripple_verified"
-echo "   checksum, JDBC target:   $jdbc_check"
-# Where the JDBC sink declared a column differently from the source (Ripple's declarations too).
-types_sql="SELECT column_name || ' ' || CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END
-  || coalesce('(' || character_maximum_length || ')', '') FROM information_schema.columns
-  WHERE table_schema = 'public' AND table_name = '$id' AND column_name NOT LIKE '\_ripple%' ORDER BY column_name"
-src -c "$types_sql" >"$dir/$id-types.source"
-for db in bench_ripple bench_jdbc; do rep "$db" -c "$types_sql" >"$dir/$id-types.$db"; done
-for db in bench_ripple bench_jdbc; do
-  d=$(diff "$dir/$id-types.source" "$dir/$id-types.$db" | sed -n 's/^> //p' | paste -sd ';' | sed 's/;/; /g' || true)
-  echo "   column types differing from the source in $db: ${d:-none}"
 done
 
 # ---------------------------------------------------------------------------------------------------
-# 2. latency at a fixed offered rate, both consumers live
+# 3. latency: each system's own share per row, both live
 
 lid="${id}_lat"
-ltopic="$lid.public.$lid"
-echo "== latency: $lat_count changes at $lat_rate/s into $lid, both consumers live"
+ltopic="${lid}.public.$lid"
+tables+=("$lid")
+echo "== latency: $lat_count changes at $lat_rate/s into $lid, both consumers live (fsync $(durable_now && echo on || echo off))"
 $ripple loadgen --url "$url" --table "$lid" --drop --setup --count 0 >/dev/null
 src >/dev/null <<SQL
 ALTER TABLE public.$lid ADD COLUMN _changed_at timestamptz;
@@ -272,71 +382,60 @@ CREATE OR REPLACE FUNCTION public.bench_changed_at() RETURNS trigger AS \$\$
 BEGIN NEW._changed_at := clock_timestamp(); RETURN NEW; END \$\$ LANGUAGE plpgsql;
 CREATE TRIGGER zz_bench_changed_at BEFORE INSERT OR UPDATE ON public.$lid FOR EACH ROW EXECUTE FUNCTION public.bench_changed_at();
 SQL
+pg_dump -h 127.0.0.1 -p 15432 -U postgres -s -t "public.$lid" --no-owner app | sed -e '/TRIGGER\|REPLICA IDENTITY\|^\\/d' >"$dir/$lid.ddl"
+cat >>"$dir/$lid.ddl" <<SQL
+ALTER TABLE public.$lid ADD COLUMN _applied_at timestamptz;
+CREATE FUNCTION public.bench_applied_at() RETURNS trigger AS \$\$
+BEGIN NEW._applied_at := clock_timestamp(); RETURN NEW; END \$\$ LANGUAGE plpgsql;
+CREATE TRIGGER zz_bench_applied_at BEFORE INSERT OR UPDATE ON public.$lid FOR EACH ROW EXECUTE FUNCTION public.bench_applied_at();
+SQL
+for db in bench_jdbc bench_ripple; do fresh_target "$db" "$lid"; done
 connectors+=("${lid//_/-}")
-scripts/stack debezium "${lid//_/-}" "$lid" "public.$lid" initial >/dev/null
-# A warm-up, so that each sink has created its table before the measured load.
+DEBEZIUM_SETTINGS=$(converters json) scripts/stack debezium "${lid//_/-}" "$lid" "public.$lid" initial 4 >/dev/null
+# A warm-up, so that both consumers are assigned and running before the measured load.
 RIPPLE_LOG=warn $ripple loadgen --url "$url" --table "$lid" --count 200 --seed 2 >/dev/null
-# Start the consumers once the topic exists: one that subscribes before waits for a metadata refresh.
 start=$SECONDS
 until (( $(scripts/stack topic-size "$ltopic") >= 200 )); do
   (( SECONDS - start < 60 )) || fail "the warm-up's records did not reach $ltopic"
   sleep 0.5
 done
-create_sink "${lid//_/-}-jdbc" "$ltopic" bench_jdbc "$lid"
-ripple_config "$dir/$lid-ripple.toml" "$lid-ripple" "$ltopic"
+jname="${lid//_/-}-jdbc"
+create_sink "$jname" "$ltopic" bench_jdbc "$lid" 4 json
+ripple_config "$dir/$lid-ripple.toml" "$lid-ripple" "$ltopic" bench_ripple json 4
 $ripple run --config "$dir/$lid-ripple.toml" >"$dir/$lid-ripple.summary" 2>"$dir/$lid-ripple.log" &
 ripple_pid=$!
-
-# Both targets hold what the source holds: same keys with the same _changed_at.
-fence_sql() { # column expression for _changed_at
-  echo "SELECT count(*) || ' ' || coalesce(md5(string_agg(transaction_id::text || '@' || extract(epoch FROM $1), ',' ORDER BY transaction_id)), '-') FROM public.$lid"
-}
+fence_sql() { echo "SELECT count(*) || ' ' || coalesce(md5(string_agg(transaction_id::text || '@' || extract(epoch FROM _changed_at), ',' ORDER BY transaction_id)), '-') FROM public.$lid"; }
 caught_up() { # timeout seconds
-  local want start=$SECONDS
-  want=$(src -c "$(fence_sql _changed_at)")
+  local want start=$SECONDS ok db
+  want=$(src -c "$(fence_sql)")
   while :; do
-    local ok=1 db
-    for db in bench_jdbc bench_ripple; do
-      table_exists "$db" "$lid" && [ "$(rep "$db" -c "$(fence_sql '_changed_at::timestamptz')")" = "$want" ] || ok=0
-    done
+    ok=1
+    for db in bench_jdbc bench_ripple; do [ "$(rep "$db" -c "$(fence_sql)")" = "$want" ] || ok=0; done
     (( ok )) && return 0
     kill -0 "$ripple_pid" 2>/dev/null || { tail -n 20 "$dir/$lid-ripple.log" >&2; fail "ripple run exited"; }
-    check_sink "${lid//_/-}-jdbc"
+    check_sink "$jname"
     (( SECONDS - start < $1 )) || { echo "compare: not caught up after $1 s" >&2; return 1; }
     sleep 0.5
   done
 }
-caught_up 120 || fail "the warm-up did not reach both targets"
-for db in bench_jdbc bench_ripple; do
-  rep "$db" >/dev/null <<SQL
-ALTER TABLE public.$lid ADD COLUMN _applied_at timestamptz;
-CREATE OR REPLACE FUNCTION public.bench_applied_at() RETURNS trigger AS \$\$
-BEGIN NEW._applied_at := clock_timestamp(); RETURN NEW; END \$\$ LANGUAGE plpgsql;
-CREATE TRIGGER zz_bench_applied_at BEFORE INSERT OR UPDATE ON public.$lid FOR EACH ROW EXECUTE FUNCTION public.bench_applied_at();
-SQL
-done
+caught_up 180 || fail "the warm-up did not reach both targets"
 load_start=$(src -c "SELECT extract(epoch FROM clock_timestamp())")
-RIPPLE_LOG=warn $ripple loadgen --url "$url" --table "$lid" --count "$lat_count" --rate "$lat_rate" --batch 1 --seed 3 \
-  | sed 's/^/   /'
+RIPPLE_LOG=warn $ripple loadgen --url "$url" --table "$lid" --count "$lat_count" --rate "$lat_rate" --batch 1 --seed 3 | sed 's/^/   /'
 caught_up 600 || fail "the fixed-rate load did not reach both targets"
 kill "$ripple_pid"; wait "$ripple_pid" 2>/dev/null || true; ripple_pid=
-latency() { # database -> "p50 p99 rows"
-  rep "$1" -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-      round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), count(*)
-    FROM (SELECT extract(epoch FROM _applied_at - _changed_at::timestamptz) * 1000 AS ms FROM public.$lid
-          WHERE _applied_at IS NOT NULL AND _changed_at::timestamptz >= to_timestamp($load_start)) s"
-}
-read -r ripple_p50 ripple_p99 ripple_lat_rows < <(latency bench_ripple)
-read -r jdbc_p50 jdbc_p99 jdbc_lat_rows < <(latency bench_jdbc)
-echo "   rows measured: Ripple $ripple_lat_rows, JDBC sink $jdbc_lat_rows (rows whose last change came from the load)"
-# The share both have in common: source write to the record's Kafka timestamp (set when Connect's
-# producer sent the Debezium record), over every insert and update of the load.
-read -r kafka_p50 kafka_p99 kafka_n < <(kcat -b 127.0.0.1:19092 -C -t "$ltopic" -o beginning -e -q -f '%T\t%s\n' |
-  python3 -c '
+# Every row version the load wrote, keyed by (key, _changed_at), with the Kafka timestamp of its record.
+kcat -b 127.0.0.1:19092 -C -t "$ltopic" -o beginning -e -q -f '%T\t%s\n' >"$dir/$lid.records"
+for db in bench_ripple bench_jdbc; do
+  rep "$db" -F $'\t' -c "SELECT transaction_id, (extract(epoch FROM _changed_at) * 1000000)::bigint,
+      extract(epoch FROM _applied_at) * 1000 FROM public.$lid
+    WHERE _changed_at >= to_timestamp($load_start)" >"$dir/$lid.$db"
+done
+read -r ripple_p50 ripple_p99 ripple_lat_rows jdbc_p50 jdbc_p99 jdbc_lat_rows kafka_p50 kafka_p99 kafka_n < <(python3 - "$dir/$lid" "$load_start" <<'PY'
 import datetime, json, sys
-start = float(sys.argv[1])
-ms = []
-for line in sys.stdin:
+base, start = sys.argv[1], float(sys.argv[2])
+sent = {}     # (key, changed-at micros) -> Kafka timestamp ms
+shared = []   # Kafka timestamp - source write, ms
+for line in open(base + ".records"):
     ts, _, value = line.rstrip("\n").partition("\t")
     if not value or value == "null":
         continue
@@ -344,47 +443,94 @@ for line in sys.stdin:
     if after.get("_changed_at") is None:
         continue
     changed = datetime.datetime.fromisoformat(after["_changed_at"].replace("Z", "+00:00"))
+    micros = round(changed.timestamp() * 1_000_000)
+    sent[(after["transaction_id"], micros)] = int(ts)
     if changed.timestamp() >= start:
-        ms.append(int(ts) - changed.timestamp() * 1000)
-ms.sort()
-def pct(p):  # as percentile_cont
+        shared.append(int(ts) - micros / 1000)
+def pct(ms, p):  # as percentile_cont
+    ms = sorted(ms)
+    if not ms:
+        return "-"
     k = (len(ms) - 1) * p
     f = int(k)
-    return ms[f] + (ms[min(f + 1, len(ms) - 1)] - ms[f]) * (k - f)
-print("%.1f %.1f %d" % (pct(0.5), pct(0.99), len(ms)) if ms else "- - 0")
-' "$load_start")
-echo "   source to Kafka (shared by both): p50 $kafka_p50 ms, p99 $kafka_p99 ms over $kafka_n records"
+    return "%.1f" % (ms[f] + (ms[min(f + 1, len(ms) - 1)] - ms[f]) * (k - f))
+out = []
+for db in ("bench_ripple", "bench_jdbc"):
+    own = []
+    for line in open(base + "." + db):
+        key, micros, applied = line.rstrip("\n").split("\t")
+        ts = sent.get((key, int(micros)))
+        if ts is not None:
+            own.append(float(applied) - ts)
+    out += [pct(own, 0.5), pct(own, 0.99), str(len(own))]
+out += [pct(shared, 0.5), pct(shared, 0.99), str(len(shared))]
+print(" ".join(out))
+PY
+)
 
 # ---------------------------------------------------------------------------------------------------
-# 3. Redis and the search index next to raw store rates
+# 4. Redis and the search index next to raw store rates
 
 sinks_table=
 if [ "${BENCH_SINKS:-1}" != 0 ]; then
   echo "== bench/sinks.sh with $sinks_changes changes"
-  # Its failure does not void the comparison above: it is reported in place of its table.
   if BENCH_CHANGES=$sinks_changes bench/sinks.sh >"$dir/$id-sinks.out" 2>&1; then
     sinks_table=$(sed -n '/^store /,/^(/p' "$dir/$id-sinks.out")
   else
     sinks_table="bench/sinks.sh FAILED ($dir/$id-sinks.out): $(tail -n 1 "$dir/$id-sinks.out")"
-    tail -n 20 "$dir/$id-sinks.out" >&2
   fi
 fi
 
 # ---------------------------------------------------------------------------------------------------
+# the table
 
-mb() { echo "$1 / 1024" | bc -l | xargs printf '%.0f'; }
 echo
-echo "Ripple vs Debezium JDBC sink $jdbc_version: $changes changes ($size records) through Debezium, $(nproc) cores"
-printf '%-30s %10s %9s %9s %13s\n' system events/s "p50 ms" "p99 ms" "peak RSS MB"
-printf '%-30s %10s %9s %9s %13s\n' "Ripple" "$ripple_rate" "$ripple_p50" "$ripple_p99" "$(mb "$ripple_rss_kb")"
-printf '%-30s %10s %9s %9s %13s\n' "Debezium JDBC sink (Connect)" "$jdbc_rate" "$jdbc_p50" "$jdbc_p99" "$(mb "$jdbc_rss_kb")"
-printf '%-30s %10s %9s %9s %13s\n' "(source to Kafka, shared)" "" "$kafka_p50" "$kafka_p99" ""
-printf 'Ripple/JDBC events/s: %.2fx\n' "$(echo "$ripple_rate / $jdbc_rate" | bc -l)"
-echo "events/s: the topic's records over launch to the commit of the last write (Ripple $(printf '%.1f' "$ripple_secs") s, JDBC sink $(printf '%.1f' "$jdbc_secs") s)."
-echo "latency: $lat_count changes offered at $lat_rate/s, one change per source transaction, both consumers live;"
-echo "  applied-at (target trigger) minus written-at (source trigger), over $ripple_lat_rows / $jdbc_lat_rows rows."
-echo "peak RSS: Ripple process; JDBC sink = whole Connect worker JVM (-Xmx1g; $(mb "$connect_rss_before_kb") MB before the run)."
-echo "verified: Ripple $ripple_check, $ripple_verified; JDBC sink $jdbc_check."
+echo "Ripple vs Debezium JDBC sink $jdbc_version, $changes changes per workload through Debezium, $(nproc) cores,"
+echo "$runs measured runs per system and cell after $warmup discarded (order alternated): median [min-max]"
+python3 - "$results" "$warmup" <<'PY'
+import statistics, sys
+path, warmup = sys.argv[1], int(sys.argv[2])
+rows, order = {}, []
+for line in open(path):
+    cell, system, run, rate, own, rep, rss, verdict, records = line.rstrip("\n").split("\t")
+    if int(run) < warmup:
+        continue
+    if cell not in rows:
+        rows[cell] = {}
+        order.append(cell)
+    per_m = 1e6 / int(records)
+    rows[cell].setdefault(system, []).append(
+        (float(rate), float(own) * per_m, float(rep) * per_m, int(rss), verdict))
+def spread(xs, fmt):
+    return (fmt + " [" + fmt + "-" + fmt + "]") % (statistics.median(xs), min(xs), max(xs))
+print("%-5s %-8s %-8s %-5s %-6s %-22s %-19s %-19s %6s  %s" % ("parts", "workload", "format", "fsync", "system",
+      "events/s", "own CPU s/1M", "replica CPU s/1M", "RSS MB", "target vs source"))
+for cell in order:
+    w, f, p, d = cell.split(":")
+    for system in ("ripple", "jdbc"):
+        rs = rows[cell].get(system)
+        if not rs:
+            print("%-5s %-8s %-8s %-5s %-6s %s" % (p, w, f, d, "JDBC", "n/a: the JDBC sink needs records with schemas"))
+            continue
+        print("%-5s %-8s %-8s %-5s %-6s %-22s %-19s %-19s %6.0f  %s" % (
+            p, w, f, d, "Ripple" if system == "ripple" else "JDBC",
+            spread([r[0] for r in rs], "%.0f"), spread([r[1] for r in rs], "%.1f"),
+            spread([r[2] for r in rs], "%.1f"), max(r[3] for r in rs) / 1024,
+            ",".join(sorted(set(r[4] for r in rs)))))
+    if "jdbc" in rows[cell]:
+        r = statistics.median(x[0] for x in rows[cell]["ripple"]) / statistics.median(x[0] for x in rows[cell]["jdbc"])
+        c = statistics.median(x[1] + x[2] for x in rows[cell]["ripple"]) / statistics.median(x[1] + x[2] for x in rows[cell]["jdbc"])
+        print("%-35s Ripple/JDBC: %.1fx events/s, %.2fx the CPU per event (own + replica)" % ("", r, c))
+PY
+echo "events/s: the topic's records over launch to the replica's last commit; CPU: user+sys from /proc over the"
+echo "  same span (own = Ripple's process or the whole Connect worker JVM; replica = every process of its cluster)."
+echo "RSS: peak of Ripple's process; of the Connect worker JVM (G1, -Xms2g -Xmx2g)."
+echo
+echo "latency, $lat_count changes offered at $lat_rate/s, one change per transaction, 4 partitions, both live:"
+printf '  %-34s p50 %7s ms   p99 %7s ms   over %s rows\n' "Ripple's own share" "$ripple_p50" "$ripple_p99" "$ripple_lat_rows"
+printf '  %-34s p50 %7s ms   p99 %7s ms   over %s rows\n' "JDBC sink's own share" "$jdbc_p50" "$jdbc_p99" "$jdbc_lat_rows"
+printf '  %-34s p50 %7s ms   p99 %7s ms   over %s records\n' "source to Kafka (shared)" "$kafka_p50" "$kafka_p99" "$kafka_n"
+echo "  own share = the target trigger's write time minus the Kafka timestamp of the record of that row version."
 if [ -n "$sinks_table" ]; then
   echo
   echo "$sinks_table"

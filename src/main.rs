@@ -186,6 +186,9 @@ struct LoadgenFlags {
     /// Percentages of inserts, updates and deletes.
     #[arg(long, default_value = "60,30,10", value_parser = ripple::loadgen::parse_mix)]
     mix: ripple::loadgen::Mix,
+    /// Send every update to the table's first N keys (an update-heavy load on hot keys).
+    #[arg(long, value_name = "N")]
+    hot_keys: Option<usize>,
     /// Truncate the table once, after this many changes (the truncate counts as one change).
     #[arg(long)]
     truncate_after: Option<u64>,
@@ -205,6 +208,7 @@ impl From<LoadgenFlags> for ripple::loadgen::LoadgenArgs {
             rate: f.rate,
             seed: f.seed,
             mix: f.mix,
+            hot_keys: f.hot_keys,
             truncate_after: f.truncate_after,
             batch: f.batch,
         }

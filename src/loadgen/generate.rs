@@ -42,6 +42,8 @@ pub struct Generator {
     mix: Mix,
     /// Keys of rows that exist, so updates and deletes always hit a row.
     live: Vec<String>,
+    /// Updates go to the first this many live keys only (a hot set), or to any when `None`.
+    hot_keys: Option<usize>,
 }
 
 /// Timestamps are spread over 2024 from a fixed base, so runs are reproducible.
@@ -57,7 +59,15 @@ impl Generator {
             rng: StdRng::seed_from_u64(seed ^ fingerprint(&live)),
             mix,
             live,
+            hot_keys: None,
         }
+    }
+
+    /// Sends every update to the first `n` live keys (the oldest, while there are no deletes):
+    /// an update-heavy load on hot keys, where reducing to the newest change per key pays.
+    pub fn with_hot_keys(mut self, n: Option<usize>) -> Self {
+        self.hot_keys = n.filter(|&n| n > 0);
+        self
     }
 
     pub fn next_change(&mut self) -> Change {
@@ -67,7 +77,10 @@ impl Generator {
             self.live.push(t.transaction_id.clone());
             Change::Insert(t)
         } else if roll < self.mix.inserts + self.mix.updates {
-            let id = self.live[self.rng.random_range(0..self.live.len())].clone();
+            let among = self
+                .hot_keys
+                .map_or(self.live.len(), |n| n.min(self.live.len()));
+            let id = self.live[self.rng.random_range(0..among)].clone();
             Change::Update {
                 id,
                 amount: self.amount(),
@@ -249,5 +262,30 @@ mod tests {
                 Change::Truncate => live.clear(),
             }
         }
+    }
+
+    #[test]
+    fn hot_keys_take_every_update() {
+        let mix = Mix {
+            inserts: 10,
+            updates: 90,
+            deletes: 0,
+        };
+        let mut g = Generator::new(5, mix, vec![]).with_hot_keys(Some(50));
+        let changes: Vec<Change> = (0..20_000).map(|_| g.next_change()).collect();
+        let mut order = Vec::new();
+        let mut updated = std::collections::HashSet::new();
+        for c in &changes {
+            match c {
+                Change::Insert(t) => order.push(t.transaction_id.clone()),
+                Change::Update { id, .. } => {
+                    updated.insert(id.clone());
+                }
+                _ => unreachable!("no deletes in this mix"),
+            }
+        }
+        assert!(order.len() > 1_500, "{}", order.len());
+        let hot: std::collections::HashSet<_> = order[..50].iter().cloned().collect();
+        assert_eq!(updated, hot, "updates hit exactly the first 50 keys");
     }
 }

@@ -34,6 +34,8 @@ pub struct LoadgenArgs {
     pub seed: u64,
     /// Percentages of inserts, updates and deletes.
     pub mix: Mix,
+    /// Updates go only to the table's first this many keys (hot keys); `None`: to any row.
+    pub hot_keys: Option<usize>,
     /// Truncate the table once, after this many changes (the truncate counts as one change).
     pub truncate_after: Option<u64>,
     /// Changes per source transaction (at least 1).
@@ -51,6 +53,7 @@ impl Default for LoadgenArgs {
             rate: 0,
             seed: 42,
             mix: Mix::default(),
+            hot_keys: None,
             truncate_after: None,
             batch: 100,
         }
@@ -230,7 +233,7 @@ pub async fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
     tracing::info!(table = %table, existing_rows = live.len(), count = args.count, "loadgen: writing");
 
     let statements = write::Statements::new(&table);
-    let mut generator = Generator::new(args.seed, args.mix, live);
+    let mut generator = Generator::new(args.seed, args.mix, live).with_hot_keys(args.hot_keys);
     let batch = batch_size(args.batch, args.rate);
     let mut summary = LoadgenSummary::default();
     let started = Instant::now();
