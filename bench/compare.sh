@@ -2,7 +2,7 @@
 # Benchmark: Ripple next to Debezium's JDBC sink connector at its best documented settings, on the
 # same Debezium topics, into identical pre-created tables of the same replica PostgreSQL cluster.
 #
-#   bench/compare.sh                                   # the full table (about 40 min on 2 cores)
+#   bench/compare.sh                                   # the full table (13 min at 100,000 changes on 2 cores)
 #   BENCH_CHANGES=20000 BENCH_RUNS=1 BENCH_WARMUP=0 BENCH_CELLS=seed:json:4:off bench/compare.sh   # a trial
 #
 # Cells (BENCH_CELLS, space-separated workload:format:partitions:fsync). By default the headline
