@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: Ripple's throughput into Redis and into the search index, each next to the raw rate of
-# the same store measured in the same run: redis-benchmark (pipelined SETs) for Redis, a loop of
+# the same store measured in the same run: redis-benchmark (pipelined SETs, and the sink's own guarded
+# script by EVALSHA, the fair figure) for Redis, a loop of
 # plain `_bulk` requests of same-sized documents for the index. The topic is pre-filled with real
 # Debezium events of the seed table (BENCH_CHANGES, default 200,000).
 set -euo pipefail
@@ -33,6 +34,16 @@ key = \"$id:{pk}\"
 format = \"json\"")
 echo "== raw Redis: redis-benchmark, pipelined SETs of 400-byte values"
 raw_redis=$(redis-benchmark -p 16379 -t set -n "$changes" -P 100 -d 400 -q 2>/dev/null | sed -n 's/.*SET: \([0-9.]*\) requests.*/\1/p' | cut -d. -f1)
+# The fair raw figure for a guarded write: the sink's own script (versions.lua, members.lua and
+# apply.lua, as the sink loads them) by EVALSHA with the same four keys and a 408-byte JSON
+# document, pipelined 100 deep. Random keys and commits: a repeated key with an older commit is
+# refused, as a stale change would be.
+echo "== raw Redis: redis-benchmark, pipelined EVALSHA of the sink's guarded write"
+sha=$(cat sinks/redis/src/versions.lua sinks/redis/src/members.lua sinks/redis/src/apply.lua | redis-cli -p 16379 -x SCRIPT LOAD)
+doc='{"transaction_id":"6f1c2a4e-0c2b-4d9e-9a57-1b2c3d4e5f61","user_id":"someone","timestamp":"2024-03-01T10:00:00.000000","amount":"123.45","currency":"USD","city":"Somewhere","country":"Nowhere","merchant_name":"Acme and Sons","payment_method":"credit_card","ip_address":"10.1.2.3","voucher_code":"","affiliate_id":"6f1c2a4e-0c2b-4d9e-9a57-1b2c3d4e5f60","modified_by":null,"modified_at":null,"change_info":null}'
+raw_eval=$(redis-benchmark -p 16379 -n "$changes" -P 100 -r 100000000 -q EVALSHA "$sha" 4 "$id:raw:__rand_int__" \
+  "$id:raw:versions" "$id:raw:truncated" "$id:raw:keys" __rand_int__ 0 0 json "$doc" 2>/dev/null \
+  | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | cut -d. -f1)
 
 echo "== ripple into the search index"
 search_rate=$(run_sink search "[sinks.search]
@@ -62,7 +73,9 @@ cat <<TABLE
 
 store           ripple events/s   raw store ops/s   ripple peak RSS
 Redis           ${redis_rate:-?}             ${raw_redis:-?}            $(cat "$dir/$id-cache.rss") KB
+  raw guarded   ${raw_eval:-?} EVALSHA/s (the sink's script): Ripple at $(( ${redis_rate:-0} * 100 / ${raw_eval:-1} ))%
 search index    ${search_rate:-?}             ${raw_search:-?}            $(cat "$dir/$id-search.rss") KB
+  of raw _bulk  Ripple at $(( ${search_rate:-0} * 100 / ${raw_search:-1} ))%
 ($changes changes, $size records, $(nproc) cores; raw rates use the same node, same run)
 TABLE
 curl -s -X DELETE "http://127.0.0.1:9251/$id-*" >/dev/null || true
