@@ -212,6 +212,7 @@ row_text="row(transaction_id::text, user_id::text, \"timestamp\"::timestamp, tri
   affiliate_id::text, modified_by::text, modified_at::timestamp, change_info::jsonb)::text"
 fingerprint_sql() { echo "SELECT count(*) || ' ' || coalesce(sum(hashtext($row_text)::bigint), 0) FROM public.$1"; }
 checksum_sql() { echo "SELECT count(*) || ' ' || coalesce(md5(string_agg($row_text, ',' ORDER BY transaction_id)), '-') FROM public.$1"; }
+verdict() { if [ "$(rep "$1" -c "$(checksum_sql "$2")")" = "$src_sum" ]; then echo equal; else echo DIFFERENT; fi; } # database, table
 
 # Waits until DATABASE's TABLE holds what the source holds; ALIVE is a command that fails once the
 # consumer died. Prints the replica's last commit time then. The exact comparison (a scan) runs
@@ -318,9 +319,8 @@ run_ripple() { # cell topic table run
   wait "$ripple_pid" || { tail -n 20 "$dir/$tag.log" >&2; fail "ripple run failed"; }
   ripple_pid=
   local user sys rss; read -r user sys rss <"$dir/$tag.time"
-  local verdict; verdict=$( [ "$(rep bench_ripple -c "$(checksum_sql "$table")")" = "$src_sum" ] && echo equal || echo DIFFERENT)
   printf '%s\tripple\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$n" "$(echo "$size / ($t1 - $t0)" | bc -l)" \
-    "$(echo "$user + $sys" | bc -l)" "$(secs $((pg1 - pg0)))" "$rss" "$verdict" "$size" >>"$results"
+    "$(echo "$user + $sys" | bc -l)" "$(secs $((pg1 - pg0)))" "$rss" "$(verdict bench_ripple "$table")" "$size" >>"$results"
 }
 
 run_jdbc() { # cell topic table run
@@ -343,9 +343,8 @@ run_jdbc() { # cell topic table run
   pg1=$(pg_ticks); c1=$(proc_ticks "$connect_pid")
   kill "$sampler_pid"; sampler_pid=
   scripts/stack delete-connector "$name" >/dev/null
-  local verdict; verdict=$( [ "$(rep bench_jdbc -c "$(checksum_sql "$table")")" = "$src_sum" ] && echo equal || echo DIFFERENT)
   printf '%s\tjdbc\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$n" "$(echo "$size / ($t1 - $t0)" | bc -l)" \
-    "$(secs $((c1 - c0)))" "$(secs $((pg1 - pg0)))" "$(cat "$dir/$name.rss")" "$verdict" "$size" >>"$results"
+    "$(secs $((c1 - c0)))" "$(secs $((pg1 - pg0)))" "$(cat "$dir/$name.rss")" "$(verdict bench_jdbc "$table")" "$size" >>"$results"
 }
 
 # ---------------------------------------------------------------------------------------------------
