@@ -142,6 +142,8 @@ converters() {
     avro) jq '. + {"decimal.handling.mode": "precise"}' scripts/stack.d/avro-settings.json ;;
   esac
 }
+# The target's DDL: the source's table and key, without its triggers or replica identity.
+target_ddl() { pg_dump -h 127.0.0.1 -p 15432 -U postgres -s -t "public.$1" --no-owner app | sed -e '/TRIGGER\|REPLICA IDENTITY\|^\\/d'; }
 mix_of() { case $1 in seed) echo 60,30,10 ;; insert) echo 100,0,0 ;; update) echo 10,90,0 ;; esac; }
 
 # ---------------------------------------------------------------------------------------------------
@@ -152,9 +154,7 @@ for w in $(for c in $cells; do echo "${c%%:*}"; done | sort -u); do
   table="${id}_$w"
   tables+=("$table")
   $ripple loadgen --url "$url" --table "$table" --drop --setup --count 0 >/dev/null
-  # The target's DDL: the source's table and key, without its triggers or replica identity.
-  pg_dump -h 127.0.0.1 -p 15432 -U postgres -s -t "public.$table" --no-owner app \
-    | sed -e '/TRIGGER\|REPLICA IDENTITY\|^\\/d' >"$dir/$table.ddl"
+  target_ddl "$table" >"$dir/$table.ddl"
   variants=$(for c in $cells; do IFS=: read -r cw cf cp _ <<<"$c"; if [ "$cw" = "$w" ]; then echo "$cf$cp"; fi; done | sort -u)
   for v in $variants; do
     f=${v%%[0-9]*}; p=${v#"$f"}
@@ -381,7 +381,7 @@ CREATE OR REPLACE FUNCTION public.bench_changed_at() RETURNS trigger AS \$\$
 BEGIN NEW._changed_at := clock_timestamp(); RETURN NEW; END \$\$ LANGUAGE plpgsql;
 CREATE TRIGGER zz_bench_changed_at BEFORE INSERT OR UPDATE ON public.$lid FOR EACH ROW EXECUTE FUNCTION public.bench_changed_at();
 SQL
-pg_dump -h 127.0.0.1 -p 15432 -U postgres -s -t "public.$lid" --no-owner app | sed -e '/TRIGGER\|REPLICA IDENTITY\|^\\/d' >"$dir/$lid.ddl"
+target_ddl "$lid" >"$dir/$lid.ddl"
 cat >>"$dir/$lid.ddl" <<SQL
 ALTER TABLE public.$lid ADD COLUMN _applied_at timestamptz;
 CREATE FUNCTION public.bench_applied_at() RETURNS trigger AS \$\$
