@@ -20,7 +20,9 @@ pub use event::{
     ChangeEvent, Column, ColumnType, Op, Origin, ROW_COLUMN, TableRef, TableSchema, Target,
     Version, keyless_refused,
 };
-pub use render::{absent_field, json_difference, json_rows_equal, to_json, to_text};
+pub use render::{
+    absent_field, json_difference, json_rows_equal, to_json, to_text, write_json, write_json_str,
+};
 pub use replica::{PostgresAddress, PostgresReplica};
 pub use secret::{Secret, TlsFiles, TlsMaterial, read_secret};
 pub use template::{Template, TemplateError};

@@ -4,7 +4,7 @@
 
 use crate::Value;
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDate, NaiveTime};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike};
 
 /// The value as text; `None` for NULL and for an unavailable value.
 ///
@@ -41,6 +41,33 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         Value::Array(items) => J::Array(items.iter().map(to_json).collect()),
         other => to_text(other).map(J::String).unwrap_or(J::Null),
     }
+}
+
+/// Appends the value as JSON text to `out`: the same text as `to_json(v).to_string()`, written
+/// without building a `serde_json::Value` (a document of every row goes through here).
+pub fn write_json(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null | Value::Unavailable => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Value::Float(f) if f.is_finite() => write_json_value(out, &serde_json::Value::from(*f)),
+        Value::Decimal(s) | Value::Text(s) => write_json_str(out, s),
+        Value::Json(_) | Value::Array(_) => write_json_value(out, &to_json(v)),
+        other => match to_text(other) {
+            Some(text) => write_json_str(out, &text),
+            None => out.extend_from_slice(b"null"),
+        },
+    }
+}
+
+/// Appends `s` as a JSON string, quoted and escaped.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    write_json_value(out, &s)
+}
+
+fn write_json_value(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
+    // Writing into a Vec cannot fail, and these values always serialize.
+    serde_json::to_writer(out, v).expect("JSON into memory")
 }
 
 /// Whether a stored row document holds what the source row gives, column by column. A field that
@@ -108,11 +135,43 @@ fn timestamp_text(micros: i64, zoned: bool) -> String {
         i64::MIN => "-infinity".into(),
         m => match DateTime::from_timestamp_micros(m) {
             Some(t) => {
-                let text = t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
-                if zoned { text + "Z" } else { text }
+                let t = t.naive_utc();
+                let mut text = if (0..=9999).contains(&t.year()) {
+                    // Every row of a timestamp column comes through here: the digits are written
+                    // directly, as `%Y-%m-%dT%H:%M:%S%.6f` would write them, without parsing the
+                    // format each time.
+                    let mut text = String::with_capacity(27);
+                    push_digits(&mut text, t.year() as u32, 4);
+                    text.push('-');
+                    push_digits(&mut text, t.month(), 2);
+                    text.push('-');
+                    push_digits(&mut text, t.day(), 2);
+                    text.push('T');
+                    push_digits(&mut text, t.hour(), 2);
+                    text.push(':');
+                    push_digits(&mut text, t.minute(), 2);
+                    text.push(':');
+                    push_digits(&mut text, t.second(), 2);
+                    text.push('.');
+                    push_digits(&mut text, t.nanosecond() / 1000, 6);
+                    text
+                } else {
+                    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+                };
+                if zoned {
+                    text.push('Z');
+                }
+                text
             }
             None => m.to_string(),
         },
+    }
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for i in (0..width).rev() {
+        out.push(char::from(b'0' + (n / 10u32.pow(i) % 10) as u8));
     }
 }
 
@@ -131,6 +190,68 @@ pub fn absent_field(name: &str, source: impl std::fmt::Display) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_match_the_format_they_replace() {
+        // Across the years the fast path writes, and either side of it (year 0 and 9999's edges,
+        // before the epoch, negative years, beyond 9999).
+        let mut micros: i64 = -377_705_116_800_000_000 - 86_400_000_000; // before year -10000
+        let step = 1_234_567_891_234_567;
+        while micros < 253_402_300_800_000_000 + 400 * 365 * 86_400_000_000 {
+            let want = DateTime::from_timestamp_micros(micros)
+                .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+                .unwrap();
+            assert_eq!(timestamp_text(micros, false), want, "{micros}");
+            assert_eq!(timestamp_text(micros, true), want + "Z", "{micros}");
+            micros += step;
+        }
+        for m in [
+            -62_167_219_200_000_000,
+            -62_167_219_200_000_001,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+        ] {
+            let want = DateTime::from_timestamp_micros(m)
+                .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+                .unwrap();
+            assert_eq!(timestamp_text(m, false), want, "{m}");
+        }
+    }
+
+    #[test]
+    fn written_json_is_the_json_value_as_text() {
+        let values = [
+            Value::Null,
+            Value::Unavailable,
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Int(i64::MIN),
+            Value::Int(42),
+            Value::Float(0.1),
+            Value::Float(-1e300),
+            Value::Float(f64::NAN),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Decimal("12345678901234567890.000001".into()),
+            Value::Text("quote \" backslash \\ tab \t nul \u{0} é 𝄞".into()),
+            Value::Json(r#"{"a": [1, 2.50, "x"]}"#.into()),
+            Value::Json("not json".into()),
+            Value::Bytes(vec![0, 255, 7]),
+            Value::Date(-800_000),
+            Value::Time(3_600_000_001),
+            Value::Timestamp(1_741_944_413_589_793),
+            Value::TimestampTz(-1),
+            Value::Array(vec![Value::Int(1), Value::Null, Value::Text("b".into())]),
+        ];
+        for v in &values {
+            let mut out = Vec::new();
+            write_json(&mut out, v);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                to_json(v).to_string(),
+                "{v:?}"
+            );
+        }
+    }
 
     #[test]
     fn text_forms() {

@@ -1,10 +1,14 @@
 //! The write path: each change as a guarded script call (versions compared and the row written
-//! in one step) in atomic pipelines of up to `PIPELINE_EVENTS`, split at truncates, which empty a
-//! table through its key set and leave a watermark.
+//! in one step) in pipelines of up to `PIPELINE_EVENTS`, a few in flight at once, split at
+//! truncates, which empty a table through its key set and leave a watermark.
 
 use crate::encode::json_document;
 use crate::errors::classify;
-use crate::{Format, PIPELINE_EVENTS, RedisSink, TableKeys, template::KeyTemplate};
+use crate::{
+    Format, PIPELINE_EVENTS, PIPELINES_IN_FLIGHT, RedisSink, TableKeys, template::KeyTemplate,
+};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use redis::aio::ConnectionManager;
 use ripple_sink::segment::{self, Step};
 use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, Target, Value};
@@ -36,14 +40,15 @@ impl RedisSink {
                 }
                 Step::Run { events, offset } => (events, offset),
             };
-            // Each key's script refuses older versions, so a segment need not be one transaction:
-            // pipelines of PIPELINE_EVENTS keep the commands in memory at once small.
+            // Each key's script refuses older versions, so neither a segment nor the order of its
+            // pipelines matters to the outcome: up to PIPELINES_IN_FLIGHT pipelines of
+            // PIPELINE_EVENTS share the multiplexed connection, so Redis runs one while the next
+            // is encoded and sent, and the commands held at once stay bounded.
+            let mut in_flight = FuturesOrdered::new();
             for (n, chunk) in run.chunks(PIPELINE_EVENTS).enumerate() {
                 let from = offset + n * PIPELINE_EVENTS;
                 let mut pipe = redis::pipe();
-                // Each command answers for itself: a key of another type refuses one change, and
-                // the transaction applies the others (Redis does not roll back).
-                pipe.atomic().ignore_errors();
+                pipe.ignore_errors();
                 let mut sent = Vec::with_capacity(chunk.len());
                 for (i, e) in chunk.iter().enumerate() {
                     match self.add(&mut pipe, &template, &keys, e, from + i) {
@@ -55,26 +60,22 @@ impl RedisSink {
                         Err(e) => return Err(e),
                     }
                 }
-                if !sent.is_empty() {
-                    let answers: Vec<redis::Value> = pipe
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| classify(e, "write"))?;
-                    for (&index, answer) in sent.iter().zip(answers) {
-                        if let redis::Value::ServerError(e) = answer {
-                            let e = classify(redis::RedisError::from(e), "write");
-                            if e.is_retriable() {
-                                return Err(e);
-                            }
-                            rejected.push(Rejection::new(index, e.message));
-                        }
-                    }
+                if in_flight.len() == PIPELINES_IN_FLIGHT
+                    && let Some(refused) = in_flight.next().await
+                {
+                    rejected.extend(refused?);
                 }
+                in_flight.push_back(send(conn.clone(), pipe, sent));
+            }
+            while let Some(refused) = in_flight.next().await {
+                rejected.extend(refused?);
             }
         }
         if rejected.is_empty() {
             Ok(())
         } else {
+            // Refusals before sending and Redis's answers arrive in two streams.
+            rejected.sort_by_key(|r| r.index);
             Err(SinkError::rejected(rejected))
         }
     }
@@ -180,4 +181,31 @@ impl RedisSink {
         }
         Ok(())
     }
+}
+
+/// Sends one pipeline and returns the changes Redis refused for their own data (each command
+/// answers for itself: a key of another type refuses one change, and the others apply).
+async fn send(
+    mut conn: ConnectionManager,
+    pipe: redis::Pipeline,
+    sent: Vec<usize>,
+) -> Result<Vec<Rejection>, SinkError> {
+    let mut refused = Vec::new();
+    if sent.is_empty() {
+        return Ok(refused);
+    }
+    let answers: Vec<redis::Value> = pipe
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| classify(e, "write"))?;
+    for (&index, answer) in sent.iter().zip(answers) {
+        if let redis::Value::ServerError(e) = answer {
+            let e = classify(redis::RedisError::from(e), "write");
+            if e.is_retriable() {
+                return Err(e);
+            }
+            refused.push(Rejection::new(index, e.message));
+        }
+    }
+    Ok(refused)
 }

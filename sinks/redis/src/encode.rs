@@ -9,29 +9,30 @@ use ripple_sink::Value;
 pub(crate) fn json_document(
     columns: &[ripple_sink::Column],
     row: &[Value],
-) -> (String, Vec<String>) {
-    let mut doc = String::from("{");
+) -> (Vec<u8>, Vec<String>) {
+    // Written straight into the bytes Redis gets: one buffer per row, no value built per column.
+    let mut doc = Vec::with_capacity(64 + 32 * columns.len());
+    doc.push(b'{');
     let mut unavailable = Vec::new();
     for (c, v) in columns.iter().zip(row) {
-        let name = serde_json::Value::from(c.name.as_str()).to_string();
         if *v == Value::Unavailable {
-            unavailable.push(name);
+            unavailable.push(serde_json::Value::from(c.name.as_str()).to_string());
             continue;
         }
         if doc.len() > 1 {
-            doc.push(',');
+            doc.push(b',');
         }
-        doc.push_str(&name);
-        doc.push(':');
+        ripple_sink::write_json_str(&mut doc, &c.name);
+        doc.push(b':');
         match v {
             Value::Json(text)
                 if serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok() =>
             {
-                doc.push_str(text.trim())
+                doc.extend_from_slice(text.trim().as_bytes())
             }
-            v => doc.push_str(&ripple_sink::to_json(v).to_string()),
+            v => ripple_sink::write_json(&mut doc, v),
         }
     }
-    doc.push('}');
+    doc.push(b'}');
     (doc, unavailable)
 }

@@ -1,7 +1,7 @@
 //! The Redis sink: one key per source row (named by a template such as `inventory:{product_id}`),
 //! holding the row as a hash, a JSON document, or one column as a plain string. Each batch goes to
-//! Redis as one atomic pipeline of server-side scripts that compare versions and write in one step,
-//! so a row never moves back in time. Truncates find a table's keys through a per-table key set,
+//! Redis as pipelines of server-side scripts that compare versions and write in one step, so a
+//! row never moves back in time whatever order the pipelines run in. Truncates find a table's keys through a per-table key set,
 //! never through KEYS or SCAN over the whole keyspace.
 
 mod apply;
@@ -24,8 +24,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use template::KeyTemplate;
 
-/// Events per Redis pipeline (one MULTI/EXEC).
+/// Events per Redis pipeline.
 const PIPELINE_EVENTS: usize = 1_000;
+/// Pipelines sent before the first answer is awaited: enough that Redis never waits for Ripple to
+/// encode the next one.
+const PIPELINES_IN_FLIGHT: usize = 4;
 
 /// Registers `type = "redis"`.
 pub struct RedisFactory;

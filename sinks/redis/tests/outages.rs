@@ -49,6 +49,13 @@ impl Drop for Restore {
 
 #[tokio::test]
 async fn out_of_memory_is_an_outage_and_applies_once_memory_is_raised() {
+    // Keys of this run only: a version left by an earlier run would make the change stale, and a
+    // stale change writes nothing, so Redis would have nothing to refuse.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("outage_oom_{run}");
     let config = RedisSinkConfig {
         kind: "redis".into(),
         url: url(),
@@ -56,11 +63,11 @@ async fn out_of_memory_is_an_outage_and_applies_once_memory_is_raised() {
         password_env: None,
         password_file: None,
         tls: Default::default(),
-        key: "outage_oom:{pk}".into(),
+        key: format!("{prefix}:{{pk}}"),
         format: Format::Hash,
         field: None,
         ttl_seconds: 0,
-        key_set_prefix: "outage_oom:keys:".into(),
+        key_set_prefix: format!("{prefix}:keys:"),
     };
     let sink = RedisSink::new("cache", "sinks.cache", config).unwrap();
     sink.ready()
@@ -134,6 +141,6 @@ async fn out_of_memory_is_an_outage_and_applies_once_memory_is_raised() {
     sink.apply(Target::of(&s.table), &[event(&s, 2, 2)])
         .await
         .unwrap();
-    let note: String = conn.hget("outage_oom:2", "note").await.unwrap();
+    let note: String = conn.hget(format!("{prefix}:2"), "note").await.unwrap();
     assert_eq!(note, "row 2");
 }
