@@ -5,13 +5,17 @@
 use crate::ElasticsearchSink;
 use crate::encode::{doc_id, external_version, field_json, json_len, tombstone_id, truncated_id};
 use crate::errors::{status_and_json, status_error, transport_error};
-use crate::request::Found;
+use crate::request::{MAX_RESULT_WINDOW, Tombstones};
+use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::params::VersionType;
-use elasticsearch::{BulkOperation, DeleteByQueryParts, IndexParts, MgetParts};
+use elasticsearch::{BulkOperation, DeleteByQueryParts, IndexParts, MgetParts, SearchParts};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use ripple_sink::segment::{self, Step};
 use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, TableSchema, Target, Value};
 use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 impl ElasticsearchSink {
     /// `Sink::apply`: the index made ready for the call's schemas, then each segment between
@@ -52,6 +56,7 @@ impl ElasticsearchSink {
         if rejected.is_empty() {
             Ok(())
         } else {
+            rejected.sort_by_key(|r| r.index);
             Err(SinkError::rejected(rejected))
         }
     }
@@ -60,6 +65,8 @@ impl ElasticsearchSink {
     /// first records its version on a document of `meta_index` (external versioning again), so a
     /// truncate delivered twice cannot delete documents written after it.
     pub(crate) async fn truncate(&self, index: &str, event: &ChangeEvent) -> Result<(), SinkError> {
+        // Read back by the search for tombstones, which must refresh to see it.
+        self.tombstones_written.fetch_add(1, Ordering::AcqRel);
         let response = self
             .client
             .index(IndexParts::IndexId(&self.config.meta_index, &truncated_id(index)))
@@ -100,33 +107,59 @@ impl ElasticsearchSink {
     /// The versions below which writes to `ids` are stale: the newest of the index's last truncate
     /// and each row's tombstone. A tombstone that cannot be read (shards still recovering) is a
     /// retriable error, never "no tombstone".
+    ///
+    /// Read by an `ids` search, not an `_mget`: most rows have no tombstone, and a search looks the
+    /// ids up in the terms dictionary at once where a get reads each one alone (the `_mget` was a
+    /// fifth of the index's CPU). A search sees only what a refresh made visible, so `meta_index`
+    /// is refreshed first whenever this sink wrote tombstones since the last refresh. Tombstones
+    /// another Ripple wrote less than a refresh interval ago (a rebalance) are left to the index's
+    /// own memory of the delete (`gc_deletes`, days by default).
     pub(crate) async fn stale_below(
         &self,
         index: &str,
         ids: &[&str],
     ) -> Result<(i64, HashMap<String, i64>), SinkError> {
+        let written = self.tombstones_written.load(Ordering::Acquire);
+        if self.tombstones_searchable.load(Ordering::Acquire) < written {
+            let response = self
+                .client
+                .indices()
+                .refresh(IndicesRefreshParts::Index(&[&self.config.meta_index]))
+                .send()
+                .await
+                .map_err(|e| transport_error(e, "refresh tombstones"))?;
+            let status = response.status_code().as_u16();
+            // A meta index not created yet holds no tombstone.
+            if status >= 300 && status != 404 {
+                let body = response.text().await.unwrap_or_default();
+                return Err(status_error(status, format!("refresh tombstones: {body}")));
+            }
+            self.tombstones_searchable
+                .fetch_max(written, Ordering::AcqRel);
+        }
+        let truncated_id = truncated_id(index);
         let mut truncated = 0;
         let mut deleted = HashMap::new();
-        // A few requests of up to a bulk's size rather than one for the whole batch: a response is
-        // held whole while it is read, and one for a batch's ids was the sink's largest allocation.
-        let size = self.config.bulk_max_docs.max(1);
+        // A few requests of up to a bulk's size rather than one for the whole batch (an answer is
+        // held whole while it is read), each within the index's result window.
+        let size = self.config.bulk_max_docs.clamp(1, MAX_RESULT_WINDOW - 1);
         let mut start = 0;
         loop {
             let chunk = &ids[start..(start + size).min(ids.len())];
-            let with_truncate = start == 0;
-            let mut docs = Vec::with_capacity(chunk.len() + 1);
-            if with_truncate {
-                docs.push(json!({"_id": truncated_id(index), "_source": false}));
+            let mut wanted: Vec<String> = Vec::with_capacity(chunk.len() + 1);
+            if start == 0 {
+                wanted.push(truncated_id.clone());
             }
-            docs.extend(
-                chunk
-                    .iter()
-                    .map(|id| json!({"_id": tombstone_id(index, id), "_source": false})),
-            );
+            wanted.extend(chunk.iter().map(|id| tombstone_id(index, id)));
             let response = self
                 .client
-                .mget(MgetParts::Index(&self.config.meta_index))
-                .body(json!({ "docs": docs }))
+                .search(SearchParts::Index(&[&self.config.meta_index]))
+                .body(json!({
+                    "query": {"ids": {"values": wanted}},
+                    "_source": false,
+                    "version": true,
+                    "size": wanted.len(),
+                }))
                 .send()
                 .await
                 .map_err(|e| transport_error(e, "read tombstones"))?;
@@ -135,35 +168,29 @@ impl ElasticsearchSink {
                 .bytes()
                 .await
                 .map_err(|e| transport_error(e, "read tombstones"))?;
-            let found: Option<Found> = serde_json::from_slice(&bytes).ok();
+            let found: Option<Tombstones> = serde_json::from_slice(&bytes).ok();
             let found = match found {
-                Some(found) if status < 300 => found,
-                // An answer that is not an `_mget` one counts as a server error: retried.
+                Some(found) if status < 300 && found.complete() => found,
+                // An answer that is not a whole search one counts as a server error: retried.
                 _ => {
                     return Err(status_error(
-                        if status >= 300 { status } else { 500 },
-                        format!("read tombstones: {}", String::from_utf8_lossy(&bytes)),
+                        if status >= 300 { status } else { 503 },
+                        format!(
+                            "read tombstones of {index}: {}",
+                            String::from_utf8_lossy(&bytes)
+                        ),
                     ));
                 }
             };
-            for (i, doc) in found.docs.into_iter().enumerate() {
-                if let Some(error) = doc.error {
-                    return Err(status_error(
-                        503,
-                        format!("read tombstones of {index}: {error}"),
-                    ));
-                }
-                let Some(version) = doc.version.filter(|_| doc.found) else {
-                    continue;
-                };
-                match (with_truncate, i) {
-                    (true, 0) => truncated = version,
-                    (true, i) => {
-                        deleted.insert(chunk[i - 1].to_string(), version);
-                    }
-                    (false, i) => {
-                        deleted.insert(chunk[i].to_string(), version);
-                    }
+            for hit in found.hits.hits {
+                if hit.id == truncated_id {
+                    truncated = hit.version;
+                } else if let Some(row) = hit
+                    .id
+                    .strip_prefix(&tombstone_id(index, ""))
+                    .filter(|row| chunk.contains(row))
+                {
+                    deleted.insert(row.to_string(), hit.version);
                 }
             }
             start += chunk.len();
@@ -238,6 +265,7 @@ impl ElasticsearchSink {
         let mut operations = Vec::new();
         let mut owners: Vec<(usize, &ChangeEvent)> = Vec::new();
         let mut bytes = 0usize;
+        let mut in_flight = FuturesOrdered::new();
         for (i, e) in events.iter().enumerate() {
             if e.before.is_some() {
                 rejected.push(Rejection::new(
@@ -250,6 +278,8 @@ impl ElasticsearchSink {
             let version = external_version(e);
             let operation: BulkOperation<Json> = match e.op {
                 Op::Delete => {
+                    // Counted before it is sent: the next search must not run before a refresh.
+                    self.tombstones_written.fetch_add(1, Ordering::AcqRel);
                     if any_lacks_values {
                         latest.insert(id.clone(), None);
                     }
@@ -314,17 +344,24 @@ impl ElasticsearchSink {
             owners.push((offset + i, e));
             if operations.len() >= self.config.bulk_max_docs || bytes >= self.config.bulk_max_bytes
             {
-                self.bulk(
-                    std::mem::take(&mut operations),
-                    &std::mem::take(&mut owners),
-                    rejected,
-                )
-                .await?;
+                // Up to `bulk_concurrency` requests in flight: external versions settle each
+                // document whichever lands first.
+                if in_flight.len() >= self.config.bulk_concurrency
+                    && let Some(refused) = in_flight.next().await
+                {
+                    rejected.extend(refused?);
+                }
+                in_flight.push_back(
+                    self.bulk(std::mem::take(&mut operations), std::mem::take(&mut owners)),
+                );
                 bytes = 0;
             }
         }
         if !operations.is_empty() {
-            self.bulk(operations, &owners, rejected).await?;
+            in_flight.push_back(self.bulk(operations, owners));
+        }
+        while let Some(refused) = in_flight.next().await {
+            rejected.extend(refused?);
         }
         Ok(())
     }

@@ -40,6 +40,10 @@ pub struct ElasticsearchSinkConfig {
     /// Most bytes in one `_bulk` request body.
     #[serde(default = "default_bulk_bytes")]
     pub bulk_max_bytes: usize,
+    /// Most `_bulk` requests of a batch in flight at once: the cluster indexes one while the next
+    /// is built and sent. External versions make the order they land in irrelevant.
+    #[serde(default = "default_bulk_concurrency")]
+    pub bulk_concurrency: usize,
     /// How long the index remembers deleted documents' versions (`index.gc_deletes`), the window in
     /// which a late, older insert of a deleted row is still recognised as stale.
     #[serde(default = "default_gc_deletes")]
@@ -71,6 +75,9 @@ fn default_index() -> String {
 fn default_bulk_docs() -> usize {
     1_000
 }
+fn default_bulk_concurrency() -> usize {
+    2
+}
 fn default_bulk_bytes() -> usize {
     10 * 1024 * 1024
 }
@@ -93,6 +100,12 @@ impl ElasticsearchSinkConfig {
             return Err(ConfigError::new(
                 format!("{key_prefix}.bulk_max_docs"),
                 "must be at least 1",
+            ));
+        }
+        if self.bulk_concurrency == 0 {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.bulk_concurrency"),
+                "must be at least 1 (1 sends one `_bulk` request at a time)",
             ));
         }
         let password = self.password_env.is_some() || self.password_file.is_some();

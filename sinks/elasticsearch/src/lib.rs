@@ -29,6 +29,7 @@ use ripple_sink::{
     TemplateError,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// Registers `type = "elasticsearch"`.
@@ -61,6 +62,11 @@ pub struct ElasticsearchSink {
     mapped: Mutex<HashMap<String, HashSet<String>>>,
     /// Elasticsearch or OpenSearch, read from the cluster when a mapping first needs it.
     flavour: tokio::sync::OnceCell<mapping::Flavour>,
+    /// Tombstones written, and how many of them a refresh of `meta_index` made searchable; a
+    /// search for tombstones refreshes first when these differ. It starts one ahead: tombstones
+    /// another run wrote just before this one started may not be searchable yet either.
+    tombstones_written: AtomicU64,
+    tombstones_searchable: AtomicU64,
 }
 
 impl ElasticsearchSink {
@@ -97,6 +103,8 @@ impl ElasticsearchSink {
             index,
             mapped: Mutex::default(),
             flavour: tokio::sync::OnceCell::new(),
+            tombstones_written: AtomicU64::new(1),
+            tombstones_searchable: AtomicU64::new(0),
         })
     }
 

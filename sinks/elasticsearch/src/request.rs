@@ -1,5 +1,5 @@
 //! The requests the sink sends and the replies it reads, typed: `_bulk` (each item's status and
-//! error), and `_mget` of tombstones.
+//! error), and the search of tombstones.
 
 use crate::ElasticsearchSink;
 use crate::errors::{is_outage_type, status_error, transport_error};
@@ -60,31 +60,57 @@ impl fmt::Display for ItemError {
     }
 }
 
-/// An `_mget` answer of tombstones, read without building a JSON tree of it.
+/// A search of tombstones: the hits, and whether every shard answered in time.
 #[derive(Deserialize)]
-pub(crate) struct Found {
-    pub(crate) docs: Vec<FoundDoc>,
+pub(crate) struct Tombstones {
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(rename = "_shards")]
+    shards: Shards,
+    pub(crate) hits: Hits,
 }
 
 #[derive(Deserialize)]
-pub(crate) struct FoundDoc {
+struct Shards {
     #[serde(default)]
-    pub(crate) found: bool,
-    #[serde(rename = "_version")]
-    pub(crate) version: Option<i64>,
-    pub(crate) error: Option<Json>,
+    failed: u64,
 }
+
+#[derive(Deserialize)]
+pub(crate) struct Hits {
+    pub(crate) hits: Vec<Hit>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Hit {
+    #[serde(rename = "_id")]
+    pub(crate) id: String,
+    #[serde(rename = "_version")]
+    pub(crate) version: i64,
+}
+
+impl Tombstones {
+    /// Whether the answer covers the whole index: a shard that failed or a search that timed out
+    /// may have missed a tombstone.
+    pub(crate) fn complete(&self) -> bool {
+        !self.timed_out && self.shards.failed == 0
+    }
+}
+
+/// The most hits a search returns (`index.max_result_window`'s default).
+pub(crate) const MAX_RESULT_WINDOW: usize = 10_000;
 
 impl ElasticsearchSink {
     /// Sends one `_bulk` request. `events` are the events behind the operations, in order, each
-    /// with its index in the call: a document the index refuses becomes their [`Rejection`]; an
-    /// item that failed for an outage fails the call (retried).
+    /// with its index in the call: a document the index refuses becomes their [`Rejection`]
+    /// (returned); an item that failed for an outage fails the call (retried).
     pub(crate) async fn bulk(
         &self,
         operations: Vec<BulkOperation<Json>>,
-        events: &[(usize, &ChangeEvent)],
-        rejected: &mut Vec<Rejection>,
-    ) -> Result<(), SinkError> {
+        events: Vec<(usize, &ChangeEvent)>,
+    ) -> Result<Vec<Rejection>, SinkError> {
+        let events = &events[..];
+        let mut rejected = Vec::new();
         let response = self
             .client
             .bulk(BulkParts::None)
@@ -109,7 +135,7 @@ impl ElasticsearchSink {
             ))
         })?;
         if !reply.errors {
-            return Ok(());
+            return Ok(rejected);
         }
         // Item by item: a version conflict means the index already holds something newer.
         let mut retriable: Option<SinkError> = None;
@@ -157,7 +183,7 @@ impl ElasticsearchSink {
                 rejected.push(Rejection::new(index, error.message));
             }
         }
-        retriable.map_or(Ok(()), Err)
+        retriable.map_or(Ok(rejected), Err)
     }
 }
 

@@ -300,21 +300,23 @@ async fn every_rejected_document_is_reported_and_the_rest_is_written() {
         e.row.as_mut().unwrap()[1] = Value::Json(r#"{"nested": true}"#.into());
         e
     };
-    let err = sink
-        .apply(
-            Target::of(&s.table),
-            &[
-                upsert(&s, 3, "fine", Value::Null, 3),
-                bad(2, 4),
-                upsert(&s, 4, "fine", Value::Null, 5),
-                bad(5, 6),
-            ],
-        )
-        .await
-        .unwrap_err();
+    // Ten changes in bulks of 3, two in flight: each refusal must come back to its own change
+    // whichever request answers it.
+    let refused = [1, 3, 7, 9];
+    let batch: Vec<ChangeEvent> = (0..10)
+        .map(|i| {
+            let (id, version) = (i as i64 + 2, i as u64 + 3);
+            if refused.contains(&i) {
+                bad(id, version)
+            } else {
+                upsert(&s, id, "fine", Value::Null, version)
+            }
+        })
+        .collect();
+    let err = sink.apply(Target::of(&s.table), &batch).await.unwrap_err();
     assert!(!err.is_retriable(), "{err}");
     let at: Vec<usize> = err.rejections.iter().map(|r| r.index).collect();
-    assert_eq!(at, [1, 3], "{err}");
+    assert_eq!(at, refused, "{err}");
     assert!(
         err.rejections[0]
             .reason
@@ -325,7 +327,11 @@ async fn every_rejected_document_is_reported_and_the_rest_is_written() {
         "{:?}",
         err.rejections
     );
-    assert_eq!(ids(&sink, &index).await, ["1", "3", "4"]);
+    let want: Vec<String> = std::iter::once(1)
+        .chain((0..10).filter(|i| !refused.contains(i)).map(|i| i + 2))
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(ids(&sink, &index).await, want);
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ pub fn config(index: &str) -> ElasticsearchSinkConfig {
         index: format!("{index}-{{table}}"),
         bulk_max_docs: 3,
         bulk_max_bytes: 1 << 20,
+        bulk_concurrency: 2,
         gc_deletes: "1d".into(),
         meta_index: format!("{index}-meta"),
         json_fields: JsonFields::Stored,
