@@ -5,6 +5,7 @@
 mod catalog;
 mod error;
 mod event;
+pub mod in_flight;
 mod render;
 mod replica;
 mod secret;

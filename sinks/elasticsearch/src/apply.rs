@@ -9,8 +9,7 @@ use crate::request::{MAX_RESULT_WINDOW, Tombstones};
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::params::VersionType;
 use elasticsearch::{BulkOperation, DeleteByQueryParts, IndexParts, MgetParts, SearchParts};
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use ripple_sink::in_flight::InFlight;
 use ripple_sink::segment::{self, Step};
 use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, TableSchema, Target, Value};
 use serde_json::{Map, Value as Json, json};
@@ -265,7 +264,7 @@ impl ElasticsearchSink {
         let mut operations = Vec::new();
         let mut owners: Vec<(usize, &ChangeEvent)> = Vec::new();
         let mut bytes = 0usize;
-        let mut in_flight = FuturesOrdered::new();
+        let mut in_flight = InFlight::new(self.config.bulk_concurrency);
         for (i, e) in events.iter().enumerate() {
             if e.before.is_some() {
                 rejected.push(Rejection::new(
@@ -346,23 +345,16 @@ impl ElasticsearchSink {
             {
                 // Up to `bulk_concurrency` requests in flight: external versions settle each
                 // document whichever lands first.
-                if in_flight.len() >= self.config.bulk_concurrency
-                    && let Some(refused) = in_flight.next().await
-                {
-                    rejected.extend(refused?);
-                }
-                in_flight.push_back(
-                    self.bulk(std::mem::take(&mut operations), std::mem::take(&mut owners)),
-                );
+                in_flight
+                    .send(self.bulk(std::mem::take(&mut operations), std::mem::take(&mut owners)))
+                    .await?;
                 bytes = 0;
             }
         }
         if !operations.is_empty() {
-            in_flight.push_back(self.bulk(operations, owners));
+            in_flight.send(self.bulk(operations, owners)).await?;
         }
-        while let Some(refused) = in_flight.next().await {
-            rejected.extend(refused?);
-        }
+        rejected.extend(in_flight.finish().await?);
         Ok(())
     }
 }

@@ -7,9 +7,8 @@ use crate::errors::classify;
 use crate::{
     Format, PIPELINE_EVENTS, PIPELINES_IN_FLIGHT, RedisSink, TableKeys, template::KeyTemplate,
 };
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use redis::aio::ConnectionManager;
+use ripple_sink::in_flight::InFlight;
 use ripple_sink::segment::{self, Step};
 use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, Target, Value};
 
@@ -44,7 +43,7 @@ impl RedisSink {
             // pipelines matters to the outcome: up to PIPELINES_IN_FLIGHT pipelines of
             // PIPELINE_EVENTS share the multiplexed connection, so Redis runs one while the next
             // is encoded and sent, and the commands held at once stay bounded.
-            let mut in_flight = FuturesOrdered::new();
+            let mut in_flight = InFlight::new(PIPELINES_IN_FLIGHT);
             for (n, chunk) in run.chunks(PIPELINE_EVENTS).enumerate() {
                 let from = offset + n * PIPELINE_EVENTS;
                 let mut pipe = redis::pipe();
@@ -60,16 +59,9 @@ impl RedisSink {
                         Err(e) => return Err(e),
                     }
                 }
-                if in_flight.len() == PIPELINES_IN_FLIGHT
-                    && let Some(refused) = in_flight.next().await
-                {
-                    rejected.extend(refused?);
-                }
-                in_flight.push_back(send(conn.clone(), pipe, sent));
+                in_flight.send(send(conn.clone(), pipe, sent)).await?;
             }
-            while let Some(refused) = in_flight.next().await {
-                rejected.extend(refused?);
-            }
+            rejected.extend(in_flight.finish().await?);
         }
         if rejected.is_empty() {
             Ok(())
