@@ -16,6 +16,9 @@ use serde_json::{Map, Value as Json, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
+/// Most tombstones held in memory until a refresh makes them searchable.
+const UNSEARCHABLE_MAX: usize = 50_000;
+
 impl ElasticsearchSink {
     /// `Sink::apply`: the index made ready for the call's schemas, then each segment between
     /// truncates.
@@ -65,7 +68,7 @@ impl ElasticsearchSink {
     /// truncate delivered twice cannot delete documents written after it.
     pub(crate) async fn truncate(&self, index: &str, event: &ChangeEvent) -> Result<(), SinkError> {
         // Read back by the search for tombstones, which must refresh to see it.
-        self.tombstones_written.fetch_add(1, Ordering::AcqRel);
+        self.truncates_written.fetch_add(1, Ordering::AcqRel);
         let response = self
             .client
             .index(IndexParts::IndexId(&self.config.meta_index, &truncated_id(index)))
@@ -109,31 +112,31 @@ impl ElasticsearchSink {
     ///
     /// Read by an `ids` search, not an `_mget`: most rows have no tombstone, and a search looks the
     /// ids up in the terms dictionary at once where a get reads each one alone (the `_mget` was a
-    /// fifth of the index's CPU). A search sees only what a refresh made visible, so `meta_index`
-    /// is refreshed first whenever this sink wrote tombstones since the last refresh. Tombstones
-    /// another Ripple wrote less than a refresh interval ago (a rebalance) are left to the index's
-    /// own memory of the delete (`gc_deletes`, days by default).
+    /// fifth of the index's CPU). A search sees only what a refresh made visible: the tombstones
+    /// this sink wrote since its last refresh are taken from memory (refreshed once more than
+    /// `UNSEARCHABLE_MAX` are held), and `meta_index` is refreshed first after a truncate record
+    /// and on first use. Tombstones another Ripple wrote less than a refresh interval ago (a
+    /// rebalance) are left to the index's own memory of the delete (`gc_deletes`, days by
+    /// default).
     pub(crate) async fn stale_below(
         &self,
         index: &str,
         ids: &[&str],
     ) -> Result<(i64, HashMap<String, i64>), SinkError> {
-        let written = self.tombstones_written.load(Ordering::Acquire);
-        if self.tombstones_searchable.load(Ordering::Acquire) < written {
-            let response = self
-                .client
-                .indices()
-                .refresh(IndicesRefreshParts::Index(&[&self.config.meta_index]))
-                .send()
-                .await
-                .map_err(|e| transport_error(e, "refresh tombstones"))?;
-            let status = response.status_code().as_u16();
-            // A meta index not created yet holds no tombstone.
-            if status >= 300 && status != 404 {
-                let body = response.text().await.unwrap_or_default();
-                return Err(status_error(status, format!("refresh tombstones: {body}")));
+        let written = self.truncates_written.load(Ordering::Acquire);
+        let held = self.unsearchable().len();
+        if self.truncates_searchable.load(Ordering::Acquire) < written || held > UNSEARCHABLE_MAX {
+            // Taken before the refresh: tombstones written meanwhile wait for the next one.
+            let taken = std::mem::take(&mut *self.unsearchable());
+            if let Err(e) = self.refresh_tombstones().await {
+                let mut held = self.unsearchable();
+                for (id, version) in taken {
+                    let v = held.entry(id).or_insert(version);
+                    *v = (*v).max(version);
+                }
+                return Err(e);
             }
-            self.tombstones_searchable
+            self.truncates_searchable
                 .fetch_max(written, Ordering::AcqRel);
         }
         let truncated_id = truncated_id(index);
@@ -197,7 +200,39 @@ impl ElasticsearchSink {
                 break;
             }
         }
+        let held = self.unsearchable();
+        for id in ids {
+            if let Some(&version) = held.get(&tombstone_id(index, id)) {
+                let v = deleted.entry(id.to_string()).or_insert(version);
+                *v = (*v).max(version);
+            }
+        }
         Ok((truncated, deleted))
+    }
+
+    /// Makes every tombstone and truncate record written so far searchable.
+    async fn refresh_tombstones(&self) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[&self.config.meta_index]))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "refresh tombstones"))?;
+        let status = response.status_code().as_u16();
+        // A meta index not created yet holds no tombstone.
+        if status >= 300 && status != 404 {
+            let body = response.text().await.unwrap_or_default();
+            return Err(status_error(status, format!("refresh tombstones: {body}")));
+        }
+        Ok(())
+    }
+
+    fn unsearchable(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        // A panic elsewhere while holding it leaves a map that is still whole.
+        self.unsearchable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The stored documents for the ids whose changes lack some values (unchanged TOAST columns).
@@ -277,8 +312,12 @@ impl ElasticsearchSink {
             let version = external_version(e);
             let operation: BulkOperation<Json> = match e.op {
                 Op::Delete => {
-                    // Counted before it is sent: the next search must not run before a refresh.
-                    self.tombstones_written.fetch_add(1, Ordering::AcqRel);
+                    // Held before it is sent, until a refresh makes it searchable.
+                    {
+                        let mut held = self.unsearchable();
+                        let v = held.entry(tombstone_id(index, &id)).or_insert(version);
+                        *v = (*v).max(version);
+                    }
                     if any_lacks_values {
                         latest.insert(id.clone(), None);
                     }

@@ -258,6 +258,60 @@ async fn deletes_and_truncates_outlive_an_index_that_forgot_them() {
     assert_eq!(ids(&fresh, index).await, ["4"], "the truncate still holds");
 }
 
+/// The tombstones a sink wrote count before any refresh makes them searchable: with refreshes of
+/// the meta index turned off, a delete, then the index forgetting it, then a stale insert through
+/// the same sink must still leave the row out.
+#[tokio::test]
+async fn tombstones_not_yet_searchable_still_refuse_stale_writes() {
+    let sink = sink("rtest-held").await;
+    let s = schema("items");
+    let index = "rtest-held-items";
+    let target = Target::of(&s.table);
+    sink.apply(target, &[upsert(&s, 1, "one", Value::Null, 5)])
+        .await
+        .unwrap();
+    let settings = sink
+        .client()
+        .indices()
+        .put_settings(elasticsearch::indices::IndicesPutSettingsParts::Index(&[
+            "rtest-held-meta",
+        ]))
+        .body(json!({"index": {"refresh_interval": "-1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(settings.status_code().is_success());
+    sink.apply(
+        target,
+        &[
+            op(&s, Op::Delete, 1, 9),
+            upsert(&s, 2, "two", Value::Null, 10),
+        ],
+    )
+    .await
+    .unwrap();
+    sink.client()
+        .indices()
+        .delete(IndicesDeleteParts::Index(&[index]))
+        .send()
+        .await
+        .unwrap();
+    sink.apply(
+        target,
+        &[
+            upsert(&s, 1, "stale", Value::Null, 7),
+            upsert(&s, 3, "three", Value::Null, 11),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&sink, index).await,
+        ["3"],
+        "an insert older than a delete not yet searchable stays out"
+    );
+}
+
 /// Tombstones are read in slices of `bulk_max_docs` ids (3 here), the first slice also holding
 /// the truncate record: each tombstone must still be matched to its own id.
 #[tokio::test]
