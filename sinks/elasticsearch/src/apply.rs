@@ -201,7 +201,7 @@ impl ElasticsearchSink {
             }
         }
         let held = self.unsearchable();
-        for id in ids {
+        for id in ids.iter().filter(|_| !held.is_empty()) {
             if let Some(&version) = held.get(&tombstone_id(index, id)) {
                 let v = deleted.entry(id.to_string()).or_insert(version);
                 *v = (*v).max(version);
