@@ -19,6 +19,12 @@ use std::sync::atomic::Ordering;
 /// Most tombstones held in memory until a refresh makes them searchable.
 const UNSEARCHABLE_MAX: usize = 50_000;
 
+/// Records `version` for `id` unless a newer one is recorded already.
+fn keep_newest(versions: &mut HashMap<String, i64>, id: String, version: i64) {
+    let v = versions.entry(id).or_insert(version);
+    *v = (*v).max(version);
+}
+
 impl ElasticsearchSink {
     /// `Sink::apply`: the index made ready for the call's schemas, then each segment between
     /// truncates.
@@ -131,8 +137,7 @@ impl ElasticsearchSink {
             if let Err(e) = self.refresh_tombstones().await {
                 let mut held = self.unsearchable();
                 for (id, version) in taken {
-                    let v = held.entry(id).or_insert(version);
-                    *v = (*v).max(version);
+                    keep_newest(&mut held, id, version);
                 }
                 return Err(e);
             }
@@ -140,6 +145,7 @@ impl ElasticsearchSink {
                 .fetch_max(written, Ordering::AcqRel);
         }
         let truncated_id = truncated_id(index);
+        let row_prefix = tombstone_id(index, "");
         let mut truncated = 0;
         let mut deleted = HashMap::new();
         // A few requests of up to a bulk's size rather than one for the whole batch (an answer is
@@ -187,11 +193,8 @@ impl ElasticsearchSink {
             for hit in found.hits.hits {
                 if hit.id == truncated_id {
                     truncated = hit.version;
-                } else if let Some(row) = hit
-                    .id
-                    .strip_prefix(&tombstone_id(index, ""))
-                    .filter(|row| chunk.contains(row))
-                {
+                } else if let Some(row) = hit.id.strip_prefix(&row_prefix) {
+                    // An `ids` query answers only the ids it was asked for.
                     deleted.insert(row.to_string(), hit.version);
                 }
             }
@@ -203,8 +206,7 @@ impl ElasticsearchSink {
         let held = self.unsearchable();
         for id in ids.iter().filter(|_| !held.is_empty()) {
             if let Some(&version) = held.get(&tombstone_id(index, id)) {
-                let v = deleted.entry(id.to_string()).or_insert(version);
-                *v = (*v).max(version);
+                keep_newest(&mut deleted, id.to_string(), version);
             }
         }
         Ok((truncated, deleted))
@@ -313,11 +315,7 @@ impl ElasticsearchSink {
             let operation: BulkOperation<Json> = match e.op {
                 Op::Delete => {
                     // Held before it is sent, until a refresh makes it searchable.
-                    {
-                        let mut held = self.unsearchable();
-                        let v = held.entry(tombstone_id(index, &id)).or_insert(version);
-                        *v = (*v).max(version);
-                    }
+                    keep_newest(&mut self.unsearchable(), tombstone_id(index, &id), version);
                     if any_lacks_values {
                         latest.insert(id.clone(), None);
                     }
