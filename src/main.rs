@@ -70,6 +70,10 @@ struct VerifyFlags {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Memory one comparison may hold, in MiB, whatever the table's size (chunks of rows read
+    /// and compared, the ids read again to name rows only a sink has).
+    #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..))]
+    max_memory_mb: u64,
 }
 
 impl From<VerifyFlags> for ripple::verify::VerifyArgs {
@@ -79,6 +83,7 @@ impl From<VerifyFlags> for ripple::verify::VerifyArgs {
             sinks: f.sinks,
             samples: f.samples,
             json: f.json,
+            max_memory_mb: f.max_memory_mb as usize,
         }
     }
 }

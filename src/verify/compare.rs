@@ -2,8 +2,8 @@
 //! implements, and the merge-join that counts matching, missing, extra and different rows.
 
 use super::{TableReport, VerifyError, quote_ident, report::Samples};
-use futures::TryStreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use std::cmp::Ordering;
 use std::fmt;
 use std::future::Future;
@@ -232,6 +232,7 @@ impl ColumnMap {
 }
 
 /// Compares one source table with its counterpart in `replica`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     source: &S,
     replica: &R,
@@ -240,6 +241,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     target_columns: Option<Vec<Column>>,
     columns: &ColumnMap,
     samples: usize,
+    progress: &indicatif::ProgressBar,
 ) -> Result<TableReport, VerifyError> {
     let mut report = TableReport {
         table: table.name.to_string(),
@@ -257,6 +259,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
             columns,
             samples,
             &mut report,
+            progress,
         )
         .await?;
         return Ok(report);
@@ -294,7 +297,17 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         });
         let right: RowStream<'_> = Box::pin(futures::stream::empty());
         let labels = (source.label(), replica.label());
-        merge(left, right, &order, samples, false, &mut report, labels).await?;
+        merge(
+            left,
+            right,
+            &order,
+            samples,
+            false,
+            &mut report,
+            labels,
+            progress,
+        )
+        .await?;
         return Ok(report);
     };
 
@@ -358,6 +371,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         schema_differs,
         &mut report,
         labels,
+        progress,
     )
     .await?;
     Ok(report)
@@ -376,6 +390,7 @@ async fn compare_keyless<S: RowStore, R: RowStore>(
     columns: &ColumnMap,
     samples: usize,
     report: &mut TableReport,
+    progress: &indicatif::ProgressBar,
 ) -> Result<(), VerifyError> {
     report.key_columns = vec!["row".into()];
     let Some(target_columns) = target_columns else {
@@ -423,7 +438,10 @@ async fn compare_keyless<S: RowStore, R: RowStore>(
         by_row: true,
     });
     let labels = (source.label(), replica.label());
-    merge(left, right, &order, samples, false, report, labels).await
+    merge(
+        left, right, &order, samples, false, report, labels, progress,
+    )
+    .await
 }
 
 /// The `timetz` columns, by their source and replica names: compared as UTC times.
@@ -503,6 +521,7 @@ impl<'a> Side<'a> {
 
 /// Merge-joins the two sorted streams into the report's counts and samples. A replica without a
 /// unique key may hold a key twice: the second copy counts as extra.
+#[allow(clippy::too_many_arguments)]
 async fn merge(
     source: RowStream<'_>,
     replica: RowStream<'_>,
@@ -511,9 +530,10 @@ async fn merge(
     all_differ: bool,
     report: &mut TableReport,
     (source_label, replica_label): (&str, &str),
+    progress: &indicatif::ProgressBar,
 ) -> Result<(), VerifyError> {
     let mut left = Side {
-        rows: source,
+        rows: source.inspect_ok(|_| progress.inc(1)).boxed(),
         head: None,
         last: None,
         label: source_label,

@@ -1,6 +1,7 @@
 //! `ripple verify`: proves each replica holds what the source holds. Per table, both sides are
 //! streamed in the same primary-key order and merge-joined, so memory stays flat at any table size.
 
+mod canonical;
 mod compare;
 mod postgres;
 mod readback;
@@ -31,6 +32,9 @@ pub struct VerifyArgs {
     pub samples: usize,
     /// The report as JSON instead of text.
     pub json: bool,
+    /// Memory one comparison may use for what it holds (chunks of rows, the ids it reads again),
+    /// in MiB, whatever the table's size.
+    pub max_memory_mb: usize,
 }
 
 impl Default for VerifyArgs {
@@ -40,6 +44,7 @@ impl Default for VerifyArgs {
             sinks: Vec::new(),
             samples: 5,
             json: false,
+            max_memory_mb: 128,
         }
     }
 }
@@ -183,14 +188,22 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         skipped_sinks,
         ..Default::default()
     };
-    // One step per (sink, table) comparison, on a terminal only (and never with --json).
+    // Source rows read, over every comparison, on a terminal only (and never with --json); the
+    // length is the planner's estimate, so the bar and its ETA are close, not exact.
+    let mut estimate = 0u64;
+    for table in &tables {
+        estimate += source.estimate_rows(&table.name).await?;
+    }
     let progress = if args.json {
         indicatif::ProgressBar::hidden()
     } else {
         crate::progress::bar(
-            (sinks.len() * tables.len()) as u64,
-            "{spinner} verify [{bar:30}] {pos}/{len} comparisons, {elapsed}: {msg}",
+            estimate * sinks.len() as u64,
+            "{spinner} verify [{bar:30}] {human_pos}/~{human_len} rows, {elapsed}, ETA {eta}: {msg}",
         )
+    };
+    let budget = readback::Budget {
+        bytes: args.max_memory_mb.max(1) << 20,
     };
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
     for sink in &sinks {
@@ -213,7 +226,6 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         };
         for table in &tables {
             progress.set_message(format!("{} {}", sink.name(), table.name));
-            progress.inc(1);
             let source_ref = TableRef::new(&table.name.schema, &table.name.name);
             // The route that brings this table to this sink, when the table's topic is known; a
             // sink no route gives the table to has nothing to hold.
@@ -259,6 +271,7 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
                             target_columns,
                             &column_map(table, &options)?,
                             args.samples,
+                            &progress,
                         )
                         .await?
                     }
@@ -287,6 +300,8 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
                             table,
                             &options,
                             args.samples,
+                            budget,
+                            &progress,
                         )
                         .await?;
                         r.target = target_text;
@@ -309,7 +324,16 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
     }
     progress.finish_and_clear();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report.peak_rss_mb = peak_rss_mb();
     Ok(report)
+}
+
+/// The most memory this process has held (Linux's VmHWM), in MiB; `None` where it cannot be read.
+fn peak_rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
 }
 
 /// The topic Debezium writes `table` to: from `source.topic_prefix`, else the one exact topic

@@ -289,6 +289,27 @@ fn decode(row: &PgRow, keys: usize) -> Result<KeyedRow, sqlx::Error> {
 }
 
 impl PgStore {
+    /// The planner's estimate of the table's rows (0 when it has none yet): enough to size
+    /// buckets and a progress bar without a count.
+    pub async fn estimate_rows(&self, table: &TableName) -> Result<u64, VerifyError> {
+        let estimate: Option<f64> = sqlx::query_scalar(
+            "SELECT sum(greatest(c.reltuples, 0))::float8 FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid \
+             LEFT JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+             WHERE n.nspname = $1 AND (c.relname = $2 OR p.relname = $2)",
+        )
+        .bind(&table.schema)
+        .bind(&table.name)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(format!(
+            "estimating the rows of {table} in {}",
+            self.label
+        )))?;
+        Ok(estimate.unwrap_or(0.0) as u64)
+    }
+
     /// Every row of `table`, each column in the text form read-back verification parses (see
     /// `select_expression`), in no particular order.
     pub fn text_rows<'a>(

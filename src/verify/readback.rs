@@ -1,25 +1,257 @@
-//! Verify for sinks that are not SQL (Redis, the search index): every source row becomes the upsert
-//! the sink would receive for it now (the route's column options applied), and the sink's
-//! `ReadBack` says whether it holds exactly that. Then the ids the sink holds are listed, so rows
-//! the source no longer has show up as extra.
+//! Verify for sinks that are not SQL (Redis, the search index), in memory bounded whatever the
+//! table's size. Source rows are read in chunks; each row's stored copy is fetched by id and both
+//! are decoded by verify's own rules (`canonical`). Rows the source no longer has are found without
+//! holding the source's ids: both sides' ids are summed into hash buckets (a count and a sum of
+//! hashes each), and only the buckets whose sums differ are read again, id by id, as many at a time
+//! as the memory budget allows.
 
+use super::canonical::{self, ColumnKind, Field, Rules};
 use super::compare::SourceTable;
 use super::postgres::PgStore;
 use super::{TableReport, VerifyError};
-use crate::route::RouteOptions;
+use crate::route::{RouteOptions, Shape};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use indicatif::ProgressBar;
 use ripple_sink::{
-    ChangeEvent, Column, ColumnType, Op, Origin, ReadBack, RowState, TableRef, TableSchema, Target,
-    Value, Version,
+    ChangeEvent, Column, ColumnType, Op, Origin, ReadBack, StoredRow, TableRef, TableSchema,
+    Target, Value, Version,
 };
 use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
-/// Rows asked about in one round trip.
-const CHUNK: usize = 500;
+/// Rows asked about in one round trip, at most.
+const CHUNK_ROWS: usize = 500;
+
+/// What an id costs held in the descent's set, beyond its own bytes (the set's slot, the string's
+/// header, the allocator's rounding).
+const ID_OVERHEAD: usize = 64;
+
+/// How much memory verify may use for one comparison, and how it is shared out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub bytes: usize,
+}
+
+impl Budget {
+    /// Source text held for one chunk: an eighth of the budget (the stored copies fetched for it
+    /// take about as much again).
+    fn chunk_bytes(&self) -> usize {
+        (self.bytes / 8).max(64 << 10)
+    }
+
+    /// Bytes of ids one descent pass may hold.
+    fn descent_bytes(&self) -> usize {
+        self.bytes / 2
+    }
+}
+
+/// Per-bucket sums of a set of ids: how many, and the wrapping sum of their hashes. Two sets of
+/// ids differ in a bucket exactly when its sums differ, but for a chance of 2^-64.
+struct Buckets {
+    count: Vec<u32>,
+    sum: Vec<u64>,
+}
+
+type IdHasher = BuildHasherDefault<DefaultHasher>;
+
+fn id_hash(id: &str) -> u64 {
+    IdHasher::default().hash_one(id)
+}
+
+impl Buckets {
+    /// About eight rows a bucket for the table's estimated size, from 1,024 to 2^20 buckets (12 MB).
+    fn for_rows(estimate: u64) -> Self {
+        let n = (estimate / 8).clamp(1024, 1 << 20).next_power_of_two() as usize;
+        Self {
+            count: vec![0; n],
+            sum: vec![0; n],
+        }
+    }
+
+    fn bucket(&self, hash: u64) -> usize {
+        (hash % self.count.len() as u64) as usize
+    }
+
+    fn add(&mut self, id: &str) {
+        let h = id_hash(id);
+        let b = self.bucket(h);
+        self.count[b] = self.count[b].wrapping_add(1);
+        self.sum[b] = self.sum[b].wrapping_add(h);
+    }
+
+    fn same_size(&self) -> Self {
+        Self {
+            count: vec![0; self.count.len()],
+            sum: vec![0; self.sum.len()],
+        }
+    }
+
+    /// The buckets where the two differ.
+    fn differing(&self, other: &Self) -> Vec<usize> {
+        (0..self.count.len())
+            .filter(|&b| self.count[b] != other.count[b] || self.sum[b] != other.sum[b])
+            .collect()
+    }
+}
+
+/// Source rows, a chunk at a time.
+struct Chunks<'a> {
+    rows: BoxStream<'a, Result<Vec<Option<String>>, VerifyError>>,
+    max_bytes: usize,
+}
+
+impl Chunks<'_> {
+    /// The next chunk; `None` after the last row.
+    async fn next(&mut self) -> Result<Option<Vec<Vec<Option<String>>>>, VerifyError> {
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        let mut bytes = 0;
+        while chunk.len() < CHUNK_ROWS && bytes < self.max_bytes {
+            let Some(texts) = self.rows.try_next().await? else {
+                break;
+            };
+            bytes += texts.iter().flatten().map(String::len).sum::<usize>();
+            chunk.push(texts);
+        }
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
+}
+
+/// One compared column: where it is in the source row, its name in the store, how to read it.
+struct Compared {
+    source: usize,
+    stored: String,
+    kind: ColumnKind,
+}
+
+/// What one comparison reads and how.
+struct Plan<'a> {
+    source: &'a PgStore,
+    sink: &'a dyn ReadBack,
+    target: Target<'a>,
+    table: &'a SourceTable,
+    schema: Arc<TableSchema>,
+    shape: Arc<Shape>,
+    columns: Vec<Compared>,
+    rules: Rules,
+    budget: Budget,
+}
+
+impl Plan<'_> {
+    fn sink_error(&self) -> impl Fn(ripple_sink::SinkError) -> VerifyError + '_ {
+        |error| VerifyError::Sink {
+            table: self.table.name.to_string(),
+            error,
+        }
+    }
+
+    /// The upsert the source row would be now, after the route's options: what `row_id` renders
+    /// the stored id from.
+    fn event(&self, texts: &[Option<String>]) -> ChangeEvent {
+        let row: Vec<Value> = texts
+            .iter()
+            .zip(&self.table.columns)
+            .map(|(t, c)| parse_value(t.as_deref(), &c.type_name))
+            .collect();
+        self.shape.apply(&ChangeEvent {
+            schema: self.schema.clone(),
+            op: Op::Upsert,
+            key: self.schema.key.iter().map(|&i| row[i].clone()).collect(),
+            row: Some(row),
+            before: None,
+            version: Version::default(),
+            source_ts_ms: 0,
+            origin: Origin {
+                topic: Arc::from("verify"),
+                partition: 0,
+                offset: 0,
+            },
+        })
+    }
+
+    fn id(&self, texts: &[Option<String>]) -> Result<String, VerifyError> {
+        self.sink
+            .row_id(self.target, &self.event(texts))
+            .map_err(self.sink_error())
+    }
+
+    /// The source's rows in chunks of at most `CHUNK_ROWS` or the budget's bytes each.
+    fn source_chunks(&self) -> Chunks<'_> {
+        Chunks {
+            rows: self.source.text_rows(self.table),
+            max_bytes: self.budget.chunk_bytes(),
+        }
+    }
+
+    /// Every id the store lists for the table, page by page.
+    async fn each_stored_id(&self, mut on_id: impl FnMut(String)) -> Result<(), VerifyError> {
+        let mut cursor = None;
+        loop {
+            let (page, next) = self
+                .sink
+                .stored_ids(self.target, cursor)
+                .await
+                .map_err(self.sink_error())?;
+            page.into_iter().for_each(&mut on_id);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Where the stored row differs from the source row, by verify's reading of both; `None` when
+    /// it holds the same values. Fields of columns the source no longer has are not looked at.
+    fn difference(&self, texts: &[Option<String>], stored: &StoredRow) -> Option<String> {
+        let decoded = match Decoded::of(stored) {
+            Ok(d) => d,
+            Err(why) => return Some(why),
+        };
+        for c in &self.columns {
+            let Some(field) = decoded.field(&c.stored) else {
+                continue;
+            };
+            let source_text = texts[c.source].as_deref();
+            if canonical::source(c.kind, source_text, self.rules)
+                == canonical::stored(c.kind, field, self.rules)
+            {
+                continue;
+            }
+            let shown = |v: Option<&str>| v.map_or("NULL".to_string(), |s| format!("{s:?}"));
+            let held = match field {
+                Field::Absent => {
+                    return Some(ripple_sink::absent_field(&c.stored, shown(source_text)));
+                }
+                Field::Text(t) => format!("{t:?}"),
+                Field::Json(j) => j.to_string(),
+            };
+            return Some(format!(
+                "field {:?}: holds {held}, the source {}",
+                c.stored,
+                shown(source_text)
+            ));
+        }
+        None
+    }
+
+    /// For a store that keeps one column per key (Redis's `string`): that column's place among the
+    /// compared ones, when its value is NULL and the row therefore has no key.
+    fn stores_nothing(&self, texts: &[Option<String>]) -> bool {
+        match self.sink.stored_column() {
+            Some(name) => self
+                .columns
+                .iter()
+                .find(|c| c.stored == name)
+                .is_some_and(|c| texts[c.source].is_none()),
+            None => false,
+        }
+    }
+}
 
 /// Compares one source table with one read-back sink.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn compare_table(
     source: &PgStore,
     sink: &dyn ReadBack,
@@ -27,11 +259,9 @@ pub(crate) async fn compare_table(
     table: &SourceTable,
     options: &RouteOptions,
     samples: usize,
+    budget: Budget,
+    progress: &ProgressBar,
 ) -> Result<TableReport, VerifyError> {
-    let sink_error = |error: ripple_sink::SinkError| VerifyError::Sink {
-        table: table.name.to_string(),
-        error,
-    };
     let mut report = TableReport {
         table: table.name.to_string(),
         key_columns: table.key.clone(),
@@ -42,169 +272,231 @@ pub(crate) async fn compare_table(
         table: table.name.to_string(),
         error,
     })?;
-    if table.key.is_empty() {
-        compare_keyless(
-            source,
-            sink,
-            target,
-            table,
-            &schema,
-            &shape,
-            samples,
-            &mut report,
-        )
-        .await?;
-        return Ok(report);
-    }
-    let keys: Vec<usize> = schema.key.clone();
-    let origin = Origin {
-        topic: Arc::from("verify"),
-        partition: 0,
-        offset: 0,
+    let columns = shape
+        .keep
+        .iter()
+        .zip(&shape.schema.columns)
+        .map(|(&i, c)| Compared {
+            source: i,
+            stored: c.name.clone(),
+            kind: ColumnKind::of(&table.columns[i].type_name),
+        })
+        .collect();
+    let plan = Plan {
+        source,
+        sink,
+        target,
+        table,
+        schema,
+        shape,
+        columns,
+        rules: Rules {
+            non_finite_as_null: sink.stores_non_finite_as_null(),
+        },
+        budget,
     };
-    let mut ids: HashSet<String> = HashSet::new();
-    let mut chunk: Vec<ChangeEvent> = Vec::with_capacity(CHUNK);
-    let mut rows = source.text_rows(table);
-    loop {
-        let next = rows.try_next().await?;
-        if let Some(texts) = &next {
-            let row: Vec<Value> = texts
-                .iter()
-                .zip(&table.columns)
-                .map(|(t, c)| parse_value(t.as_deref(), &c.type_name))
-                .collect();
-            let event = ChangeEvent {
-                schema: schema.clone(),
-                op: Op::Upsert,
-                key: keys.iter().map(|&i| row[i].clone()).collect(),
-                row: Some(row),
-                before: None,
-                version: Version::default(),
-                source_ts_ms: 0,
-                origin: origin.clone(),
-            };
-            chunk.push(shape.apply(&event));
-        }
-        if chunk.len() >= CHUNK || (next.is_none() && !chunk.is_empty()) {
-            let states = sink.compare(target, &chunk).await.map_err(sink_error)?;
-            for (event, state) in chunk.iter().zip(states) {
-                report.source_rows += 1;
-                let key: Vec<Option<String>> = event.key.iter().map(ripple_sink::to_text).collect();
-                match state {
-                    RowState::Equal => report.matching += 1,
-                    RowState::Missing => {
-                        report.missing += 1;
-                        if report.samples.missing.len() < samples {
-                            report.samples.missing.push(key);
-                        }
-                        continue;
-                    }
-                    RowState::Different(why) => {
-                        report.different += 1;
-                        if report.samples.different.len() < samples {
-                            report.samples.different.push(key);
-                            report.samples.why_different.push(why);
-                        }
-                    }
-                }
-                ids.insert(sink.row_id(target, event).map_err(sink_error)?);
-            }
-            chunk.clear();
-        }
-        if next.is_none() {
-            break;
-        }
-    }
-    drop(rows);
-
-    report.replica_rows = ids.len() as u64;
-    let mut cursor = None;
-    loop {
-        let (page, next) = sink.stored_ids(target, cursor).await.map_err(sink_error)?;
-        for id in page {
-            if !ids.contains(&id) {
-                report.extra += 1;
-                report.replica_rows += 1;
-                if report.samples.extra.len() < samples {
-                    report.samples.extra.push(vec![Some(id)]);
-                }
-            }
-        }
-        match next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
+    if table.key.is_empty() {
+        compare_keyless(&plan, samples, &mut report, progress).await?;
+    } else {
+        compare_keyed(&plan, samples, &mut report, progress).await?;
     }
     Ok(report)
 }
 
-/// A table without a primary key: the sink's rows are keyed by source positions the source does
-/// not have, so both sides are compared as bags of rows (each row as the sink's `row_text`),
-/// sorted in memory.
-#[allow(clippy::too_many_arguments)]
-async fn compare_keyless(
-    source: &PgStore,
-    sink: &dyn ReadBack,
-    target: Target<'_>,
-    table: &SourceTable,
-    schema: &Arc<TableSchema>,
-    shape: &crate::route::Shape,
+async fn compare_keyed(
+    plan: &Plan<'_>,
+    samples: usize,
+    report: &mut TableReport,
+    progress: &ProgressBar,
+) -> Result<(), VerifyError> {
+    let estimate = plan.source.estimate_rows(&plan.table.name).await?;
+    // The ids the store holds for source rows, bucketed: compared below with all it holds.
+    let mut held = Buckets::for_rows(estimate);
+    let mut held_rows = 0u64;
+    let mut chunks = plan.source_chunks();
+    while let Some(chunk) = chunks.next().await? {
+        let ids = chunk
+            .iter()
+            .map(|texts| plan.id(texts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored = plan
+            .sink
+            .fetch(plan.target, &ids)
+            .await
+            .map_err(plan.sink_error())?;
+        for ((texts, id), stored) in chunk.iter().zip(&ids).zip(stored) {
+            report.source_rows += 1;
+            let key = || {
+                plan.table
+                    .key
+                    .iter()
+                    .filter_map(|k| plan.table.columns.iter().position(|c| &c.name == k))
+                    .map(|i| texts[i].clone())
+                    .collect::<Vec<_>>()
+            };
+            let Some(stored) = stored else {
+                if plan.stores_nothing(texts) {
+                    report.matching += 1;
+                } else {
+                    report.missing += 1;
+                    if report.samples.missing.len() < samples {
+                        report.samples.missing.push(key());
+                    }
+                }
+                continue;
+            };
+            held.add(id);
+            held_rows += 1;
+            let why = if plan.stores_nothing(texts) {
+                Some("a key is held for a NULL value".to_string())
+            } else {
+                plan.difference(texts, &stored)
+            };
+            match why {
+                None => report.matching += 1,
+                Some(why) => {
+                    report.different += 1;
+                    if report.samples.different.len() < samples {
+                        report.samples.different.push(key());
+                        report.samples.why_different.push(why);
+                    }
+                }
+            }
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    report.replica_rows = held_rows;
+
+    // A store that counts exactly and holds as many rows as were found has no others.
+    let counted = plan
+        .sink
+        .count(plan.target)
+        .await
+        .map_err(plan.sink_error())?;
+    if counted == Some(held_rows) {
+        return Ok(());
+    }
+    let mut listed = held.same_size();
+    plan.each_stored_id(|id| listed.add(&id)).await?;
+    let differing = held.differing(&listed);
+    if differing.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        table = %plan.table.name,
+        buckets = differing.len(),
+        of = held.count.len(),
+        "reading again the id buckets that differ, to name the rows the source does not have"
+    );
+    // The buckets' ids a pass may hold: their counts on the store's side, at the id length seen.
+    let per_id = ID_OVERHEAD + 48;
+    let mut start = 0;
+    while start < differing.len() {
+        let mut end = start;
+        let mut bytes = 0usize;
+        while end < differing.len() && (end == start || bytes < plan.budget.descent_bytes()) {
+            bytes += (listed.count[differing[end]] as usize + held.count[differing[end]] as usize)
+                * per_id;
+            end += 1;
+        }
+        let group: HashSet<usize> = differing[start..end].iter().copied().collect();
+        find_extras(plan, &held, &group, samples, report).await?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// One descent pass over a group of buckets: the source's ids in them, then the store's ids in them
+/// that are not among those and that the store really holds.
+async fn find_extras(
+    plan: &Plan<'_>,
+    buckets: &Buckets,
+    group: &HashSet<usize>,
     samples: usize,
     report: &mut TableReport,
 ) -> Result<(), VerifyError> {
-    let sink_error = |error: ripple_sink::SinkError| VerifyError::Sink {
-        table: table.name.to_string(),
-        error,
-    };
-    report.key_columns = vec!["row".into()];
-    let as_event = |row: Vec<Value>| ChangeEvent {
-        schema: schema.clone(),
-        op: Op::Upsert,
-        key: Vec::new(),
-        row: Some(row),
-        before: None,
-        version: Version::default(),
-        source_ts_ms: 0,
-        origin: Origin {
-            topic: Arc::from("verify"),
-            partition: 0,
-            offset: 0,
-        },
-    };
-    let mut want = Vec::new();
-    let mut rows = source.text_rows(table);
-    while let Some(texts) = rows.try_next().await? {
-        let row: Vec<Value> = texts
-            .iter()
-            .zip(&table.columns)
-            .map(|(t, c)| parse_value(t.as_deref(), &c.type_name))
-            .collect();
-        want.push(sink.row_text(&shape.apply(&as_event(row))));
-    }
-    drop(rows);
-    // The columns the sink holds for the table, after the route's options.
-    let shaped = shape.apply(&as_event(vec![Value::Null; schema.columns.len()]));
-    let mut got = Vec::new();
-    let mut cursor = None;
-    loop {
-        let (page, next) = sink.stored_ids(target, cursor).await.map_err(sink_error)?;
-        match sink
-            .row_texts(target, &shaped.schema, &page)
-            .await
-            .map_err(sink_error)?
-        {
-            Some(texts) => got.extend(texts),
-            None => {
-                report.problem = Some(format!(
-                    "the source table {} has no primary key and this sink cannot list its rows",
-                    table.name
-                ));
-                return Ok(());
+    let in_group = |id: &str| group.contains(&buckets.bucket(id_hash(id)));
+    let mut source_ids = HashSet::new();
+    let mut chunks = plan.source_chunks();
+    while let Some(chunk) = chunks.next().await? {
+        for texts in &chunk {
+            let id = plan.id(texts)?;
+            if in_group(&id) {
+                source_ids.insert(id);
             }
         }
-        match next {
-            Some(c) => cursor = Some(c),
-            None => break,
+    }
+    let mut candidates = Vec::new();
+    plan.each_stored_id(|id| {
+        if in_group(&id) && !source_ids.contains(&id) {
+            candidates.push(id);
+        }
+    })
+    .await?;
+    drop(source_ids);
+    // A key set may name a key that is gone (expired, deleted by hand): only what is stored counts.
+    for ids in candidates.chunks(CHUNK_ROWS) {
+        let stored = plan
+            .sink
+            .fetch(plan.target, ids)
+            .await
+            .map_err(plan.sink_error())?;
+        for (id, stored) in ids.iter().zip(stored) {
+            if stored.is_some() {
+                report.extra += 1;
+                report.replica_rows += 1;
+                if report.samples.extra.len() < samples {
+                    report.samples.extra.push(vec![Some(id.clone())]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A table without a primary key: the sink's rows are keyed by source positions the source does
+/// not have, so both sides are compared as bags of rows (each row as the canonical texts of its
+/// columns), sorted in memory.
+async fn compare_keyless(
+    plan: &Plan<'_>,
+    samples: usize,
+    report: &mut TableReport,
+    progress: &ProgressBar,
+) -> Result<(), VerifyError> {
+    report.key_columns = vec!["row".into()];
+    let row_text = |values: Vec<Option<String>>| {
+        serde_json::Value::Array(
+            values
+                .into_iter()
+                .map(|v| v.map_or(serde_json::Value::Null, serde_json::Value::String))
+                .collect(),
+        )
+        .to_string()
+    };
+    let mut want = Vec::new();
+    let mut chunks = plan.source_chunks();
+    while let Some(chunk) = chunks.next().await? {
+        for texts in &chunk {
+            want.push(row_text(
+                plan.columns
+                    .iter()
+                    .map(|c| canonical::source(c.kind, texts[c.source].as_deref(), plan.rules))
+                    .collect(),
+            ));
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    let mut ids = Vec::new();
+    plan.each_stored_id(|id| ids.push(id)).await?;
+    let mut got = Vec::with_capacity(ids.len());
+    for page in ids.chunks(CHUNK_ROWS) {
+        let stored = plan
+            .sink
+            .fetch(plan.target, page)
+            .await
+            .map_err(plan.sink_error())?;
+        for stored in stored.into_iter().flatten() {
+            got.push(row_text(stored_values(plan, &stored)));
         }
     }
     want.sort_unstable();
@@ -241,6 +533,68 @@ async fn compare_keyless(
     Ok(())
 }
 
+/// A stored row's compared columns, each as its canonical text (an unreadable row as no fields).
+fn stored_values(plan: &Plan<'_>, stored: &StoredRow) -> Vec<Option<String>> {
+    let decoded = Decoded::of(stored).ok();
+    plan.columns
+        .iter()
+        .map(|c| {
+            let field = decoded
+                .as_ref()
+                .and_then(|d| d.field(&c.stored))
+                .unwrap_or(Field::Absent);
+            canonical::stored(c.kind, field, plan.rules)
+        })
+        .collect()
+}
+
+/// A stored row with its document parsed, if it is one.
+struct Decoded<'a> {
+    stored: &'a StoredRow,
+    parsed: Option<serde_json::Value>,
+}
+
+impl<'a> Decoded<'a> {
+    /// Fails, saying why, when a document is not a JSON object.
+    fn of(stored: &'a StoredRow) -> Result<Self, String> {
+        let parsed = match stored {
+            StoredRow::JsonText(text) => Some(
+                serde_json::from_str::<serde_json::Value>(text)
+                    .map_err(|e| format!("the value is not JSON: {e}"))?,
+            ),
+            StoredRow::Unreadable(why) => return Err(why.clone()),
+            _ => None,
+        };
+        let decoded = Self { stored, parsed };
+        match decoded.document() {
+            Some(doc) if !doc.is_object() => Err(format!("the value is not a JSON object: {doc}")),
+            _ => Ok(decoded),
+        }
+    }
+
+    fn document(&self) -> Option<&serde_json::Value> {
+        match self.stored {
+            StoredRow::Document(doc) => Some(doc),
+            _ => self.parsed.as_ref(),
+        }
+    }
+
+    /// The stored field of a column; `None` when the row does not keep that column at all (the
+    /// one-column form holds one).
+    fn field(&self, name: &str) -> Option<Field<'_>> {
+        if let Some(doc) = self.document() {
+            return Some(doc.get(name).map_or(Field::Absent, Field::Json));
+        }
+        match self.stored {
+            StoredRow::Fields(map) => Some(map.get(name).map_or(Field::Absent, |s| Field::Text(s))),
+            StoredRow::Text { column, text } => (column == name).then_some(Field::Text(text)),
+            StoredRow::JsonText(_) | StoredRow::Document(_) | StoredRow::Unreadable(_) => {
+                Some(Field::Absent)
+            }
+        }
+    }
+}
+
 /// The source table as the change stream would describe it; only names and the key matter here.
 pub(crate) fn table_schema(table: &SourceTable) -> TableSchema {
     TableSchema {
@@ -263,7 +617,6 @@ pub(crate) fn table_schema(table: &SourceTable) -> TableSchema {
             .collect(),
     }
 }
-
 /// A source value, from PostgreSQL's text output (the session is in UTC and ISO date style), as
 /// the decoder produces it from Debezium's encoding of the same value. Types the decoder carries as
 /// text stay text.

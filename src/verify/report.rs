@@ -14,6 +14,8 @@ pub struct VerifyReport {
     /// Sinks of kinds verify cannot read back yet.
     pub skipped_sinks: Vec<SkippedSink>,
     pub elapsed_ms: u64,
+    /// The most memory the verifying process held, in MiB (Linux only).
+    pub peak_rss_mb: Option<u64>,
     /// Display prints JSON instead of text.
     #[serde(skip)]
     pub json: bool,

@@ -21,9 +21,7 @@ pub use event::{
     ChangeEvent, Column, ColumnType, Op, Origin, ROW_COLUMN, TableRef, TableSchema, Target,
     Version, keyless_refused,
 };
-pub use render::{
-    absent_field, json_difference, json_rows_equal, to_json, to_text, write_json, write_json_str,
-};
+pub use render::{absent_field, to_json, to_text, write_json, write_json_str};
 pub use replica::{PostgresAddress, PostgresReplica};
 pub use secret::{Secret, TlsFiles, TlsMaterial, read_secret};
 pub use template::{Template, TemplateError};
@@ -120,19 +118,28 @@ pub struct StoredOffset {
     pub next: i64,
 }
 
-/// How a stored row compares with the row the source holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowState {
-    Equal,
-    Missing,
-    /// Held, but not equal; the text says where they differ.
-    Different(String),
+/// A row exactly as the store holds it, read without interpreting it: `ripple verify` decodes it
+/// on its own, apart from the code that wrote it, so a rendering bug shared by the write and the
+/// check cannot hide itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredRow {
+    /// Field name to text (a Redis hash).
+    Fields(std::collections::HashMap<String, String>),
+    /// A JSON document, as text (Redis's `json` format).
+    JsonText(String),
+    /// A JSON document, parsed by the store's client (an index's `_source`).
+    Document(serde_json::Value),
+    /// The text of one column (Redis's `string` format).
+    Text { column: String, text: String },
+    /// Something is stored under the id, but not in the form the sink writes (a key of another
+    /// type); the text says what.
+    Unreadable(String),
 }
 
-/// Lets `ripple verify` prove a sink holds what the source holds. The verifier reads every source
-/// row, turns it into the upsert event the sink would receive for that row now (after the route's
-/// column options), and asks the sink how its copy compares; then it lists what the sink holds, to
-/// find rows the source no longer has.
+/// Lets `ripple verify` prove a sink holds what the source holds. Verify reads every source row,
+/// works out where the sink keeps it (`row_id`), reads what is stored there (`fetch`) and decodes
+/// it by its own rules; then it lists what the sink holds (`stored_ids`), to find rows the source
+/// no longer has.
 #[async_trait]
 pub trait ReadBack: Send + Sync {
     /// Where the table's rows live, for the report: a key template, an index name.
@@ -141,12 +148,24 @@ pub trait ReadBack: Send + Sync {
     /// Whether the store holds anything at all for this table (a table, an index, a key set).
     async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError>;
 
-    /// Compares each upsert in `rows` with the stored row of the same key; one state per row.
-    async fn compare(
+    /// What is stored under each id, in order; `None` where nothing is.
+    async fn fetch(
         &self,
         target: Target<'_>,
-        rows: &[ChangeEvent],
-    ) -> Result<Vec<RowState>, SinkError>;
+        ids: &[String],
+    ) -> Result<Vec<Option<StoredRow>>, SinkError>;
+
+    /// How many rows the store holds for this table when it can count them exactly and cheaply
+    /// (every counted row is one `stored_ids` would list); `None` otherwise.
+    async fn count(&self, _target: Target<'_>) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
+
+    /// Whether NaN, ±Infinity and infinite timestamps are stored as null (no field of the store
+    /// takes them).
+    fn stores_non_finite_as_null(&self) -> bool {
+        false
+    }
 
     /// The id under which the row of `event` is stored (a key, a document id).
     fn row_id(&self, target: Target<'_>, event: &ChangeEvent) -> Result<String, SinkError>;
@@ -159,28 +178,11 @@ pub trait ReadBack: Send + Sync {
         cursor: Option<String>,
     ) -> Result<(Vec<String>, Option<String>), SinkError>;
 
-    /// For a table without a primary key, which verify compares as a bag of rows: the rows stored
-    /// under `ids` (from `stored_ids`), each as [`ReadBack::row_text`] writes the source row it
-    /// came from, over `schema`'s columns. `None` when the store cannot read rows back this way.
-    async fn row_texts(
-        &self,
-        _target: Target<'_>,
-        _schema: &TableSchema,
-        _ids: &[String],
-    ) -> Result<Option<Vec<String>>, SinkError> {
-        Ok(None)
+    /// When the store keeps one column's value per row (Redis's `string` format), that column's
+    /// name: a row whose value is NULL then has nothing stored.
+    fn stored_column(&self) -> Option<String> {
+        None
     }
-
-    /// The text [`ReadBack::row_texts`] gives the stored row of this upsert.
-    fn row_text(&self, _event: &ChangeEvent) -> String {
-        String::new()
-    }
-}
-
-/// A row as a bag-of-rows comparison holds it: its fields, in the schema's order, as one JSON
-/// array (`row_texts` and `row_text` of every store build it the same way).
-pub fn row_text(fields: impl IntoIterator<Item = serde_json::Value>) -> String {
-    serde_json::Value::Array(fields.into_iter().collect()).to_string()
 }
 
 /// Builds sinks of one kind from their configuration section. Registering a factory on the engine is

@@ -70,37 +70,6 @@ fn write_json_value(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
     serde_json::to_writer(out, v).expect("JSON into memory")
 }
 
-/// Whether a stored row document holds what the source row gives, column by column. A field that
-/// is absent reads as NULL (a column added to the source after a row was last written is not in
-/// that row's document), and fields the source row does not have are not compared (a column
-/// dropped in the source stays in documents written before, as it stays in a replica table).
-pub fn json_rows_equal(want: &serde_json::Value, got: &serde_json::Value) -> bool {
-    match (want.as_object(), got.as_object()) {
-        (Some(w), Some(g)) => w
-            .iter()
-            .all(|(k, v)| g.get(k).unwrap_or(&serde_json::Value::Null) == v),
-        _ => want == got,
-    }
-}
-
-/// Where two JSON row documents differ first, for a verify report: `field "qty": holds 5, the
-/// source 6` (compared as in [`json_rows_equal`]).
-pub fn json_difference(want: &serde_json::Value, got: &serde_json::Value) -> String {
-    if let (Some(w), Some(g)) = (want.as_object(), got.as_object()) {
-        let null = serde_json::Value::Null;
-        for (n, v) in w {
-            if !v.is_null() && !g.contains_key(n) {
-                return absent_field(n, v);
-            }
-            let held = g.get(n).unwrap_or(&null);
-            if held != v {
-                return format!("field {n:?}: holds {held}, the source {v}");
-            }
-        }
-    }
-    format!("holds {got}, the source {want}")
-}
-
 fn float_text(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
@@ -267,21 +236,6 @@ mod tests {
         assert_eq!(to_text(&Value::Date(1)).unwrap(), "1970-01-02");
         assert_eq!(to_text(&Value::Null), None);
         assert_eq!(to_text(&Value::Unavailable), None);
-    }
-
-    #[test]
-    fn absent_fields_read_as_null() {
-        use serde_json::json;
-        assert!(json_rows_equal(
-            &json!({"a": 1, "b": null}),
-            &json!({"a": 1})
-        ));
-        assert!(json_rows_equal(
-            &json!({"a": 1}),
-            &json!({"a": 1, "b": null})
-        ));
-        assert!(!json_rows_equal(&json!({"a": 1, "b": 2}), &json!({"a": 1})));
-        assert!(json_difference(&json!({"a": 1, "b": 2}), &json!({"a": 1})).contains("\"b\""));
     }
 
     #[test]

@@ -60,16 +60,3 @@ pub(crate) fn field_json(v: &Value) -> Json {
         v => ripple_sink::to_json(v),
     }
 }
-
-/// The document an upsert of `event` leaves (when nothing was unavailable).
-pub(crate) fn document(event: &ChangeEvent) -> Json {
-    Json::Object(
-        event
-            .schema
-            .columns
-            .iter()
-            .zip(event.row.as_deref().unwrap_or_default())
-            .map(|(c, v)| (c.name.clone(), field_json(v)))
-            .collect(),
-    )
-}

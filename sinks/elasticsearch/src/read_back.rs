@@ -1,12 +1,12 @@
-//! Reading the index back for `ripple verify`: documents by id compared with the rows they
-//! should hold, row texts of tables without a key, and every id of an index (scrolled).
+//! Reading the index back for `ripple verify`: documents by id as they are stored (verify decodes
+//! them on its own), how many an index holds, and every id of an index (scrolled).
 
 use crate::ElasticsearchSink;
-use crate::encode::{doc_id, document, field_json};
+use crate::encode::doc_id;
 use crate::errors::{status_and_json, status_error, transport_error};
 use async_trait::async_trait;
 use ripple_sink::ReadBack;
-use ripple_sink::{ChangeEvent, RowState, SinkError, TableSchema, Target};
+use ripple_sink::{ChangeEvent, SinkError, StoredRow, Target};
 use serde_json::json;
 
 #[async_trait]
@@ -31,62 +31,40 @@ impl ReadBack for ElasticsearchSink {
         Ok(doc_id(event))
     }
 
-    async fn compare(
+    async fn fetch(
         &self,
         target: Target<'_>,
-        rows: &[ChangeEvent],
-    ) -> Result<Vec<RowState>, SinkError> {
-        let index = self.index_name(target);
-        let ids: Vec<String> = rows.iter().map(doc_id).collect();
-        let stored = self.stored(&index, &ids).await?;
-        Ok(rows
+        ids: &[String],
+    ) -> Result<Vec<Option<StoredRow>>, SinkError> {
+        let mut stored = self.stored(&self.index_name(target), ids).await?;
+        Ok(ids
             .iter()
-            .zip(&ids)
-            .map(|(e, id)| match stored.get(id) {
-                None => RowState::Missing,
-                Some(got) => {
-                    let want = document(e);
-                    if ripple_sink::json_rows_equal(&want, got) {
-                        RowState::Equal
-                    } else {
-                        RowState::Different(ripple_sink::json_difference(&want, got))
-                    }
-                }
-            })
+            .map(|id| stored.remove(id).map(StoredRow::Document))
             .collect())
     }
 
-    fn row_text(&self, event: &ChangeEvent) -> String {
-        ripple_sink::row_text(
-            event
-                .row
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(field_json),
-        )
+    async fn count(&self, target: Target<'_>) -> Result<Option<u64>, SinkError> {
+        let index = self.index_name(target);
+        // Counting sees only what a refresh has published.
+        self.refresh(&index).await;
+        let response = self
+            .client
+            .count(elasticsearch::CountParts::Index(&[&index]))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "count documents"))?;
+        let (status, body) = status_and_json(response, "count documents").await?;
+        if status == 404 {
+            return Ok(Some(0));
+        }
+        if status >= 300 {
+            return Err(status_error(status, format!("count documents: {body}")));
+        }
+        Ok(body["count"].as_u64())
     }
 
-    async fn row_texts(
-        &self,
-        target: Target<'_>,
-        schema: &TableSchema,
-        ids: &[String],
-    ) -> Result<Option<Vec<String>>, SinkError> {
-        let stored = self.stored(&self.index_name(target), ids).await?;
-        Ok(Some(
-            ids.iter()
-                .map(|id| {
-                    let doc = stored.get(id).cloned().unwrap_or_default();
-                    ripple_sink::row_text(
-                        schema
-                            .columns
-                            .iter()
-                            .map(|c| doc.get(&c.name).cloned().unwrap_or_default()),
-                    )
-                })
-                .collect(),
-        ))
+    fn stores_non_finite_as_null(&self) -> bool {
+        true
     }
 
     async fn stored_ids(

@@ -389,8 +389,8 @@ async fn every_rejected_document_is_reported_and_the_rest_is_written() {
 }
 
 #[tokio::test]
-async fn read_back_tells_equal_missing_different_and_lists_documents() {
-    use ripple_sink::RowState;
+async fn read_back_fetches_documents_as_stored_counts_and_lists_them() {
+    use ripple_sink::StoredRow;
     let sink = sink("rtest-rb").await;
     let s = schema("items");
     // The route's target names the index here, over the sink's own template.
@@ -408,18 +408,19 @@ async fn read_back_tells_equal_missing_different_and_lists_documents() {
     .unwrap();
     assert!(read.has_table(target).await.unwrap());
     assert_eq!(ids(&sink, "rtest-rb-catalog").await, ["1", "2"]);
-    let rows = [
-        upsert(&s, 1, "one", Value::Null, 0),
-        upsert(&s, 2, "changed in the source", Value::Null, 0),
-        upsert(&s, 3, "three", Value::Null, 0),
-    ];
-    let states = read.compare(target, &rows).await.unwrap();
-    assert_eq!(states[0], RowState::Equal);
-    match &states[1] {
-        RowState::Different(why) => assert!(why.contains("title"), "{why}"),
+    let ids: Vec<String> = ["2", "3", "1"].map(String::from).into();
+    let stored = read.fetch(target, &ids).await.unwrap();
+    match &stored[0] {
+        Some(StoredRow::Document(doc)) => {
+            assert_eq!(doc["title"], "two", "{doc}");
+            assert_eq!(doc["id"], 2, "{doc}");
+        }
         other => panic!("{other:?}"),
     }
-    assert_eq!(states[2], RowState::Missing);
+    assert_eq!(stored[1], None);
+    assert!(matches!(&stored[2], Some(StoredRow::Document(d)) if d["title"] == "one"));
+    assert_eq!(read.count(target).await.unwrap(), Some(2));
+    assert!(read.stores_non_finite_as_null());
     let (mut listed, mut cursor) = (Vec::new(), None);
     loop {
         let (page, next) = read.stored_ids(target, cursor).await.unwrap();

@@ -312,8 +312,8 @@ fn at(mut e: ChangeEvent, commit: u64, change: u64) -> ChangeEvent {
 }
 
 #[tokio::test]
-async fn read_back_tells_equal_missing_different_and_lists_keys() {
-    use ripple_sink::RowState;
+async fn read_back_fetches_keys_as_stored_and_lists_them() {
+    use ripple_sink::StoredRow;
     for format in [Format::Hash, Format::Json, Format::String] {
         let field = (format == Format::String).then_some("stock");
         let prefix = format!("rtest_rb_{format:?}").to_lowercase();
@@ -348,13 +348,36 @@ async fn read_back_tells_equal_missing_different_and_lists_keys() {
             upsert(&s, 2, 6, Value::Null),
             upsert(&s, 3, 7, Value::Null),
         ];
-        let states = read.compare(Target::of(&t), &rows).await.unwrap();
-        assert_eq!(states[0], RowState::Equal, "{format:?}");
+        let _: () = conn.sadd(format!("{prefix}:set"), "x").await.unwrap();
+        let keys: Vec<String> = ["1", "3", "set", "2"]
+            .map(|k| format!("{prefix}:{k}"))
+            .into();
+        let stored = read.fetch(Target::of(&t), &keys).await.unwrap();
+        match (&format, &stored[0]) {
+            (Format::Hash, Some(StoredRow::Fields(f))) => {
+                assert_eq!(f.get("stock").map(String::as_str), Some("5"), "{f:?}")
+            }
+            (Format::Json, Some(StoredRow::JsonText(text))) => {
+                let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+                assert_eq!(doc["stock"], 5, "{doc}");
+            }
+            (Format::String, Some(StoredRow::Text { column, text })) => {
+                assert_eq!((column.as_str(), text.as_str()), ("stock", "5"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(stored[1], None, "{format:?}");
         assert!(
-            matches!(&states[1], RowState::Different(_)),
-            "{format:?}: {states:?}"
+            matches!(&stored[2], Some(StoredRow::Unreadable(why)) if why.contains("WRONGTYPE")),
+            "{format:?}: {:?}",
+            stored[2]
         );
-        assert_eq!(states[2], RowState::Missing, "{format:?}");
+        assert!(stored[3].is_some(), "{format:?}");
+        assert_eq!(
+            read.stored_column(),
+            field.map(str::to_string),
+            "{format:?}"
+        );
         let (mut ids, mut cursor) = (Vec::new(), None);
         loop {
             let (page, next) = read.stored_ids(Target::of(&t), cursor).await.unwrap();
