@@ -35,6 +35,23 @@ enum Command {
         #[command(flatten)]
         args: VerifyFlags,
     },
+    /// Write every row of the source tables into one or more sinks, from a fresh read of the
+    /// source, through each sink's versioned write path (a sink or route added later): a change
+    /// arriving meanwhile still wins.
+    Backfill {
+        #[arg(long, short, default_value = "ripple.toml", env = "RIPPLE_CONFIG")]
+        config: PathBuf,
+        /// The sink to fill (repeatable).
+        #[arg(long = "sink", value_name = "NAME", required = true)]
+        sinks: Vec<String>,
+        /// A source table to write, as SCHEMA.TABLE (repeatable). Default: every source table the
+        /// sink's routes give it.
+        #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+        tables: Vec<String>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-drive a dead-letter topic once the cause is fixed: each record is applied again to the
     /// sinks that route its original topic (or to the one sink that rejected it).
     Replay {
@@ -74,6 +91,11 @@ struct VerifyFlags {
     /// and compared, the ids read again to name rows only a sink has).
     #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..))]
     max_memory_mb: u64,
+    /// Rewrite every row found different, missing or extra from a fresh read of the source,
+    /// through each sink's versioned write path (a change arriving meanwhile still wins), then
+    /// compare again; the report is the second comparison, with what the repair did.
+    #[arg(long)]
+    repair: bool,
 }
 
 impl From<VerifyFlags> for ripple::verify::VerifyArgs {
@@ -84,6 +106,8 @@ impl From<VerifyFlags> for ripple::verify::VerifyArgs {
             samples: f.samples,
             json: f.json,
             max_memory_mb: f.max_memory_mb as usize,
+            repair: f.repair,
+            backfill: false,
         }
     }
 }
@@ -272,6 +296,28 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     tracing::debug!(error = %e, path = %report_path.display(), "verify report not kept");
                 }
             }
+            Ok(if report.all_equal() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        Command::Backfill {
+            config,
+            sinks,
+            tables,
+            json,
+        } => {
+            let config = load(&config)?;
+            let args = ripple::verify::VerifyArgs {
+                sinks,
+                tables,
+                json,
+                backfill: true,
+                ..Default::default()
+            };
+            let report = ripple::verify::run(&config, &args).await?;
+            print!("{report}");
             Ok(if report.all_equal() {
                 std::process::ExitCode::SUCCESS
             } else {

@@ -180,19 +180,80 @@ fn scalar(kind: Kind, text: &str, rules: Rules) -> Option<String> {
             .ok()
             .map(|j| json_canon(&j)),
         Kind::Bytes => bytes(text).map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
+        Kind::Date if is_plain_date(text) => Some(text.to_string()),
         Kind::Date => date(text).map(|d| d.format("%Y-%m-%d").to_string()),
-        Kind::Time => NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
-            .ok()
-            .map(|t| t.format("%H:%M:%S%.6f").to_string()),
+        Kind::Time => plain_time(text).or_else(|| {
+            NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.format("%H:%M:%S%.6f").to_string())
+        }),
         Kind::Timestamp | Kind::TimestampTz => match text {
             "infinity" | "-infinity" if rules.non_finite_as_null => return None,
             "infinity" | "-infinity" => Some(text.to_string()),
-            _ => timestamp(text, kind == Kind::TimestampTz)
-                .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
+            _ => plain_timestamp(text, kind == Kind::TimestampTz).or_else(|| {
+                timestamp(text, kind == Kind::TimestampTz)
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+            }),
         },
         Kind::Text => None,
     };
     Some(canon.unwrap_or_else(|| text.to_string()))
+}
+
+/// `YYYY-MM-DD`, four-digit year: already canonical.
+fn is_plain_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit())
+}
+
+/// `HH:MM:SS` with an optional fraction of up to six digits, as `HH:MM:SS.ffffff`: the common
+/// forms, read without a format parser (every value of a time column comes through here).
+fn plain_time(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    if b.len() < 8
+        || b[2] != b':'
+        || b[5] != b':'
+        || ![0, 1, 3, 4, 6, 7].iter().all(|&i| b[i].is_ascii_digit())
+        || &text[..2] > "23"
+    {
+        return None;
+    }
+    let fraction = match &text[8..] {
+        "" => "",
+        f => f.strip_prefix('.')?,
+    };
+    if fraction.len() > 6 || !fraction.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut out = String::with_capacity(15);
+    out.push_str(&text[..8]);
+    out.push('.');
+    out.push_str(fraction);
+    out.extend(std::iter::repeat_n('0', 6 - fraction.len()));
+    Some(out)
+}
+
+/// A four-digit-year timestamp with a space or a `T`, in the common forms, as
+/// `YYYY-MM-DDTHH:MM:SS.ffffff`; a zoned one only in UTC (`+00`, `+00:00`, `Z`). Anything else is
+/// left to the general reading.
+fn plain_timestamp(text: &str, zoned: bool) -> Option<String> {
+    let mut t = text;
+    if zoned {
+        t = t
+            .strip_suffix('Z')
+            .or_else(|| t.strip_suffix("+00:00"))
+            .or_else(|| t.strip_suffix("+00"))?;
+    }
+    if t.len() < 19 || !is_plain_date(&t[..10]) || !matches!(t.as_bytes()[10], b' ' | b'T') {
+        return None;
+    }
+    let time = plain_time(&t[11..])?;
+    Some(format!("{}T{time}", &t[..10]))
 }
 
 fn float(text: &str) -> Option<f64> {
@@ -481,6 +542,37 @@ mod tests {
             INDEX
         ));
         assert_eq!(super::source(ColumnKind::of("text"), None, PLAIN), None);
+    }
+
+    #[test]
+    fn the_quick_readings_agree_with_the_general_ones() {
+        for t in [
+            "2025-03-14 09:26:53",
+            "2025-03-14T09:26:53.5",
+            "2025-03-14 09:26:53.589793",
+            "0001-01-01 00:00:00.000001",
+        ] {
+            let general = timestamp(t, false)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.6f")
+                .to_string();
+            assert_eq!(
+                plain_timestamp(t, false).as_deref(),
+                Some(general.as_str()),
+                "{t}"
+            );
+            let zoned = format!("{t}+00");
+            assert_eq!(
+                plain_timestamp(&zoned, true).as_deref(),
+                Some(general.as_str()),
+                "{t}"
+            );
+        }
+        assert_eq!(plain_timestamp("2025-03-14 09:26:53+01", true), None);
+        assert_eq!(plain_timestamp("12025-03-14 09:26:53", false), None);
+        assert_eq!(plain_time("24:00:00"), None);
+        assert_eq!(plain_time("09:26:53.1234567"), None);
+        assert!(is_plain_date("2024-02-29") && !is_plain_date("2024-2-29"));
     }
 
     #[test]

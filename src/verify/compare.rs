@@ -1,7 +1,7 @@
 //! The store-independent half of verify: the "read rows back in key order" abstraction a store
 //! implements, and the merge-join that counts matching, missing, extra and different rows.
 
-use super::{TableReport, VerifyError, quote_ident, report::Samples};
+use super::{TableReport, VerifyError, quote_ident};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use std::cmp::Ordering;
@@ -177,6 +177,32 @@ pub(crate) struct Scan<'a> {
 /// A key: the text form of each key column (`None` for NULL, which sorts last).
 pub(crate) type Key = Vec<Option<String>>;
 
+/// What a comparison keeps beside its counts.
+#[derive(Clone, Copy)]
+pub(crate) struct Keep<'a> {
+    /// Sample keys per kind of difference, for people.
+    pub samples: usize,
+    /// Keys of differing rows kept for a repair, at most (0: none).
+    pub fixes: usize,
+    /// Counts the source rows read.
+    pub progress: &'a indicatif::ProgressBar,
+}
+
+impl Keep<'_> {
+    /// Keeps `key` (in the source's key order) for a repair while there is room; `id` is where a
+    /// read-back store holds a row the source may not have.
+    pub fn fix(&self, report: &mut TableReport, key: &Key, id: Option<&str>) {
+        if report.fixes.len() < self.fixes {
+            report.fixes.push(super::report::Fix {
+                key: key.clone(),
+                id: id.map(str::to_string),
+            });
+        } else if self.fixes > 0 {
+            report.fixes_incomplete = true;
+        }
+    }
+}
+
 pub(crate) struct KeyedRow {
     pub key: Key,
     /// md5 (hex) of the PostgreSQL record text `ROW(v1::text, v2::text, …)::text` of the scanned
@@ -232,7 +258,6 @@ impl ColumnMap {
 }
 
 /// Compares one source table with its counterpart in `replica`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     source: &S,
     replica: &R,
@@ -240,8 +265,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     target: &TableName,
     target_columns: Option<Vec<Column>>,
     columns: &ColumnMap,
-    samples: usize,
-    progress: &indicatif::ProgressBar,
+    keep: Keep<'_>,
 ) -> Result<TableReport, VerifyError> {
     let mut report = TableReport {
         table: table.name.to_string(),
@@ -257,9 +281,8 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
             target,
             target_columns,
             columns,
-            samples,
+            Keep { fixes: 0, ..keep },
             &mut report,
-            progress,
         )
         .await?;
         return Ok(report);
@@ -297,17 +320,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         });
         let right: RowStream<'_> = Box::pin(futures::stream::empty());
         let labels = (source.label(), replica.label());
-        merge(
-            left,
-            right,
-            &order,
-            samples,
-            false,
-            &mut report,
-            labels,
-            progress,
-        )
-        .await?;
+        merge(left, right, &order, keep, false, &mut report, labels).await?;
         return Ok(report);
     };
 
@@ -367,11 +380,10 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         left,
         right,
         &order,
-        samples,
+        keep,
         schema_differs,
         &mut report,
         labels,
-        progress,
     )
     .await?;
     Ok(report)
@@ -388,9 +400,8 @@ async fn compare_keyless<S: RowStore, R: RowStore>(
     target: &TableName,
     target_columns: Option<Vec<Column>>,
     columns: &ColumnMap,
-    samples: usize,
+    keep: Keep<'_>,
     report: &mut TableReport,
-    progress: &indicatif::ProgressBar,
 ) -> Result<(), VerifyError> {
     report.key_columns = vec!["row".into()];
     let Some(target_columns) = target_columns else {
@@ -438,10 +449,7 @@ async fn compare_keyless<S: RowStore, R: RowStore>(
         by_row: true,
     });
     let labels = (source.label(), replica.label());
-    merge(
-        left, right, &order, samples, false, report, labels, progress,
-    )
-    .await
+    merge(left, right, &order, keep, false, report, labels).await
 }
 
 /// The `timetz` columns, by their source and replica names: compared as UTC times.
@@ -526,14 +534,13 @@ async fn merge(
     source: RowStream<'_>,
     replica: RowStream<'_>,
     order: &[KeyOrder],
-    samples: usize,
+    keep: Keep<'_>,
     all_differ: bool,
     report: &mut TableReport,
     (source_label, replica_label): (&str, &str),
-    progress: &indicatif::ProgressBar,
 ) -> Result<(), VerifyError> {
     let mut left = Side {
-        rows: source.inspect_ok(|_| progress.inc(1)).boxed(),
+        rows: source.inspect_ok(|_| keep.progress.inc(1)).boxed(),
         head: None,
         last: None,
         label: source_label,
@@ -548,16 +555,10 @@ async fn merge(
     left.advance(order, &source_name).await?;
     right.advance(order, &target_name).await?;
     let sample = |into: &mut Vec<Key>, key: &Key| {
-        if into.len() < samples {
+        if into.len() < keep.samples {
             into.push(key.clone());
         }
     };
-    let Samples {
-        missing: sample_missing,
-        extra: sample_extra,
-        different: sample_different,
-        ..
-    } = &mut report.samples;
     loop {
         let step = match (&left.head, &right.head) {
             (None, None) => break,
@@ -570,14 +571,16 @@ async fn merge(
                 let row = left.head.as_ref().expect("source row");
                 report.source_rows += 1;
                 report.missing += 1;
-                sample(sample_missing, &row.key);
+                sample(&mut report.samples.missing, &row.key);
+                keep.fix(report, &row.key, None);
                 left.advance(order, &source_name).await?;
             }
             Ordering::Greater => {
                 let row = right.head.as_ref().expect("replica row");
                 report.replica_rows += 1;
                 report.extra += 1;
-                sample(sample_extra, &row.key);
+                sample(&mut report.samples.extra, &row.key);
+                keep.fix(report, &row.key, None);
                 right.advance(order, &target_name).await?;
             }
             Ordering::Equal => {
@@ -591,7 +594,8 @@ async fn merge(
                     report.matching += 1;
                 } else {
                     report.different += 1;
-                    sample(sample_different, &l.key);
+                    sample(&mut report.samples.different, &l.key);
+                    keep.fix(report, &l.key, None);
                 }
                 left.advance(order, &source_name).await?;
                 right.advance(order, &target_name).await?;

@@ -5,15 +5,16 @@ mod canonical;
 mod compare;
 mod postgres;
 mod readback;
+mod repair;
 mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{AbsentTable, Samples, SkippedSink, TableReport, VerifyReport};
+pub use report::{AbsentTable, RepairReport, Samples, SkippedSink, TableReport, VerifyReport};
 
 use crate::config::Config;
 use crate::route::{RouteOptions, Router};
-use compare::{ColumnMap, RowStore, SourceTable, TableName};
+use compare::{ColumnMap, Keep, RowStore, SourceTable, TableName};
 use postgres::{PgAddress, PgStore};
 use ripple_sink::{Sink, TableRef, Target};
 use std::sync::Arc;
@@ -35,6 +36,12 @@ pub struct VerifyArgs {
     /// Memory one comparison may use for what it holds (chunks of rows, the ids it reads again),
     /// in MiB, whatever the table's size.
     pub max_memory_mb: usize,
+    /// Rewrite the rows found different from a fresh read of the source, through each sink's
+    /// versioned write path, then compare again.
+    pub repair: bool,
+    /// Compare nothing: write every source row into the sinks (`ripple backfill`), each just
+    /// after the version the sink holds for it.
+    pub backfill: bool,
 }
 
 impl Default for VerifyArgs {
@@ -45,6 +52,8 @@ impl Default for VerifyArgs {
             samples: 5,
             json: false,
             max_memory_mb: 128,
+            repair: false,
+            backfill: false,
         }
     }
 }
@@ -80,6 +89,10 @@ pub enum VerifyError {
     },
     #[error("{what}: {error}")]
     Query { what: String, error: sqlx::Error },
+    #[error(
+        "sink {sink:?} cannot say which versions it holds, so --repair cannot write to it safely"
+    )]
+    CannotRepair { sink: String },
     /// The store's own words come as the source (printed after this by `{:#}`).
     #[error("reading {table} back from a sink")]
     Sink {
@@ -127,6 +140,12 @@ impl VerifySink {
     fn name(&self) -> &str {
         match self {
             VerifySink::Postgres { name, .. } | VerifySink::ReadBack { name, .. } => name,
+        }
+    }
+
+    fn sink(&self) -> &dyn Sink {
+        match self {
+            VerifySink::Postgres { sink, .. } | VerifySink::ReadBack { sink, .. } => sink.as_ref(),
         }
     }
 }
@@ -206,6 +225,11 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         bytes: args.max_memory_mb.max(1) << 20,
     };
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
+    let fixes = if args.repair {
+        budget.bytes / 4 / FIX_BYTES
+    } else {
+        0
+    };
     for sink in &sinks {
         let sink_id = sink_names.iter().position(|n| n == sink.name());
         let replica = match sink {
@@ -239,76 +263,89 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
                 }
                 None => None,
             };
+            // A backfill writes only what a route is known to give the sink, or a table named.
+            if args.backfill && route.is_none() && requested.is_empty() {
+                continue;
+            }
             let options = route.unwrap_or_default();
-            let target = Target::of(&source_ref).with_template(options.target.as_deref());
+            let comparison = Comparison {
+                source: &source,
+                sink,
+                replica: replica.as_ref(),
+                table,
+                target: Target::of(&source_ref).with_template(options.target.as_deref()),
+                options: &options,
+                budget,
+            };
+            let keep = Keep {
+                samples: args.samples,
+                fixes,
+                progress: &progress,
+            };
             let table_started = Instant::now();
-            let mut result =
-                match (sink, &replica) {
-                    (VerifySink::Postgres { sink: s, .. }, Some(replica)) => {
-                        let into = s
-                            .postgres_replica()
-                            .expect("selected as a replica")
-                            .table_for(target);
-                        let target_name = TableName {
-                            schema: into.namespace,
-                            name: into.name,
-                        };
-                        let target_columns = replica.columns(&target_name).await?;
-                        if target_columns.is_none() && requested.is_empty() {
-                            report.absent_tables.push(AbsentTable {
-                                sink: sink.name().to_string(),
-                                table: table.name.to_string(),
-                                target: target_name.to_string(),
-                            });
-                            continue;
-                        }
-                        tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
-                        compare::compare_table(
-                            &source,
-                            replica,
-                            table,
-                            &target_name,
-                            target_columns,
-                            &column_map(table, &options)?,
-                            args.samples,
-                            &progress,
-                        )
-                        .await?
-                    }
-                    (VerifySink::ReadBack { sink: s, .. }, _) => {
-                        let read_back = s.read_back().expect("selected for read-back");
-                        let has = read_back.has_table(target).await.map_err(|error| {
-                            VerifyError::Sink {
-                                table: table.name.to_string(),
-                                error,
-                            }
-                        })?;
-                        let target_text = read_back.target_name(target);
-                        if !has && requested.is_empty() {
-                            report.absent_tables.push(AbsentTable {
-                                sink: sink.name().to_string(),
-                                table: table.name.to_string(),
-                                target: target_text,
-                            });
-                            continue;
-                        }
-                        tracing::info!(sink = %sink.name(), table = %table.name, "verifying");
-                        let mut r = readback::compare_table(
-                            &source,
-                            read_back,
-                            target,
-                            table,
-                            &options,
-                            args.samples,
-                            budget,
-                            &progress,
-                        )
-                        .await?;
-                        r.target = target_text;
-                        r
-                    }
-                    (VerifySink::Postgres { .. }, None) => unreachable!("connected above"),
+            if args.backfill {
+                tracing::info!(sink = %sink.name(), table = %table.name, "backfilling");
+                let written = repair::backfill(
+                    &source,
+                    sink.sink(),
+                    comparison.target,
+                    table,
+                    &options,
+                    &progress,
+                )
+                .await?;
+                report.tables.push(TableReport {
+                    sink: sink.name().to_string(),
+                    table: table.name.to_string(),
+                    target: table.name.to_string(),
+                    key_columns: table.key.clone(),
+                    source_rows: written.found,
+                    elapsed_ms: table_started.elapsed().as_millis() as u64,
+                    backfill: Some(written),
+                    ..Default::default()
+                });
+                continue;
+            }
+            let mut result = match comparison.run(keep).await? {
+                Compared::Absent(target) if requested.is_empty() => {
+                    report.absent_tables.push(AbsentTable {
+                        sink: sink.name().to_string(),
+                        table: table.name.to_string(),
+                        target,
+                    });
+                    continue;
+                }
+                Compared::Absent(_) => comparison.run_anyway(keep).await?,
+                Compared::Done(result) => *result,
+            };
+            if args.repair && !result.equal() {
+                tracing::info!(sink = %sink.name(), table = %table.name, rows = result.fixes.len(), "repairing");
+                let found = result.missing + result.extra + result.different;
+                let mut repaired = repair::repair(
+                    &source,
+                    sink.sink(),
+                    comparison.target,
+                    table,
+                    &options,
+                    &result.fixes,
+                )
+                .await?;
+                repaired.found = found;
+                if result.fixes_incomplete {
+                    repaired.problems.push(format!(
+                        "more rows differed than --max-memory-mb holds the keys of ({}): run the repair again",
+                        result.fixes.len()
+                    ));
+                }
+                // The report is the comparison after the repair: what still differs.
+                progress.inc_length(result.source_rows);
+                result = match comparison.run(Keep { fixes: 0, ..keep }).await? {
+                    Compared::Done(r) => *r,
+                    Compared::Absent(_) => comparison.run_anyway(keep).await?,
                 };
+                result.repair = Some(repaired);
+            }
+            result.fixes = Vec::new();
             result.sink = sink.name().to_string();
             result.elapsed_ms = table_started.elapsed().as_millis() as u64;
             tracing::info!(
@@ -326,6 +363,103 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report.peak_rss_mb = peak_rss_mb();
     Ok(report)
+}
+
+/// What a repair keeps per differing row (its key's texts, the id it was found at, the vector).
+const FIX_BYTES: usize = 128;
+
+/// One source table against one sink.
+struct Comparison<'a> {
+    source: &'a PgStore,
+    sink: &'a VerifySink,
+    /// The replica's database, for a replica sink.
+    replica: Option<&'a PgStore>,
+    table: &'a SourceTable,
+    target: Target<'a>,
+    options: &'a RouteOptions,
+    budget: readback::Budget,
+}
+
+/// A comparison's outcome: the report, or that the sink has no such table (named as the sink
+/// names it).
+enum Compared {
+    Done(Box<TableReport>),
+    Absent(String),
+}
+
+impl Comparison<'_> {
+    async fn run(&self, keep: Keep<'_>) -> Result<Compared, VerifyError> {
+        self.compare(keep, false).await
+    }
+
+    /// Compares even when the sink lacks the table (a table asked for by name): every row missing.
+    async fn run_anyway(&self, keep: Keep<'_>) -> Result<TableReport, VerifyError> {
+        match self.compare(keep, true).await? {
+            Compared::Done(r) => Ok(*r),
+            Compared::Absent(_) => unreachable!("compared anyway"),
+        }
+    }
+
+    async fn compare(&self, keep: Keep<'_>, anyway: bool) -> Result<Compared, VerifyError> {
+        let table = self.table;
+        match (self.sink, self.replica) {
+            (VerifySink::Postgres { sink, .. }, Some(replica)) => {
+                let into = sink
+                    .postgres_replica()
+                    .expect("selected as a replica")
+                    .table_for(self.target);
+                let target_name = TableName {
+                    schema: into.namespace,
+                    name: into.name,
+                };
+                let target_columns = replica.columns(&target_name).await?;
+                if target_columns.is_none() && !anyway {
+                    return Ok(Compared::Absent(target_name.to_string()));
+                }
+                tracing::info!(sink = %self.sink.name(), table = %table.name, "verifying");
+                compare::compare_table(
+                    self.source,
+                    replica,
+                    table,
+                    &target_name,
+                    target_columns,
+                    &column_map(table, self.options)?,
+                    keep,
+                )
+                .await
+                .map(|r| Compared::Done(Box::new(r)))
+            }
+            (VerifySink::ReadBack { sink, .. }, _) => {
+                let read_back = sink.read_back().expect("selected for read-back");
+                let has =
+                    read_back
+                        .has_table(self.target)
+                        .await
+                        .map_err(|error| VerifyError::Sink {
+                            table: table.name.to_string(),
+                            error,
+                        })?;
+                let target_text = read_back.target_name(self.target);
+                if !has && !anyway {
+                    return Ok(Compared::Absent(target_text));
+                }
+                tracing::info!(sink = %self.sink.name(), table = %table.name, "verifying");
+                let mut r = readback::compare_table(
+                    self.source,
+                    read_back,
+                    self.target,
+                    table,
+                    self.options,
+                    keep,
+                    self.budget,
+                )
+                .await?;
+                r.target = target_text;
+                Ok(Compared::Done(Box::new(r)))
+            }
+            (VerifySink::Postgres { .. }, None) => unreachable!("connected before"),
+        }
+    }
 }
 
 /// The most memory this process has held (Linux's VmHWM), in MiB; `None` where it cannot be read.

@@ -3,7 +3,7 @@
 
 use super::VerifyError;
 use super::compare::{
-    Column, KeyOrder, KeyType, KeyedRow, RowStore, RowStream, Scan, SourceTable, TableName,
+    Column, Key, KeyOrder, KeyType, KeyedRow, RowStore, RowStream, Scan, SourceTable, TableName,
     is_timetz,
 };
 use super::quote_ident;
@@ -11,7 +11,7 @@ use crate::config::mask_url;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool, Row};
 use std::time::Duration;
 
 /// Session settings that decide how values print as text. Both sides must print identically, and a
@@ -54,7 +54,10 @@ impl PgStore {
             key: e.key,
             message: e.message,
         })?;
-        let options = options.application_name("ripple-verify");
+        // A streamed read lasts as long as the comparison reading it: not a slow statement.
+        let options = options
+            .application_name("ripple-verify")
+            .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(3600));
         let connect_error = |error| VerifyError::Connect {
             what: address.what.clone(),
             key: format!("{}.url", address.key),
@@ -289,6 +292,69 @@ fn decode(row: &PgRow, keys: usize) -> Result<KeyedRow, sqlx::Error> {
 }
 
 impl PgStore {
+    /// The rows of `table` with these keys (key texts in key order), each column in `text_rows`'
+    /// form; `None` where the source has no such row. Keys are cast to the key columns' types, so
+    /// the primary key's index finds them.
+    pub async fn rows_by_key(
+        &self,
+        table: &SourceTable,
+        keys: &[Key],
+    ) -> Result<Vec<Option<Vec<Option<String>>>>, VerifyError> {
+        let key_columns: Vec<&Column> = table
+            .key
+            .iter()
+            .filter_map(|k| table.columns.iter().find(|c| &c.name == k))
+            .collect();
+        let select: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| select_expression(&format!("t.{}", quote_ident(&c.name)), &c.type_name))
+            .collect();
+        let arrays: Vec<String> = (0..key_columns.len())
+            .map(|i| format!("${}::text[]", i + 1))
+            .collect();
+        let aliases: Vec<String> = (0..key_columns.len()).map(|i| format!("k{i}")).collect();
+        let joins: Vec<String> = key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("t.{} = u.k{i}::{}", quote_ident(&c.name), c.type_name))
+            .collect();
+        let sql = format!(
+            "SELECT u.i::int8, {} FROM unnest({}) WITH ORDINALITY AS u({}, i) \
+             JOIN {} AS t ON {}",
+            if select.is_empty() {
+                "1".to_string()
+            } else {
+                select.join(", ")
+            },
+            arrays.join(", "),
+            aliases.join(", "),
+            table.name.sql(),
+            joins.join(" AND ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for i in 0..key_columns.len() {
+            query = query.bind(keys.iter().map(|k| k[i].clone()).collect::<Vec<_>>());
+        }
+        let what = format!("reading rows of {} by key from {}", table.name, self.label);
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error(what.clone()))?;
+        let mut out = vec![None; keys.len()];
+        for row in rows {
+            let texts = (1..=table.columns.len())
+                .map(|i| row.try_get::<Option<String>, _>(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_error(what.clone()))?;
+            let at: i64 = row.try_get(0).map_err(query_error(what.clone()))?;
+            if let Some(slot) = out.get_mut((at as usize).wrapping_sub(1)) {
+                *slot = Some(texts);
+            }
+        }
+        Ok(out)
+    }
+
     /// The planner's estimate of the table's rows (0 when it has none yet): enough to size
     /// buckets and a progress bar without a count.
     pub async fn estimate_rows(&self, table: &TableName) -> Result<u64, VerifyError> {
@@ -316,13 +382,39 @@ impl PgStore {
         &'a self,
         table: &'a SourceTable,
     ) -> BoxStream<'a, Result<Vec<Option<String>>, VerifyError>> {
+        self.text_rows_sorted(table, false)
+    }
+
+    /// `text_rows` in ascending primary-key order, each key column by its own type's order.
+    pub fn text_rows_in_key_order<'a>(
+        &'a self,
+        table: &'a SourceTable,
+    ) -> BoxStream<'a, Result<Vec<Option<String>>, VerifyError>> {
+        self.text_rows_sorted(table, true)
+    }
+
+    fn text_rows_sorted<'a>(
+        &'a self,
+        table: &'a SourceTable,
+        sorted: bool,
+    ) -> BoxStream<'a, Result<Vec<Option<String>>, VerifyError>> {
         let select: Vec<String> = table
             .columns
             .iter()
             .map(|c| select_expression(&format!("t.{}", quote_ident(&c.name)), &c.type_name))
             .collect();
+        let order = if sorted && !table.key.is_empty() {
+            let keys: Vec<String> = table
+                .key
+                .iter()
+                .map(|k| format!("t.{}", quote_ident(k)))
+                .collect();
+            format!(" ORDER BY {}", keys.join(", "))
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "SELECT {} FROM {} AS t",
+            "SELECT {} FROM {} AS t{order}",
             if select.is_empty() {
                 "1".to_string()
             } else {

@@ -6,17 +6,16 @@
 //! as the memory budget allows.
 
 use super::canonical::{self, ColumnKind, Field, Rules};
-use super::compare::SourceTable;
+use super::compare::{Keep, KeyType, SourceTable};
 use super::postgres::PgStore;
 use super::{TableReport, VerifyError};
 use crate::route::{RouteOptions, Shape};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
-use indicatif::ProgressBar;
 use ripple_sink::{
-    ChangeEvent, Column, ColumnType, Op, Origin, ReadBack, StoredRow, TableRef, TableSchema,
-    Target, Value, Version,
+    ChangeEvent, Column, ColumnType, Op, Origin, ReadBack, SortBy, SortKey, SortedPage, StoredRow,
+    TableRef, TableSchema, Target, Value, Version,
 };
 use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -147,33 +146,34 @@ impl Plan<'_> {
         }
     }
 
-    /// The upsert the source row would be now, after the route's options: what `row_id` renders
-    /// the stored id from.
-    fn event(&self, texts: &[Option<String>]) -> ChangeEvent {
-        let row: Vec<Value> = texts
+    /// The row's key as the change stream would carry it, after the route's options: all
+    /// `row_id` renders the stored id from (key templates and document ids name key columns only).
+    fn key_event(&self, texts: &[Option<String>]) -> ChangeEvent {
+        let key = self
+            .schema
+            .key
             .iter()
-            .zip(&self.table.columns)
-            .map(|(t, c)| parse_value(t.as_deref(), &c.type_name))
+            .map(|&i| parse_value(texts[i].as_deref(), &self.table.columns[i].type_name))
             .collect();
         self.shape.apply(&ChangeEvent {
             schema: self.schema.clone(),
-            op: Op::Upsert,
-            key: self.schema.key.iter().map(|&i| row[i].clone()).collect(),
-            row: Some(row),
+            op: Op::Delete,
+            key,
+            row: None,
             before: None,
             version: Version::default(),
             source_ts_ms: 0,
             origin: Origin {
                 topic: Arc::from("verify"),
                 partition: 0,
-                offset: 0,
+                offset: -1,
             },
         })
     }
 
     fn id(&self, texts: &[Option<String>]) -> Result<String, VerifyError> {
         self.sink
-            .row_id(self.target, &self.event(texts))
+            .row_id(self.target, &self.key_event(texts))
             .map_err(self.sink_error())
     }
 
@@ -236,6 +236,79 @@ impl Plan<'_> {
         None
     }
 
+    /// How the key columns sort in the store, when each is an integer or a uuid (the types whose
+    /// order a store can share with PostgreSQL's); `None` otherwise.
+    fn sort_keys(&self) -> Option<Vec<SortKey>> {
+        self.schema
+            .key
+            .iter()
+            .map(|&k| {
+                let by = match self.table.columns[k].key_type {
+                    KeyType::Integer => SortBy::Integer,
+                    KeyType::Uuid => SortBy::Bytes,
+                    KeyType::Other => return None,
+                };
+                let c = self.columns.iter().find(|c| c.source == k)?;
+                Some(SortKey {
+                    field: c.stored.clone(),
+                    by,
+                })
+            })
+            .collect()
+    }
+
+    /// How a source row's key compares with a stored row's sort values (a value the store lacks
+    /// sorts last).
+    fn key_order(
+        &self,
+        texts: &[Option<String>],
+        key: &[SortKey],
+        sorted: &[serde_json::Value],
+    ) -> std::cmp::Ordering {
+        for ((&k, how), value) in self.schema.key.iter().zip(key).zip(sorted) {
+            let source = texts[k].as_deref().unwrap_or_default();
+            let order = match how.by {
+                SortBy::Integer => match (source.parse::<i64>(), value.as_i64()) {
+                    (Ok(a), Some(b)) => a.cmp(&b),
+                    (_, None) => std::cmp::Ordering::Less,
+                    (Err(_), Some(_)) => std::cmp::Ordering::Greater,
+                },
+                SortBy::Bytes => match value.as_str() {
+                    Some(b) => source.as_bytes().cmp(b.as_bytes()),
+                    None => std::cmp::Ordering::Less,
+                },
+            };
+            if order.is_ne() {
+                return order;
+            }
+        }
+        if sorted.len() < self.schema.key.len() {
+            // The store gave fewer sort values than there are key columns: it lacks the rest.
+            return std::cmp::Ordering::Less;
+        }
+        std::cmp::Ordering::Equal
+    }
+
+    /// The key's texts of a source row, in the source's key order.
+    fn key_of(&self, texts: &[Option<String>]) -> Vec<Option<String>> {
+        self.schema.key.iter().map(|&i| texts[i].clone()).collect()
+    }
+
+    /// The key a stored row holds, read as its columns' canonical texts (in the source's key
+    /// order); `None` parts where the row does not keep a key column (Redis's `string` format).
+    fn stored_key(&self, stored: &StoredRow) -> Vec<Option<String>> {
+        let decoded = Decoded::of(stored).ok();
+        self.schema
+            .key
+            .iter()
+            .map(|&k| {
+                let c = self.columns.iter().find(|c| c.source == k)?;
+                let field = decoded.as_ref()?.field(&c.stored)?;
+                canonical::stored(c.kind, field, self.rules)
+            })
+            .collect()
+    }
+
     /// For a store that keeps one column per key (Redis's `string`): that column's place among the
     /// compared ones, when its value is NULL and the row therefore has no key.
     fn stores_nothing(&self, texts: &[Option<String>]) -> bool {
@@ -258,9 +331,8 @@ pub(crate) async fn compare_table(
     target: Target<'_>,
     table: &SourceTable,
     options: &RouteOptions,
-    samples: usize,
+    keep: Keep<'_>,
     budget: Budget,
-    progress: &ProgressBar,
 ) -> Result<TableReport, VerifyError> {
     let mut report = TableReport {
         table: table.name.to_string(),
@@ -296,19 +368,28 @@ pub(crate) async fn compare_table(
         budget,
     };
     if table.key.is_empty() {
-        compare_keyless(&plan, samples, &mut report, progress).await?;
+        compare_keyless(&plan, keep, &mut report).await?;
     } else {
-        compare_keyed(&plan, samples, &mut report, progress).await?;
+        compare_keyed(&plan, keep, &mut report).await?;
     }
     Ok(report)
 }
 
 async fn compare_keyed(
     plan: &Plan<'_>,
-    samples: usize,
+    keep: Keep<'_>,
     report: &mut TableReport,
-    progress: &ProgressBar,
 ) -> Result<(), VerifyError> {
+    if let Some(key) = plan.sort_keys() {
+        let first = plan
+            .sink
+            .sorted_rows(plan.target, &key, None)
+            .await
+            .map_err(plan.sink_error())?;
+        if let Some(first) = first {
+            return merge_sorted(plan, &key, first, keep, report).await;
+        }
+    }
     let estimate = plan.source.estimate_rows(&plan.table.name).await?;
     // The ids the store holds for source rows, bucketed: compared below with all it holds.
     let mut held = Buckets::for_rows(estimate);
@@ -326,22 +407,16 @@ async fn compare_keyed(
             .map_err(plan.sink_error())?;
         for ((texts, id), stored) in chunk.iter().zip(&ids).zip(stored) {
             report.source_rows += 1;
-            let key = || {
-                plan.table
-                    .key
-                    .iter()
-                    .filter_map(|k| plan.table.columns.iter().position(|c| &c.name == k))
-                    .map(|i| texts[i].clone())
-                    .collect::<Vec<_>>()
-            };
+            let key = || plan.key_of(texts);
             let Some(stored) = stored else {
                 if plan.stores_nothing(texts) {
                     report.matching += 1;
                 } else {
                     report.missing += 1;
-                    if report.samples.missing.len() < samples {
+                    if report.samples.missing.len() < keep.samples {
                         report.samples.missing.push(key());
                     }
+                    keep.fix(report, &key(), None);
                 }
                 continue;
             };
@@ -356,14 +431,15 @@ async fn compare_keyed(
                 None => report.matching += 1,
                 Some(why) => {
                     report.different += 1;
-                    if report.samples.different.len() < samples {
+                    if report.samples.different.len() < keep.samples {
                         report.samples.different.push(key());
                         report.samples.why_different.push(why);
                     }
+                    keep.fix(report, &key(), None);
                 }
             }
         }
-        progress.inc(chunk.len() as u64);
+        keep.progress.inc(chunk.len() as u64);
     }
     report.replica_rows = held_rows;
 
@@ -400,10 +476,111 @@ async fn compare_keyed(
             end += 1;
         }
         let group: HashSet<usize> = differing[start..end].iter().copied().collect();
-        find_extras(plan, &held, &group, samples, report).await?;
+        find_extras(plan, &held, &group, keep, report).await?;
         start = end;
     }
     Ok(())
+}
+
+/// Both sides in key order, merged in one pass: a store that sorts by the key needs neither reads
+/// by id nor a listing of its ids.
+async fn merge_sorted(
+    plan: &Plan<'_>,
+    key: &[SortKey],
+    first: SortedPage,
+    keep: Keep<'_>,
+    report: &mut TableReport,
+) -> Result<(), VerifyError> {
+    let mut rows = plan.source.text_rows_in_key_order(plan.table);
+    let mut source = rows.try_next().await?;
+    let mut page = first.rows.into_iter();
+    let mut next = first.next;
+    let mut stored = page.next();
+    let sample = |into: &mut Vec<Vec<Option<String>>>, key: Vec<Option<String>>| {
+        if into.len() < keep.samples {
+            into.push(key);
+        }
+    };
+    loop {
+        if stored.is_none()
+            && let Some(after) = next.take()
+        {
+            let more = plan
+                .sink
+                .sorted_rows(plan.target, key, Some(after))
+                .await
+                .map_err(plan.sink_error())?
+                .unwrap_or_default();
+            next = more.next;
+            page = more.rows.into_iter();
+            stored = page.next();
+        }
+        let order = match (&source, &stored) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(texts), Some((_, _, sorted))) => plan.key_order(texts, key, sorted),
+        };
+        let id = match (&source, order) {
+            (Some(texts), std::cmp::Ordering::Equal) => Some(plan.id(texts)?),
+            _ => None,
+        };
+        match (order, stored.take()) {
+            // The store's row under another id than the source row's (one written by hand, say):
+            // not the source row's copy.
+            (std::cmp::Ordering::Equal, Some((stored_id, row, _)))
+                if id.as_ref() != Some(&stored_id) =>
+            {
+                extra(plan, keep, report, &stored_id, &row);
+                stored = page.next();
+            }
+            (std::cmp::Ordering::Equal, Some((_, row, _))) => {
+                let texts = source.take().expect("a source row");
+                report.source_rows += 1;
+                report.replica_rows += 1;
+                match plan.difference(&texts, &row) {
+                    None => report.matching += 1,
+                    Some(why) => {
+                        report.different += 1;
+                        if report.samples.different.len() < keep.samples {
+                            report.samples.different.push(plan.key_of(&texts));
+                            report.samples.why_different.push(why);
+                        }
+                        keep.fix(report, &plan.key_of(&texts), None);
+                    }
+                }
+                keep.progress.inc(1);
+                source = rows.try_next().await?;
+                stored = page.next();
+            }
+            (std::cmp::Ordering::Less, held) => {
+                stored = held;
+                let texts = source.take().expect("a source row");
+                report.source_rows += 1;
+                report.missing += 1;
+                sample(&mut report.samples.missing, plan.key_of(&texts));
+                keep.fix(report, &plan.key_of(&texts), None);
+                keep.progress.inc(1);
+                source = rows.try_next().await?;
+            }
+            (std::cmp::Ordering::Greater, Some((stored_id, row, _))) => {
+                extra(plan, keep, report, &stored_id, &row);
+                stored = page.next();
+            }
+            (_, None) => unreachable!("a stored row to compare"),
+        }
+    }
+    Ok(())
+}
+
+/// Counts a row only the store holds.
+fn extra(plan: &Plan<'_>, keep: Keep<'_>, report: &mut TableReport, id: &str, row: &StoredRow) {
+    report.extra += 1;
+    report.replica_rows += 1;
+    if report.samples.extra.len() < keep.samples {
+        report.samples.extra.push(vec![Some(id.to_string())]);
+    }
+    keep.fix(report, &plan.stored_key(row), Some(id));
 }
 
 /// One descent pass over a group of buckets: the source's ids in them, then the store's ids in them
@@ -412,7 +589,7 @@ async fn find_extras(
     plan: &Plan<'_>,
     buckets: &Buckets,
     group: &HashSet<usize>,
-    samples: usize,
+    keep: Keep<'_>,
     report: &mut TableReport,
 ) -> Result<(), VerifyError> {
     let in_group = |id: &str| group.contains(&buckets.bucket(id_hash(id)));
@@ -442,13 +619,13 @@ async fn find_extras(
             .await
             .map_err(plan.sink_error())?;
         for (id, stored) in ids.iter().zip(stored) {
-            if stored.is_some() {
-                report.extra += 1;
-                report.replica_rows += 1;
-                if report.samples.extra.len() < samples {
-                    report.samples.extra.push(vec![Some(id.clone())]);
-                }
+            let Some(stored) = stored else { continue };
+            report.extra += 1;
+            report.replica_rows += 1;
+            if report.samples.extra.len() < keep.samples {
+                report.samples.extra.push(vec![Some(id.clone())]);
             }
+            keep.fix(report, &plan.stored_key(&stored), Some(id));
         }
     }
     Ok(())
@@ -459,10 +636,10 @@ async fn find_extras(
 /// columns), sorted in memory.
 async fn compare_keyless(
     plan: &Plan<'_>,
-    samples: usize,
+    keep: Keep<'_>,
     report: &mut TableReport,
-    progress: &ProgressBar,
 ) -> Result<(), VerifyError> {
+    let samples = keep.samples;
     report.key_columns = vec!["row".into()];
     let row_text = |values: Vec<Option<String>>| {
         serde_json::Value::Array(
@@ -484,7 +661,7 @@ async fn compare_keyless(
                     .collect(),
             ));
         }
-        progress.inc(chunk.len() as u64);
+        keep.progress.inc(chunk.len() as u64);
     }
     let mut ids = Vec::new();
     plan.each_stored_id(|id| ids.push(id)).await?;

@@ -49,6 +49,42 @@ pub struct TableReport {
     pub problem: Option<String>,
     pub samples: Samples,
     pub elapsed_ms: u64,
+    /// What `--repair` did, when it ran; the counts above are then those of the comparison after
+    /// it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
+    /// What `ripple backfill` wrote (nothing was compared: `found` is the source rows read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<RepairReport>,
+    /// The differing rows' keys a repair rewrites (not part of the report).
+    #[serde(skip)]
+    pub(crate) fixes: Vec<Fix>,
+    /// More rows differed than `fixes` could hold: a repair fixes the first ones only.
+    #[serde(skip)]
+    pub(crate) fixes_incomplete: bool,
+}
+
+/// What `ripple verify --repair` did for one comparison.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// What the comparison before the repair found: missing, extra and different rows.
+    pub found: u64,
+    /// Rows written again from a fresh read of the source.
+    pub rewritten: u64,
+    /// Rows removed from the sink because the source no longer has them.
+    pub removed: u64,
+    /// Rows the repair could not fix, with the first reasons.
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// A differing row to repair: its key's texts in the source's key order, and where a read-back
+/// sink holds it when it was found there (a row the source may not have).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Fix {
+    pub key: Key,
+    pub id: Option<String>,
 }
 
 /// Up to `--samples` keys of each kind, each as its key columns' text values (`null` for NULL), in
@@ -81,6 +117,9 @@ pub struct SkippedSink {
 impl TableReport {
     /// The replica holds exactly the source's rows and values.
     pub fn equal(&self) -> bool {
+        if let Some(b) = &self.backfill {
+            return b.failed == 0;
+        }
         self.missing_columns.is_empty()
             && self.problem.is_none()
             && self.missing == 0
@@ -155,6 +194,27 @@ impl fmt::Display for VerifyReport {
                 writeln!(f, "sink {}:", t.sink)?;
                 sink = Some(&t.sink);
             }
+            if let Some(b) = &t.backfill {
+                let verdict = if b.failed == 0 {
+                    "WRITTEN  "
+                } else {
+                    "FAILED   "
+                };
+                writeln!(
+                    f,
+                    "  {verdict} {}  ({}): {} source rows, {} written, {} removed (gone meanwhile), {} not written",
+                    t.table,
+                    seconds(t.elapsed_ms),
+                    b.found,
+                    b.rewritten,
+                    b.removed,
+                    b.failed
+                )?;
+                for p in &b.problems {
+                    writeln!(f, "        {p}")?;
+                }
+                continue;
+            }
             let verdict = if t.equal() { "EQUAL    " } else { "DIFFERENT" };
             let name = if t.target == t.table {
                 t.table.clone()
@@ -162,6 +222,16 @@ impl fmt::Display for VerifyReport {
                 format!("{} -> {}", t.table, t.target)
             };
             writeln!(f, "  {verdict} {name}  ({})", seconds(t.elapsed_ms))?;
+            if let Some(r) = &t.repair {
+                writeln!(
+                    f,
+                    "      repaired: {} rows differed; {} rewritten from the source, {} removed, {} not repaired; then compared again:",
+                    r.found, r.rewritten, r.removed, r.failed
+                )?;
+                for p in &r.problems {
+                    writeln!(f, "        {p}")?;
+                }
+            }
             if let Some(problem) = &t.problem {
                 writeln!(f, "      cannot compare rows: {problem}")?;
                 writeln!(
@@ -249,6 +319,14 @@ impl fmt::Display for VerifyReport {
             );
         }
         let equal = self.tables.iter().filter(|t| t.equal()).count();
+        if self.tables.iter().all(|t| t.backfill.is_some()) {
+            return writeln!(
+                f,
+                "backfill: {equal} of {} table(s) written whole, {}",
+                self.tables.len(),
+                seconds(self.elapsed_ms)
+            );
+        }
         let verdict = if self.all_equal() {
             "EQUAL"
         } else {

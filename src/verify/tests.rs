@@ -913,9 +913,12 @@ async fn read_back_finds_each_difference_in_bounded_passes() {
                     ripple_sink::Target::of(t),
                     table,
                     options,
-                    100,
+                    compare::Keep {
+                        samples: 100,
+                        fixes: 0,
+                        progress: &indicatif::ProgressBar::hidden(),
+                    },
                     readback::Budget { bytes },
-                    &indicatif::ProgressBar::hidden(),
                 )
                 .await
                 .unwrap()
@@ -958,6 +961,150 @@ async fn read_back_finds_each_difference_in_bounded_passes() {
         let report = compare(exact, 64 << 20).await;
         assert_eq!((report.missing, report.extra), (missing, 0), "{report:?}");
         assert_eq!(exact.listings.load(Ordering::Relaxed), 0);
+    })
+    .await;
+}
+
+/// `--repair` rewrites what differs from the source through the replica sink's versioned writes,
+/// each just after the version the replica held for the row, and the comparison after it is
+/// equal; a later change still wins over a repaired row, an older one still does not.
+#[tokio::test]
+async fn repair_rewrites_what_differs_just_after_the_held_versions() {
+    let mut fx = Fixture::new("repair").await;
+    let (name, table) = fx.table("public", "");
+    fx.run(async {
+        exec(
+            &fx.source,
+            &format!(
+                "CREATE TABLE {table} (id int8 PRIMARY KEY, qty int, note text, at timestamptz); \
+                 INSERT INTO {table} SELECT i, i, 'n' || i, '2025-01-01 00:00:00+00' FROM generate_series(1, 2000) i"
+            ),
+        )
+        .await;
+        exec(
+            &fx.replica,
+            &format!(
+                "CREATE TABLE {table} (id int8 PRIMARY KEY, qty int, note text, at timestamptz, \
+                   _ripple_commit bigint, _ripple_change bigint); \
+                 INSERT INTO {table} SELECT i, i, 'n' || i, '2025-01-01 00:00:00+00', 100, 5 FROM generate_series(1, 2000) i; \
+                 DELETE FROM {table} WHERE id IN (10, 20, 30); \
+                 UPDATE {table} SET qty = -1 WHERE id IN (40, 50); \
+                 UPDATE {table} SET note = NULL WHERE id = 60; \
+                 UPDATE {table} SET at = now() WHERE id = 70; \
+                 INSERT INTO {table} VALUES (5001, 1, 'x', NULL, 100, 5), (5002, 2, 'y', NULL, NULL, NULL)"
+            ),
+        )
+        .await;
+        let table_arg = arg("public", &name);
+        let repair = VerifyArgs {
+            repair: true,
+            ..args(&[&table_arg])
+        };
+        let report = verify(&test_config(), &repair).await;
+        let t = &report.tables[0];
+        let r = t.repair.as_ref().expect("a repair ran");
+        assert_eq!(
+            (r.found, r.rewritten, r.removed, r.failed),
+            (9, 7, 2, 0),
+            "{report}"
+        );
+        assert!(report.all_equal(), "{report}");
+        assert!(report.to_string().contains("repaired: 9 rows differed"), "{report}");
+
+        // Rewritten rows hold the version just after the one the replica held; rows found only in
+        // the replica are gone, with tombstones at the version just after theirs.
+        let versions: Vec<(i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id, _ripple_commit, _ripple_change FROM {table} WHERE id IN (10, 40, 60, 70, 1) ORDER BY id"
+        )))
+        .fetch_all(&fx.replica)
+        .await
+        .unwrap();
+        assert_eq!(
+            versions,
+            [(1, 100, 5), (10, 0, 1), (40, 100, 6), (60, 100, 6), (70, 100, 6)]
+        );
+        let tombstones: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT key, commit_lsn, change_lsn FROM _ripple.tombstones \
+             WHERE table_name = $1 || '#' || to_regclass($1)::oid ORDER BY key",
+        )
+        .bind(format!("\"public\".{}", quote_ident(&name)))
+        .fetch_all(&fx.replica)
+        .await
+        .unwrap();
+        assert_eq!(
+            tombstones,
+            [("{5001}".into(), 100, 6), ("{5002}".into(), 0, 1)]
+        );
+
+        // Through the same sink: the change after the repaired one wins, the one before does not.
+        let sink = crate::registry::builtin()
+            .into_iter()
+            .find(|f| f.kind() == "postgres")
+            .unwrap()
+            .build(
+                "replica",
+                "sinks.replica",
+                toml::from_str(&format!("type = \"postgres\"\nurl = {:?}", replica_url())).unwrap(),
+            )
+            .await
+            .unwrap();
+        let schema = Arc::new(readback::table_schema(
+            &postgres::PgStore::connect(postgres::PgAddress {
+                what: "the source database".into(),
+                key: "source".into(),
+                url: &source_url(),
+                options: source_url()
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .map_err(|e| ripple_sink::ConfigError::new("source.url", e.to_string())),
+            })
+            .await
+            .unwrap()
+            .describe(&compare::TableName {
+                schema: "public".into(),
+                name: name.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap(),
+        ));
+        let change = |qty: i64, commit: u64, change: u64| ripple_sink::ChangeEvent {
+            schema: schema.clone(),
+            op: ripple_sink::Op::Upsert,
+            key: vec![ripple_sink::Value::Int(40)],
+            row: Some(vec![
+                ripple_sink::Value::Int(40),
+                ripple_sink::Value::Int(qty),
+                ripple_sink::Value::Text("n40".into()),
+                ripple_sink::Value::Null,
+            ]),
+            before: None,
+            version: ripple_sink::Version { commit, change },
+            source_ts_ms: 0,
+            origin: ripple_sink::Origin {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset: 1,
+            },
+        };
+        let t = ripple_sink::TableRef::new("public", &name);
+        sink.apply(ripple_sink::Target::of(&t), &[change(-5, 100, 5)])
+            .await
+            .unwrap();
+        sink.apply(ripple_sink::Target::of(&t), &[change(77, 100, 30)])
+            .await
+            .unwrap();
+        let qty: i32 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT qty FROM {table} WHERE id = 40"
+        )))
+        .fetch_one(&fx.replica)
+        .await
+        .unwrap();
+        assert_eq!(qty, 77);
+        exec(
+            &fx.replica,
+            &format!("DELETE FROM _ripple.tombstones WHERE table_name LIKE 'public.%{name}%'"),
+        )
+        .await;
     })
     .await;
 }

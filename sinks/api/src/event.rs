@@ -150,11 +150,27 @@ pub struct Version {
     pub change: u64,
 }
 
+impl Version {
+    /// The version a repair writes over a row whose store holds `held` (its row's, tombstone's or
+    /// table truncation's version): newer than it, so the stored copy is replaced, and older than
+    /// every change that follows it. A later change to the same row has a later commit, or the
+    /// same commit and a change position at least one log record further on; log records are
+    /// many bytes long, so no change sits one byte after another.
+    pub fn just_after(held: Option<Version>) -> Version {
+        let held = held.unwrap_or_default();
+        Version {
+            commit: held.commit,
+            change: held.change.saturating_add(1),
+        }
+    }
+}
+
 /// Where an event came from in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     pub topic: Arc<str>,
     pub partition: i32,
+    /// Negative for an event no Kafka record carried (a repair's): it moves no stored offset.
     pub offset: i64,
 }
 

@@ -89,6 +89,33 @@ pub trait Sink: Send + Sync {
         })
     }
 
+    /// For `ripple verify --repair`: the newest version the store holds against each event's row
+    /// (the row's own, its tombstone's, the table's truncation watermark), `None` where nothing
+    /// does. A repair writes the source's current row at [`Version::just_after`] it, through
+    /// `apply`, so the stored copy is replaced while every later change still wins. `Ok(None)`:
+    /// the store cannot tell, and verify does not repair it.
+    async fn held_versions(
+        &self,
+        _target: Target<'_>,
+        _events: &[ChangeEvent],
+    ) -> Result<Option<Vec<Option<Version>>>, SinkError> {
+        Ok(None)
+    }
+
+    /// For `ripple verify --repair`: writes `events`, each at [`Version::just_after`] what
+    /// `held_versions` gave for it (`held`, in the same order). The default is `apply`. A store
+    /// that may remember a version it cannot tell overrides it: the index keeps a deleted
+    /// document's version for a while without showing it, so a document it holds nothing for is
+    /// created only if absent, under the version the index gives it.
+    async fn repair(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+        _held: &[Option<Version>],
+    ) -> Result<(), SinkError> {
+        self.apply(target, events).await
+    }
+
     /// Reading rows back, for `ripple verify`; `None` when this sink cannot.
     fn read_back(&self) -> Option<&dyn ReadBack> {
         None
@@ -136,6 +163,32 @@ pub enum StoredRow {
     Unreadable(String),
 }
 
+/// How a sorted read orders one key column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    /// By value as an integer.
+    Integer,
+    /// By the bytes of its text (a uuid's text sorts as its value does).
+    Bytes,
+}
+
+/// A key column a sorted read orders by: its name in the store, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub field: String,
+    pub by: SortBy,
+}
+
+/// One page of a sorted read.
+#[derive(Debug, Clone, Default)]
+pub struct SortedPage {
+    /// Rows in ascending key order: each with its id, what is stored, and the values it was
+    /// sorted by (JSON, one per key column; `null` for a row that lacks one, sorted last).
+    pub rows: Vec<(String, StoredRow, Vec<serde_json::Value>)>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<serde_json::Value>,
+}
+
 /// Lets `ripple verify` prove a sink holds what the source holds. Verify reads every source row,
 /// works out where the sink keeps it (`row_id`), reads what is stored there (`fetch`) and decodes
 /// it by its own rules; then it lists what the sink holds (`stored_ids`), to find rows the source
@@ -154,6 +207,19 @@ pub trait ReadBack: Send + Sync {
         target: Target<'_>,
         ids: &[String],
     ) -> Result<Vec<Option<StoredRow>>, SinkError>;
+
+    /// Every stored row of the table in ascending order of `key`, a page at a time (start with
+    /// `after = None`, then pass the page's `next`), when the store can sort by those columns as
+    /// PostgreSQL orders them; `Ok(None)` when it cannot (a column it does not hold sortably).
+    /// Verify then merge-joins it with the source in one pass, instead of reading rows by id.
+    async fn sorted_rows(
+        &self,
+        _target: Target<'_>,
+        _key: &[SortKey],
+        _after: Option<serde_json::Value>,
+    ) -> Result<Option<SortedPage>, SinkError> {
+        Ok(None)
+    }
 
     /// How many rows the store holds for this table when it can count them exactly and cheaply
     /// (every counted row is one `stored_ids` would list); `None` otherwise.

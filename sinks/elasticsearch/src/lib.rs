@@ -205,4 +205,23 @@ impl Sink for ElasticsearchSink {
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
         self.write(target, events).await
     }
+
+    async fn held_versions(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+    ) -> Result<Option<Vec<Option<ripple_sink::Version>>>, SinkError> {
+        self.versions_of(&self.index_name(target), events)
+            .await
+            .map(Some)
+    }
+
+    async fn repair(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+        held: &[Option<ripple_sink::Version>],
+    ) -> Result<(), SinkError> {
+        self.write_repair(target, events, held).await
+    }
 }

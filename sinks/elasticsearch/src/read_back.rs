@@ -2,12 +2,156 @@
 //! them on its own), how many an index holds, and every id of an index (scrolled).
 
 use crate::ElasticsearchSink;
-use crate::encode::doc_id;
+use crate::encode::{doc_id, field_json};
 use crate::errors::{status_and_json, status_error, transport_error};
 use async_trait::async_trait;
 use ripple_sink::ReadBack;
-use ripple_sink::{ChangeEvent, SinkError, StoredRow, Target};
+use ripple_sink::{
+    ChangeEvent, SinkError, SortBy, SortKey, SortedPage, StoredRow, Target, Version,
+};
 use serde_json::json;
+
+impl ElasticsearchSink {
+    /// The external version each event's document holds, its tombstone's, or the index's last
+    /// truncate's, whichever is newest. External versions are the change's log position alone
+    /// (`external_version`), so that is the part of the version given back.
+    pub(crate) async fn versions_of(
+        &self,
+        index: &str,
+        events: &[ChangeEvent],
+    ) -> Result<Vec<Option<Version>>, SinkError> {
+        let ids: Vec<String> = events.iter().map(doc_id).collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (truncated, deleted) = self.stale_below(index, &id_refs).await?;
+        let response = self
+            .client
+            .mget(elasticsearch::MgetParts::Index(index))
+            .body(json!({ "ids": ids }))
+            ._source(&["false"])
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read document versions"))?;
+        let (status, body) = status_and_json(response, "read document versions").await?;
+        let mut versions: std::collections::HashMap<String, i64> = Default::default();
+        if status == 404 {
+            // No index yet: only tombstones and the truncate can hold a version.
+        } else if status >= 300 {
+            return Err(status_error(status, format!("mget {index}: {body}")));
+        } else {
+            for doc in body["docs"].as_array().into_iter().flatten() {
+                if let (Some(id), Some(v)) = (doc["_id"].as_str(), doc["_version"].as_i64()) {
+                    versions.insert(id.to_string(), v);
+                }
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let newest = [
+                    versions.get(id).copied(),
+                    deleted.get(id).copied(),
+                    Some(truncated),
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(0);
+                (newest > 0).then_some(Version {
+                    commit: 0,
+                    change: newest as u64,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Documents per page of a sorted read (within the index's result window).
+const SORTED_PAGE: usize = 2000;
+
+impl ElasticsearchSink {
+    /// Whether the index maps every key column so that it sorts as PostgreSQL orders it: an
+    /// integer as an integer field, a uuid as a keyword.
+    async fn sortable(&self, index: &str, key: &[SortKey]) -> Result<bool, SinkError> {
+        let response = self
+            .client
+            .indices()
+            .get_mapping(elasticsearch::indices::IndicesGetMappingParts::Index(&[
+                index,
+            ]))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read the mapping"))?;
+        let (status, body) = status_and_json(response, "read the mapping").await?;
+        if status >= 300 {
+            return Ok(false);
+        }
+        // Keyed by the index's own name, which an alias hides.
+        let Some(properties) = body
+            .as_object()
+            .and_then(|m| m.values().next())
+            .map(|m| &m["mappings"]["properties"])
+        else {
+            return Ok(false);
+        };
+        Ok(key.iter().all(|k| {
+            let ty = properties[&k.field]["type"].as_str().unwrap_or_default();
+            match k.by {
+                SortBy::Integer => matches!(ty, "long" | "integer" | "short" | "byte"),
+                SortBy::Bytes => ty == "keyword",
+            }
+        }))
+    }
+
+    /// A repair's writes. A document the index holds nothing for (no document, no tombstone) may
+    /// still have a version in the index's memory of deletes (`index.gc_deletes`), which no read
+    /// shows: it is created only if absent, with the index's own versioning, which counts on from
+    /// that remembered version. Every other write goes the usual way, at its external version.
+    pub(crate) async fn write_repair(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+        held: &[Option<Version>],
+    ) -> Result<(), SinkError> {
+        let index = &self.index_name(target);
+        let (fresh, versioned): (Vec<_>, Vec<_>) = events
+            .iter()
+            .zip(held)
+            .partition(|(e, held)| held.is_none() && e.op == ripple_sink::Op::Upsert);
+        let versioned: Vec<ChangeEvent> = versioned.into_iter().map(|(e, _)| e.clone()).collect();
+        if !versioned.is_empty() {
+            self.write(target, &versioned).await?;
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.ensure_index(index, &[&fresh[0].0.schema]).await?;
+        let mut operations = Vec::with_capacity(fresh.len());
+        let mut owners = Vec::with_capacity(fresh.len());
+        for (i, (e, _)) in fresh.iter().enumerate() {
+            let doc: serde_json::Map<String, serde_json::Value> = e
+                .schema
+                .columns
+                .iter()
+                .zip(e.row.as_deref().unwrap_or_default())
+                .map(|(c, v)| (c.name.clone(), field_json(v)))
+                .collect();
+            // A 409 (it exists after all, written meanwhile) is what `bulk` takes as newer.
+            operations.push(
+                elasticsearch::BulkOperation::create(serde_json::Value::Object(doc))
+                    .id(doc_id(e))
+                    .index(index)
+                    .into(),
+            );
+            owners.push((i, *e));
+        }
+        let rejected = self.bulk(operations, owners).await?;
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::rejected(rejected))
+        }
+    }
+}
 
 #[async_trait]
 impl ReadBack for ElasticsearchSink {
@@ -65,6 +209,60 @@ impl ReadBack for ElasticsearchSink {
 
     fn stores_non_finite_as_null(&self) -> bool {
         true
+    }
+
+    async fn sorted_rows(
+        &self,
+        target: Target<'_>,
+        key: &[SortKey],
+        after: Option<serde_json::Value>,
+    ) -> Result<Option<SortedPage>, SinkError> {
+        let index = self.index_name(target);
+        if after.is_none() {
+            if !self.sortable(&index, key).await? {
+                return Ok(None);
+            }
+            // Search sees only what a refresh has published.
+            self.refresh(&index).await;
+        }
+        let sort: Vec<serde_json::Value> = key
+            .iter()
+            .map(|k| json!({ &k.field: {"order": "asc", "missing": "_last"} }))
+            .collect();
+        let mut body = json!({"size": SORTED_PAGE, "sort": sort, "track_total_hits": false});
+        if let Some(after) = after {
+            body["search_after"] = after;
+        }
+        let response = self
+            .client
+            .search(elasticsearch::SearchParts::Index(&[&index]))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read documents in key order"))?;
+        let (status, body) = status_and_json(response, "read documents in key order").await?;
+        if status >= 300 {
+            return Err(status_error(
+                status,
+                format!("read documents in key order: {body}"),
+            ));
+        }
+        let mut page = SortedPage::default();
+        for hit in body["hits"]["hits"].as_array().into_iter().flatten() {
+            let (Some(id), Some(source)) = (hit["_id"].as_str(), hit.get("_source")) else {
+                continue;
+            };
+            let sorted = hit["sort"].as_array().cloned().unwrap_or_default();
+            page.rows
+                .push((id.to_string(), StoredRow::Document(source.clone()), sorted));
+        }
+        if page.rows.len() >= SORTED_PAGE {
+            page.next = body["hits"]["hits"]
+                .as_array()
+                .and_then(|h| h.last())
+                .map(|h| h["sort"].clone());
+        }
+        Ok(Some(page))
     }
 
     async fn stored_ids(

@@ -278,7 +278,8 @@ async fn store_offsets(
     events: &[ChangeEvent],
 ) -> Result<(), SinkError> {
     let mut next: Vec<(&str, i32, i64)> = Vec::new();
-    for e in events {
+    // A repair's events come from no Kafka record (a negative offset): they move no offset.
+    for e in events.iter().filter(|e| e.origin.offset >= 0) {
         let (topic, partition) = (&*e.origin.topic, e.origin.partition);
         match next
             .iter_mut()

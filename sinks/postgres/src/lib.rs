@@ -170,4 +170,14 @@ impl Sink for PostgresSink {
         self.write(TargetTable::resolve(target, &self.config), events)
             .await
     }
+
+    async fn held_versions(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+    ) -> Result<Option<Vec<Option<ripple_sink::Version>>>, SinkError> {
+        self.versions_of(TargetTable::resolve(target, &self.config), events)
+            .await
+            .map(Some)
+    }
 }

@@ -160,4 +160,12 @@ impl Sink for RedisSink {
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
         self.write(target, events).await
     }
+
+    async fn held_versions(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+    ) -> Result<Option<Vec<Option<ripple_sink::Version>>>, SinkError> {
+        self.versions_of(target, events).await.map(Some)
+    }
 }

@@ -4,10 +4,51 @@
 use crate::errors::classify;
 use crate::{Format, RedisSink};
 use async_trait::async_trait;
-use ripple_sink::{ChangeEvent, ReadBack, SinkError, StoredRow, Target};
+use ripple_sink::{ChangeEvent, ReadBack, SinkError, StoredRow, Target, Version};
 use std::collections::HashMap;
 
 impl RedisSink {
+    /// The version each event's key holds in the table's versions hash (a deleted key's too),
+    /// or the table's truncation watermark where that is newer.
+    pub(crate) async fn versions_of(
+        &self,
+        target: Target<'_>,
+        events: &[ChangeEvent],
+    ) -> Result<Vec<Option<Version>>, SinkError> {
+        let template = self.key_template(target)?;
+        let keys = self.table_keys(target.table);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&keys.watermark);
+        for e in events {
+            pipe.cmd("HGET")
+                .arg(&keys.versions)
+                .arg(template.render(e)?);
+        }
+        let mut conn = self.connection().await?;
+        let found: Vec<Option<String>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(e, "read versions"))?;
+        let parse = |text: &Option<String>| -> Result<Option<Version>, SinkError> {
+            let Some(text) = text else { return Ok(None) };
+            let parsed = text
+                .split_once(':')
+                .and_then(|(c, h)| Some((c.parse().ok()?, h.parse().ok()?)));
+            match parsed {
+                Some((commit, change)) => Ok(Some(Version { commit, change })),
+                None => Err(SinkError::permanent(format!(
+                    "the versions hash {} holds {text:?}, not commit:change",
+                    keys.versions
+                ))),
+            }
+        };
+        let watermark = parse(&found[0])?;
+        found[1..]
+            .iter()
+            .map(|v| Ok(parse(v)?.max(watermark)))
+            .collect()
+    }
+
     /// One answer of `fetch`'s pipeline as the row it holds.
     fn stored_row(&self, got: redis::Value) -> Option<StoredRow> {
         let unreadable =
