@@ -96,6 +96,14 @@ struct VerifyFlags {
     /// compare again; the report is the second comparison, with what the repair did.
     #[arg(long)]
     repair: bool,
+    /// Live verification, for a system where changes never stop: each difference is read again
+    /// (after 1 s, then doubling) until it agrees or --settle-s is spent, and only what still
+    /// differs is reported.
+    #[arg(long)]
+    live: bool,
+    /// With --live: how long differences may take to agree, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 60, requires = "live")]
+    settle_s: u64,
 }
 
 impl From<VerifyFlags> for ripple::verify::VerifyArgs {
@@ -107,6 +115,8 @@ impl From<VerifyFlags> for ripple::verify::VerifyArgs {
             json: f.json,
             max_memory_mb: f.max_memory_mb as usize,
             repair: f.repair,
+            settle: f.live.then(|| std::time::Duration::from_secs(f.settle_s)),
+            routed_only: false,
             backfill: false,
         }
     }
@@ -288,14 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let config = load(&config)?;
             let report = ripple::verify::run(&config, &args.into()).await?;
             print!("{report}");
-            // Left for the dashboard's sync panel; a read-only directory only costs the panel.
-            if let Ok(mut json) = serde_json::to_value(&report) {
-                json["finished_at"] = chrono::Utc::now().timestamp_millis().into();
-                json["all_equal"] = report.all_equal().into();
-                if let Err(e) = std::fs::write(&report_path, json.to_string()) {
-                    tracing::debug!(error = %e, path = %report_path.display(), "verify report not kept");
-                }
-            }
+            ripple::verify::background::write_report(&report_path, &report);
             Ok(if report.all_equal() {
                 std::process::ExitCode::SUCCESS
             } else {

@@ -37,6 +37,39 @@ pub struct Config {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; none without this section.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// `ripple run` verifying the sinks against the source in the background; off without it.
+    #[serde(default)]
+    pub verify: Option<BackgroundVerifyConfig>,
+}
+
+/// `[verify]`: live verification inside `ripple run`, one full pass every `interval_s`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundVerifyConfig {
+    /// Seconds from the end of one pass to the start of the next.
+    #[serde(default = "default_verify_interval_s")]
+    pub interval_s: u64,
+    /// How long a difference may take to agree when read again (the sinks' lag), in seconds.
+    #[serde(default = "default_verify_settle_s")]
+    pub settle_s: u64,
+    /// Memory one comparison may hold, in MiB (as `ripple verify --max-memory-mb`).
+    #[serde(default = "default_verify_memory_mb")]
+    pub max_memory_mb: usize,
+    /// Only these source tables (SCHEMA.TABLE); default: every table a route gives a sink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+}
+
+fn default_verify_interval_s() -> u64 {
+    300
+}
+
+fn default_verify_settle_s() -> u64 {
+    60
+}
+
+fn default_verify_memory_mb() -> usize {
+    128
 }
 
 /// `[metrics]`.

@@ -22,6 +22,26 @@ impl Config {
                 ),
             ));
         }
+        if let Some(v) = &self.verify {
+            if self.source.as_ref().is_none_or(|s| s.url.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    "verify",
+                    "verifying in the background needs the source database: add a [source] section with url = \"postgres://...\"",
+                ));
+            }
+            if v.interval_s == 0 {
+                return Err(ConfigError::new(
+                    "verify.interval_s",
+                    "must be at least 1 (seconds between passes); remove [verify] to turn it off",
+                ));
+            }
+            if v.max_memory_mb < 8 {
+                return Err(ConfigError::new(
+                    "verify.max_memory_mb",
+                    "must be at least 8",
+                ));
+            }
+        }
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::new(
                 "kafka.brokers",

@@ -127,7 +127,10 @@ impl Subscriber for Live {
                 now_ms,
             } => self.batch_applied(tables, dead_lettered, now_ms),
             Event::Lag { lags } => self.state().lag = lags.iter().cloned().collect(),
-            Event::BatchStarted { .. } | Event::DeadLettered { .. } | Event::FetchError { .. } => {}
+            Event::BatchStarted { .. }
+            | Event::DeadLettered { .. }
+            | Event::FetchError { .. }
+            | Event::Verified { .. } => {}
         }
     }
 }

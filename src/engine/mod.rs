@@ -333,6 +333,14 @@ impl Engine {
             live,
         } = self;
         let mut background = Vec::new();
+        if let Some(settings) = config.verify.clone() {
+            background.push(tokio::spawn(crate::verify::background::run(
+                config.clone(),
+                settings,
+                telemetry.clone(),
+                verify_report.clone(),
+            )));
+        }
         if let Some(endpoint) = metrics_endpoint {
             let readiness = Readiness {
                 sinks: applier.sinks().to_vec(),

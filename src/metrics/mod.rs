@@ -67,6 +67,21 @@ pub struct Metrics {
     pub fetch_errors: Family<KindLabels, Counter>,
     /// The partitions `lag` shows: one no longer assigned is taken off.
     lag_shown: Mutex<HashSet<(String, i32)>>,
+    /// Per sink and table, the rows the last background verification found missing, extra or
+    /// different after reading them again (alert on it above 0).
+    pub verify_differences: Family<SinkTableLabels, Gauge>,
+    /// Per sink and table, the source rows the last pass compared.
+    pub verify_rows: Family<SinkTableLabels, Gauge>,
+    /// Passes by outcome: `equal`, `different`, `failed` (could not run: a store unreachable).
+    pub verify_runs: Family<OutcomeLabels, Counter>,
+    pub verify_seconds: Histogram,
+    /// Unix seconds of the last pass that ran to the end.
+    pub verify_last_run: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,6 +158,36 @@ impl Metrics {
             "Fetches librdkafka could not turn into records, such as a batch it cannot decompress",
             fetch_errors.clone(),
         );
+        let verify_differences = Family::<SinkTableLabels, Gauge>::default();
+        registry.register(
+            "verify_differences",
+            "Rows the last background verification found missing, extra or different in a sink, after reading them again",
+            verify_differences.clone(),
+        );
+        let verify_rows = Family::<SinkTableLabels, Gauge>::default();
+        registry.register(
+            "verify_rows",
+            "Source rows the last background verification compared with a sink",
+            verify_rows.clone(),
+        );
+        let verify_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "verify_runs",
+            "Background verification passes, by outcome (equal, different, failed)",
+            verify_runs.clone(),
+        );
+        let verify_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 16));
+        registry.register(
+            "verify_seconds",
+            "Time one background verification pass took",
+            verify_seconds.clone(),
+        );
+        let verify_last_run = Gauge::default();
+        registry.register(
+            "verify_last_run_timestamp_seconds",
+            "When the last background verification pass ended (Unix seconds)",
+            verify_last_run.clone(),
+        );
         Self {
             registry,
             consumed,
@@ -156,6 +201,11 @@ impl Metrics {
             sink_up,
             fetch_errors,
             lag_shown: Mutex::default(),
+            verify_differences,
+            verify_rows,
+            verify_runs,
+            verify_seconds,
+            verify_last_run,
         }
     }
 
@@ -293,6 +343,39 @@ impl Subscriber for Metrics {
             }
             Event::FetchError { kind } => {
                 self.fetch_errors.get_or_create(&KindLabels { kind }).inc();
+            }
+            Event::Verified {
+                report,
+                took,
+                now_ms,
+            } => {
+                self.verify_seconds.observe(took.as_secs_f64());
+                let outcome = match report {
+                    Err(_) => "failed",
+                    Ok(r) if r.all_equal() => "equal",
+                    Ok(_) => "different",
+                };
+                self.verify_runs
+                    .get_or_create(&OutcomeLabels { outcome })
+                    .inc();
+                if let Ok(r) = report {
+                    self.verify_last_run.set(now_ms / 1000);
+                    for t in &r.tables {
+                        let labels = SinkTableLabels {
+                            sink: t.sink.clone(),
+                            table: t.table.clone(),
+                        };
+                        let differences = t.missing + t.extra + t.different;
+                        // A table that could not be compared row by row counts as one difference.
+                        let differences = differences.max(u64::from(!t.equal()));
+                        self.verify_differences
+                            .get_or_create(&labels)
+                            .set(differences as i64);
+                        self.verify_rows
+                            .get_or_create(&labels)
+                            .set(t.source_rows as i64);
+                    }
+                }
             }
             Event::SinkKnown { .. } | Event::SinkDown { .. } => {}
         }

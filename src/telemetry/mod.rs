@@ -49,6 +49,12 @@ pub enum Event<'a> {
     Lag { lags: &'a [((String, i32), i64)] },
     /// Fetched data librdkafka could not turn into records (`kind`: `decompression`).
     FetchError { kind: &'static str },
+    /// A background verification pass ended: its report, or why it could not run.
+    Verified {
+        report: Result<&'a crate::verify::VerifyReport, &'a str>,
+        took: Duration,
+        now_ms: i64,
+    },
 }
 
 /// Something that turns events into figures. Called on the reporter's task: keep it short.

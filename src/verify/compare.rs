@@ -249,7 +249,7 @@ impl ColumnMap {
         }
     }
 
-    fn replica_name<'a>(&'a self, source: &'a str) -> &'a str {
+    pub(crate) fn replica_name<'a>(&'a self, source: &'a str) -> &'a str {
         self.pairs
             .iter()
             .find(|(s, _)| s == source)
@@ -453,7 +453,7 @@ async fn compare_keyless<S: RowStore, R: RowStore>(
 }
 
 /// The `timetz` columns, by their source and replica names: compared as UTC times.
-fn utc_columns(table: &SourceTable, columns: &ColumnMap) -> (Vec<String>, Vec<String>) {
+pub(crate) fn utc_columns(table: &SourceTable, columns: &ColumnMap) -> (Vec<String>, Vec<String>) {
     let timetz = |name: &String| {
         table
             .columns

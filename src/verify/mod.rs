@@ -1,8 +1,10 @@
 //! `ripple verify`: proves each replica holds what the source holds. Per table, both sides are
 //! streamed in the same primary-key order and merge-joined, so memory stays flat at any table size.
 
+pub mod background;
 mod canonical;
 mod compare;
+mod live;
 mod postgres;
 mod readback;
 mod repair;
@@ -10,7 +12,9 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{AbsentTable, RepairReport, Samples, SkippedSink, TableReport, VerifyReport};
+pub use report::{
+    AbsentTable, LiveReport, RepairReport, Samples, SkippedSink, TableReport, VerifyReport,
+};
 
 use crate::config::Config;
 use crate::route::{RouteOptions, Router};
@@ -39,6 +43,12 @@ pub struct VerifyArgs {
     /// Rewrite the rows found different from a fresh read of the source, through each sink's
     /// versioned write path, then compare again.
     pub repair: bool,
+    /// Live verification: read each difference again (after 1 s, then doubling) until it agrees
+    /// or this much time is spent, and report only what still differs.
+    pub settle: Option<std::time::Duration>,
+    /// Without `tables`: only the tables a route is known to give each sink (by their topics),
+    /// not every table the sink happens to hold (background verification).
+    pub routed_only: bool,
     /// Compare nothing: write every source row into the sinks (`ripple backfill`), each just
     /// after the version the sink holds for it.
     pub backfill: bool,
@@ -53,6 +63,8 @@ impl Default for VerifyArgs {
             json: false,
             max_memory_mb: 128,
             repair: false,
+            settle: None,
+            routed_only: false,
             backfill: false,
         }
     }
@@ -225,7 +237,7 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
         bytes: args.max_memory_mb.max(1) << 20,
     };
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
-    let fixes = if args.repair {
+    let fixes = if args.repair || args.settle.is_some() {
         budget.bytes / 4 / FIX_BYTES
     } else {
         0
@@ -264,7 +276,7 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
                 None => None,
             };
             // A backfill writes only what a route is known to give the sink, or a table named.
-            if args.backfill && route.is_none() && requested.is_empty() {
+            if (args.backfill || args.routed_only) && route.is_none() && requested.is_empty() {
                 continue;
             }
             let options = route.unwrap_or_default();
@@ -318,6 +330,18 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
                 Compared::Absent(_) => comparison.run_anyway(keep).await?,
                 Compared::Done(result) => *result,
             };
+            if let Some(within) = args.settle
+                && !result.equal()
+                && result.problem.is_none()
+                && result.missing_columns.is_empty()
+                && !table.key.is_empty()
+            {
+                let comparison = &comparison;
+                live::settle(&mut result, within, args.samples, |fixes| async move {
+                    comparison.recheck(&fixes).await
+                })
+                .await?;
+            }
             if args.repair && !result.equal() {
                 tracing::info!(sink = %sink.name(), table = %table.name, rows = result.fixes.len(), "repairing");
                 let found = result.missing + result.extra + result.different;
@@ -388,6 +412,38 @@ enum Compared {
 }
 
 impl Comparison<'_> {
+    /// Reads the rows `fixes` name again on both sides (live verification).
+    async fn recheck(&self, fixes: &[report::Fix]) -> Result<Vec<live::State>, VerifyError> {
+        match (self.sink, self.replica) {
+            (VerifySink::Postgres { sink, .. }, Some(replica)) => {
+                let into = sink
+                    .postgres_replica()
+                    .expect("selected as a replica")
+                    .table_for(self.target);
+                let target = TableName {
+                    schema: into.namespace,
+                    name: into.name,
+                };
+                let columns = column_map(self.table, self.options)?;
+                live::recheck_replica(self.source, replica, self.table, &target, &columns, fixes)
+                    .await
+            }
+            (VerifySink::ReadBack { sink, .. }, _) => {
+                let read_back = sink.read_back().expect("selected for read-back");
+                readback::recheck(
+                    self.source,
+                    read_back,
+                    self.target,
+                    self.table,
+                    self.options,
+                    fixes,
+                )
+                .await
+            }
+            (VerifySink::Postgres { .. }, None) => unreachable!("connected before"),
+        }
+    }
+
     async fn run(&self, keep: Keep<'_>) -> Result<Compared, VerifyError> {
         self.compare(keep, false).await
     }

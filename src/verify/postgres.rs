@@ -233,19 +233,7 @@ impl PgStore {
 /// and sort integers as text.
 pub(crate) fn rows_sql(scan: &Scan<'_>) -> String {
     let column = |name: &str| format!("t.{}", quote_ident(name));
-    let texts = |values: &[String]| -> String {
-        let texts: Vec<String> = values
-            .iter()
-            .map(|v| {
-                if scan.utc_times.contains(v) {
-                    format!("({} AT TIME ZONE 'UTC')::text", column(v))
-                } else {
-                    format!("{}::text", column(v))
-                }
-            })
-            .collect();
-        format!("ROW({})::text", texts.join(", "))
-    };
+    let texts = |values: &[String]| row_text_sql(values, scan.utc_times);
     if scan.by_row {
         let row = texts(scan.values.unwrap_or_default());
         return format!(
@@ -278,6 +266,81 @@ pub(crate) fn rows_sql(scan: &Scan<'_>) -> String {
         scan.table.sql(),
         order.join(", ")
     )
+}
+
+/// The record text of `values` (of table alias `t`) whose md5 is a row's fingerprint; `timetz`
+/// columns among `utc_times` in UTC.
+fn row_text_sql(values: &[String], utc_times: &[String]) -> String {
+    let texts: Vec<String> = values
+        .iter()
+        .map(|v| {
+            let column = format!("t.{}", quote_ident(v));
+            if utc_times.contains(v) {
+                format!("({column} AT TIME ZONE 'UTC')::text")
+            } else {
+                format!("{column}::text")
+            }
+        })
+        .collect();
+    format!("ROW({})::text", texts.join(", "))
+}
+
+/// A table to read rows of by key: which columns are the key, with the types to cast key texts
+/// to, and which are fingerprinted.
+pub(crate) struct ByKey<'a> {
+    pub table: &'a TableName,
+    pub key: &'a [String],
+    pub casts: &'a [String],
+    pub values: &'a [String],
+    pub utc_times: &'a [String],
+}
+
+impl PgStore {
+    /// The fingerprint (as a merge-join scan computes it) of the row of each key, `None` where
+    /// the table has no such row.
+    pub async fn fingerprints_by_key(
+        &self,
+        by: &ByKey<'_>,
+        keys: &[Key],
+    ) -> Result<Vec<Option<String>>, VerifyError> {
+        let arrays: Vec<String> = (0..by.key.len())
+            .map(|i| format!("${}::text[]", i + 1))
+            .collect();
+        let aliases: Vec<String> = (0..by.key.len()).map(|i| format!("k{i}")).collect();
+        let joins: Vec<String> = by
+            .key
+            .iter()
+            .zip(by.casts)
+            .enumerate()
+            .map(|(i, (k, cast))| format!("t.{} = u.k{i}::{cast}", quote_ident(k)))
+            .collect();
+        let sql = format!(
+            "SELECT u.i::int8, md5({}) FROM unnest({}) WITH ORDINALITY AS u({}, i) JOIN {} AS t ON {}",
+            row_text_sql(by.values, by.utc_times),
+            arrays.join(", "),
+            aliases.join(", "),
+            by.table.sql(),
+            joins.join(" AND ")
+        );
+        let mut query = sqlx::query_as::<_, (i64, Option<String>)>(AssertSqlSafe(sql));
+        for i in 0..by.key.len() {
+            query = query.bind(keys.iter().map(|k| k[i].clone()).collect::<Vec<_>>());
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error(format!(
+                "reading rows of {} by key from {}",
+                by.table, self.label
+            )))?;
+        let mut out = vec![None; keys.len()];
+        for (at, fingerprint) in rows {
+            if let Some(slot) = out.get_mut((at as usize).wrapping_sub(1)) {
+                *slot = fingerprint;
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn decode(row: &PgRow, keys: usize) -> Result<KeyedRow, sqlx::Error> {

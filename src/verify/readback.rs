@@ -7,7 +7,9 @@
 
 use super::canonical::{self, ColumnKind, Field, Rules};
 use super::compare::{Keep, KeyType, SourceTable};
+use super::live::State;
 use super::postgres::PgStore;
+use super::report::Fix;
 use super::{TableReport, VerifyError};
 use crate::route::{RouteOptions, Shape};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
@@ -323,8 +325,56 @@ impl Plan<'_> {
     }
 }
 
+impl<'a> Plan<'a> {
+    fn new(
+        source: &'a PgStore,
+        sink: &'a dyn ReadBack,
+        target: Target<'a>,
+        table: &'a SourceTable,
+        options: &RouteOptions,
+        budget: Budget,
+    ) -> Result<Self, VerifyError> {
+        let schema = Arc::new(table_schema(table));
+        let shape = options.shape(&schema).map_err(|error| VerifyError::Shape {
+            table: table.name.to_string(),
+            error,
+        })?;
+        let columns = shape
+            .keep
+            .iter()
+            .zip(&shape.schema.columns)
+            .map(|(&i, c)| Compared {
+                source: i,
+                stored: c.name.clone(),
+                kind: ColumnKind::of(&table.columns[i].type_name),
+            })
+            .collect();
+        Ok(Plan {
+            source,
+            sink,
+            target,
+            table,
+            schema,
+            shape,
+            columns,
+            rules: Rules {
+                non_finite_as_null: sink.stores_non_finite_as_null(),
+            },
+            budget,
+        })
+    }
+
+    /// A source row's texts holding only its key (enough for `id`).
+    fn key_texts(&self, key: &[Option<String>]) -> Vec<Option<String>> {
+        let mut texts = vec![None; self.table.columns.len()];
+        for (&i, k) in self.schema.key.iter().zip(key) {
+            texts[i] = k.clone();
+        }
+        texts
+    }
+}
+
 /// Compares one source table with one read-back sink.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn compare_table(
     source: &PgStore,
     sink: &dyn ReadBack,
@@ -339,40 +389,66 @@ pub(crate) async fn compare_table(
         key_columns: table.key.clone(),
         ..Default::default()
     };
-    let schema = Arc::new(table_schema(table));
-    let shape = options.shape(&schema).map_err(|error| VerifyError::Shape {
-        table: table.name.to_string(),
-        error,
-    })?;
-    let columns = shape
-        .keep
-        .iter()
-        .zip(&shape.schema.columns)
-        .map(|(&i, c)| Compared {
-            source: i,
-            stored: c.name.clone(),
-            kind: ColumnKind::of(&table.columns[i].type_name),
-        })
-        .collect();
-    let plan = Plan {
-        source,
-        sink,
-        target,
-        table,
-        schema,
-        shape,
-        columns,
-        rules: Rules {
-            non_finite_as_null: sink.stores_non_finite_as_null(),
-        },
-        budget,
-    };
+    let plan = Plan::new(source, sink, target, table, options, budget)?;
     if table.key.is_empty() {
         compare_keyless(&plan, keep, &mut report).await?;
     } else {
         compare_keyed(&plan, keep, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Reads the rows `fixes` name again on both sides and says how each compares now.
+pub(crate) async fn recheck(
+    source: &PgStore,
+    sink: &dyn ReadBack,
+    target: Target<'_>,
+    table: &SourceTable,
+    options: &RouteOptions,
+    fixes: &[Fix],
+) -> Result<Vec<State>, VerifyError> {
+    let plan = Plan::new(
+        source,
+        sink,
+        target,
+        table,
+        options,
+        Budget { bytes: 1 << 20 },
+    )?;
+    let mut states = Vec::with_capacity(fixes.len());
+    for chunk in fixes.chunks(CHUNK_ROWS) {
+        let keys: Vec<_> = chunk.iter().map(|f| f.key.clone()).collect();
+        let rows = source.rows_by_key(table, &keys).await?;
+        let ids = chunk
+            .iter()
+            .zip(&rows)
+            .map(|(fix, row)| match (&fix.id, row) {
+                (Some(id), _) => Ok(id.clone()),
+                (None, Some(texts)) => plan.id(texts),
+                (None, None) => plan.id(&plan.key_texts(&fix.key)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored = sink.fetch(target, &ids).await.map_err(plan.sink_error())?;
+        for ((fix, row), stored) in chunk.iter().zip(rows).zip(stored) {
+            // Found under an id the source row's key does not give: not that row's copy.
+            let elsewhere = match (&fix.id, &row) {
+                (Some(id), Some(texts)) => &plan.id(texts)? != id,
+                _ => false,
+            };
+            states.push(match (row, stored) {
+                (_, Some(_)) if elsewhere => State::Extra,
+                (None, None) => State::Equal,
+                (Some(texts), None) if plan.stores_nothing(&texts) => State::Equal,
+                (Some(_), None) => State::Missing,
+                (None, Some(_)) => State::Extra,
+                (Some(texts), Some(stored)) => match plan.difference(&texts, &stored) {
+                    None => State::Equal,
+                    Some(why) => State::Different(Some(why)),
+                },
+            });
+        }
+    }
+    Ok(states)
 }
 
 async fn compare_keyed(

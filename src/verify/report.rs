@@ -53,6 +53,10 @@ pub struct TableReport {
     /// it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairReport>,
+    /// With `--live`: the differences read again until they agreed or the settle time was spent;
+    /// the counts above are then what still differed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveReport>,
     /// What `ripple backfill` wrote (nothing was compared: `found` is the source rows read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill: Option<RepairReport>,
@@ -77,6 +81,21 @@ pub struct RepairReport {
     pub failed: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+}
+
+/// What live verification did for one comparison.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveReport {
+    /// Differences the pass found.
+    pub suspects: u64,
+    /// Of those, the ones that agreed when read again (changes the sink had not applied yet).
+    pub settled: u64,
+    /// Rounds of reading them again.
+    pub rounds: u64,
+    pub waited_ms: u64,
+    /// More rows differed than `--max-memory-mb` holds the keys of: the counts are the pass's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }
 
 /// A differing row to repair: its key's texts in the source's key order, and where a read-back
@@ -222,6 +241,21 @@ impl fmt::Display for VerifyReport {
                 format!("{} -> {}", t.table, t.target)
             };
             writeln!(f, "  {verdict} {name}  ({})", seconds(t.elapsed_ms))?;
+            if let Some(l) = &t.live {
+                writeln!(
+                    f,
+                    "      live: {} of {} differences agreed when read again ({} rounds, {}){}",
+                    l.settled,
+                    l.suspects,
+                    l.rounds,
+                    seconds(l.waited_ms),
+                    if l.incomplete {
+                        "; more differed than memory holds keys of"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
             if let Some(r) = &t.repair {
                 writeln!(
                     f,
