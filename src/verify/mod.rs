@@ -9,6 +9,7 @@ mod postgres;
 mod readback;
 mod repair;
 mod report;
+mod segments;
 #[cfg(test)]
 mod tests;
 
@@ -293,6 +294,7 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> Result<VerifyReport, Ver
                 samples: args.samples,
                 fixes,
                 progress: &progress,
+                bisection: Default::default(),
             };
             let table_started = Instant::now();
             if args.backfill {

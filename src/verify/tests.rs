@@ -917,6 +917,7 @@ async fn read_back_finds_each_difference_in_bounded_passes() {
                         samples: 100,
                         fixes: 0,
                         progress: &indicatif::ProgressBar::hidden(),
+                        bisection: Default::default(),
                     },
                     readback::Budget { bytes },
                 )
@@ -1105,6 +1106,145 @@ async fn repair_rewrites_what_differs_just_after_the_held_versions() {
             &format!("DELETE FROM _ripple.tombstones WHERE table_name LIKE 'public.%{name}%'"),
         )
         .await;
+    })
+    .await;
+}
+
+/// A store that counts the rows it streams, to see how much a comparison downloaded.
+struct Counting<'a> {
+    store: &'a postgres::PgStore,
+    rows: std::sync::Arc<AtomicUsize>,
+}
+
+impl compare::RowStore for Counting<'_> {
+    fn label(&self) -> &str {
+        self.store.label()
+    }
+
+    async fn columns(
+        &self,
+        table: &compare::TableName,
+    ) -> Result<Option<Vec<compare::Column>>, VerifyError> {
+        self.store.columns(table).await
+    }
+
+    fn rows<'a>(&'a self, scan: compare::Scan<'a>) -> compare::RowStream<'a> {
+        use futures::TryStreamExt;
+        let rows = self.rows.clone();
+        Box::pin(self.store.rows(scan).inspect_ok(move |_| {
+            rows.fetch_add(1, Ordering::Relaxed);
+        }))
+    }
+
+    async fn count(&self, table: &compare::TableName) -> Result<u64, VerifyError> {
+        self.store.count(table).await
+    }
+
+    async fn key_bounds(
+        &self,
+        table: &compare::TableName,
+        key: &str,
+    ) -> Result<Option<(i64, i64)>, VerifyError> {
+        self.store.key_bounds(table, key).await
+    }
+
+    async fn checksum(&self, scan: compare::Scan<'_>) -> Result<compare::Checksum, VerifyError> {
+        self.store.checksum(scan).await
+    }
+}
+
+/// A table keyed by one integer column is compared by segment checksums: every difference is
+/// found, and only the rows of the few segments that differ are downloaded.
+#[tokio::test]
+async fn segment_checksums_find_every_difference_and_download_little() {
+    let mut fx = Fixture::new("segments").await;
+    let (name, table) = fx.table("public", "");
+    fx.run(async {
+        let ddl = format!(
+            "CREATE TABLE {table} (id int8 PRIMARY KEY, qty int, note text, at timestamptz); \
+             INSERT INTO {table} SELECT i, i % 13, 'n' || i, '2025-01-01 00:00:00+00' FROM generate_series(1, 60000) i"
+        );
+        fx.both(&ddl).await;
+        exec(
+            &fx.replica,
+            &format!(
+                "DELETE FROM {table} WHERE id IN (7, 30001, 59999); \
+                 UPDATE {table} SET qty = -1 WHERE id IN (100, 45000); \
+                 UPDATE {table} SET at = at + interval '1 microsecond' WHERE id = 20000; \
+                 INSERT INTO {table} VALUES (60001, 1, 'x', NULL), (0, 1, 'y', NULL)"
+            ),
+        )
+        .await;
+        let connect = |url: String, what: &str| {
+            let what = what.to_string();
+            async move {
+                postgres::PgStore::connect(postgres::PgAddress {
+                    what,
+                    key: "source".into(),
+                    url: &url,
+                    options: url
+                        .parse::<sqlx::postgres::PgConnectOptions>()
+                        .map_err(|e| ripple_sink::ConfigError::new("source.url", e.to_string())),
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let (source, replica) = (
+            connect(source_url(), "source").await,
+            connect(replica_url(), "replica").await,
+        );
+        let name = compare::TableName {
+            schema: "public".into(),
+            name: name.clone(),
+        };
+        let described = source.describe(&name).await.unwrap().unwrap();
+        let target_columns = compare::RowStore::columns(&replica, &name).await.unwrap();
+        let downloaded = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = |store| Counting {
+            store,
+            rows: downloaded.clone(),
+        };
+        let report = compare::compare_table(
+            &count(&source),
+            &count(&replica),
+            &described,
+            &name,
+            target_columns,
+            &compare::ColumnMap::identity(&described),
+            compare::Keep {
+                samples: 10,
+                fixes: 0,
+                progress: &indicatif::ProgressBar::hidden(),
+                bisection: compare::Bisection {
+                    factor: 8,
+                    threshold: 200,
+                },
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (report.missing, report.extra, report.different),
+            (3, 2, 3),
+            "{report:?}"
+        );
+        assert_eq!((report.source_rows, report.replica_rows), (60000, 59999));
+        assert_eq!(report.matching, 60000 - 3 - 3);
+        let sorted = |mut keys: Vec<Vec<Option<String>>>| {
+            keys.sort_by_key(|k| k[0].as_deref().unwrap_or_default().parse::<i64>().unwrap());
+            keys
+        };
+        assert_eq!(
+            sorted(report.samples.missing.clone()),
+            vec![key(&["7"]), key(&["30001"]), key(&["59999"])]
+        );
+        assert_eq!(sorted(report.samples.extra.clone()), vec![key(&["0"]), key(&["60001"])]);
+        let downloaded = downloaded.load(Ordering::Relaxed);
+        assert!(
+            downloaded < 60000 / 20,
+            "{downloaded} rows downloaded: the segments were not narrowed"
+        );
     })
     .await;
 }
