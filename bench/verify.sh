@@ -20,6 +20,8 @@
 # With BENCH_STORES=1 (default) the same table is then written into Redis and the index by
 # `ripple backfill` (timed too: the rate of a backfill) and `ripple verify` compares each with the
 # source BENCH_RUNS times. BENCH_STORE_ROWS (default BENCH_ROWS) limits the rows for the stores.
+# BENCH_PG=0 skips the PostgreSQL pair (and keeps the tables as they are), BENCH_LOAD=0 the
+# backfills (the stores keep what an earlier run wrote), BENCH_SINKS="cache search" picks stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,8 +52,10 @@ make_table() { # url, rows
        timestamptz '2025-01-01 00:00:00+00' + i * interval '1 second' FROM generate_series(1, $2) i" \
     -c "VACUUM ANALYZE public.$table"
 }
-echo "== $rows rows in the source and the replica"
-make_table "$source_url" "$rows" & make_table "$replica_url" "$rows" & wait
+if [ "${BENCH_PG:-1}" = 1 ]; then
+  echo "== $rows rows in the source and the replica"
+  make_table "$source_url" "$rows" & make_table "$replica_url" "$rows" & wait
+fi
 
 cat > "$dir/verify.toml" <<TOML
 [kafka]
@@ -124,6 +128,7 @@ compare_case() { # case label
 }
 
 rows_now=$rows
+if [ "${BENCH_PG:-1}" = 1 ]; then
 echo "== the PostgreSQL pair: $rows rows, $runs runs each, order alternated (median, range)"
 compare_case equal
 third=$((diffs / 3))
@@ -133,19 +138,24 @@ psql -XAtq "$replica_url" -v ON_ERROR_STOP=1 -c \
    UPDATE public.$table SET amount = -1 WHERE id IN (SELECT 2 + k * $step FROM generate_series(0, $third - 1) k); \
    INSERT INTO public.$table SELECT $rows + 10 + k * 7, 1, 1, 'extra', NULL FROM generate_series(1, $third) k"
 compare_case "$((3 * third)) scattered differences"
+fi
 
 if [ "${BENCH_STORES:-1}" = 1 ]; then
   echo "== Redis and the index: $store_rows rows written by ripple backfill, then verified"
-  if [ "$store_rows" != "$rows" ]; then make_table "$source_url" "$store_rows"; fi
   rows_now=$store_rows
-  redis-cli -p 16379 --scan --pattern "bv:$table:*" | xargs -r -n 10000 redis-cli -p 16379 DEL >/dev/null
-  redis-cli -p 16379 DEL "ripple:keys:cache:public.$table" "ripple:keys:cache:public.$table:versions" >/dev/null
-  curl -s -X DELETE "http://127.0.0.1:9251/bench-verify-$table" >/dev/null
-  for sink in cache search; do
-    start=$(date +%s.%N)
-    "$ripple" backfill --config "$dir/verify.toml" --sink "$sink" --table "public.$table" > "$dir/backfill-$sink.out"
-    end=$(date +%s.%N)
-    python3 -c "print(f'backfill into $sink: {$store_rows/($end-$start):,.0f} rows/s ({$end-$start:.0f} s)')"
+  if [ "${BENCH_LOAD:-1}" = 1 ]; then
+    if [ "$store_rows" != "$rows" ]; then make_table "$source_url" "$store_rows"; fi
+    redis-cli -p 16379 --scan --pattern "bv:$table:*" | xargs -r -n 10000 redis-cli -p 16379 DEL >/dev/null
+    redis-cli -p 16379 DEL "ripple:keys:cache:public.$table" "ripple:keys:cache:public.$table:versions" >/dev/null
+    curl -s -X DELETE "http://127.0.0.1:9251/bench-verify-$table" >/dev/null
+  fi
+  for sink in ${BENCH_SINKS:-cache search}; do
+    if [ "${BENCH_LOAD:-1}" = 1 ]; then
+      start=$(date +%s.%N)
+      "$ripple" backfill --config "$dir/verify.toml" --sink "$sink" --table "public.$table" > "$dir/backfill-$sink.out"
+      end=$(date +%s.%N)
+      python3 -c "print(f'backfill into $sink: {$store_rows/($end-$start):,.0f} rows/s ({$end-$start:.0f} s)')"
+    fi
     : > "$dir/$sink.runs"
     for _ in $(seq 1 "$runs"); do measure ripple "$sink" >> "$dir/$sink.runs"; done
     summary "ripple verify, $sink" "$dir/$sink.runs"

@@ -578,7 +578,9 @@ async fn merge_sorted(
         }
     };
     loop {
-        if stored.is_none()
+        // A page may be empty (a window of keys the store holds none of): read on until a row
+        // or the end.
+        while stored.is_none()
             && let Some(after) = next.take()
         {
             let more = plan

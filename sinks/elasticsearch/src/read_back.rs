@@ -68,6 +68,17 @@ impl ElasticsearchSink {
 /// Documents per page of a sorted read (within the index's result window).
 const SORTED_PAGE: usize = 2000;
 
+/// Where a sorted read goes on: the window of first-key values being read (from, width), the
+/// sort values of the last document read in it, the largest first-key value, and whether only
+/// documents without a key column are left.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    window: Option<(i64, i64)>,
+    after: Option<serde_json::Value>,
+    max: i64,
+    done: bool,
+}
+
 impl ElasticsearchSink {
     /// Whether the index maps every key column so that it sorts as PostgreSQL orders it: an
     /// integer as an integer field, a uuid as a keyword.
@@ -100,6 +111,49 @@ impl ElasticsearchSink {
                 SortBy::Bytes => ty == "keyword",
             }
         }))
+    }
+
+    /// The first page's cursor: for an integer first key, a window from its smallest value.
+    async fn first_cursor(&self, index: &str, key: &[SortKey]) -> Result<Cursor, SinkError> {
+        let plain = Cursor {
+            window: None,
+            after: None,
+            max: 0,
+            done: false,
+        };
+        if key[0].by != SortBy::Integer {
+            return Ok(plain);
+        }
+        let field = &key[0].field;
+        let response = self
+            .client
+            .search(elasticsearch::SearchParts::Index(&[index]))
+            .body(json!({
+                "size": 0,
+                "aggs": {"lo": {"min": {"field": field}}, "hi": {"max": {"field": field}}},
+            }))
+            .send()
+            .await
+            .map_err(|e| transport_error(e, "read the key range"))?;
+        let (status, body) = status_and_json(response, "read the key range").await?;
+        if status >= 300 {
+            return Err(status_error(status, format!("read the key range: {body}")));
+        }
+        // The aggregations answer in doubles, exact only below 2^53: widened by more than the
+        // rounding error beyond that, so no key falls outside.
+        let bound = |name: &str| body["aggregations"][name]["value"].as_f64();
+        Ok(match (bound("lo"), bound("hi")) {
+            (Some(lo), Some(hi)) => Cursor {
+                window: Some(((lo as i64).saturating_sub(2048), SORTED_PAGE as i64)),
+                max: (hi as i64).saturating_add(2048),
+                ..plain
+            },
+            // No document holds the key column: only those without it are left.
+            _ => Cursor {
+                done: true,
+                ..plain
+            },
+        })
     }
 
     /// A repair's writes. A document the index holds nothing for (no document, no tombstone) may
@@ -218,20 +272,36 @@ impl ReadBack for ElasticsearchSink {
         after: Option<serde_json::Value>,
     ) -> Result<Option<SortedPage>, SinkError> {
         let index = self.index_name(target);
-        if after.is_none() {
-            if !self.sortable(&index, key).await? {
-                return Ok(None);
+        let mut cursor = match after {
+            Some(cursor) => serde_json::from_value::<Cursor>(cursor)
+                .map_err(|e| SinkError::permanent(format!("a sorted read's cursor: {e}")))?,
+            None => {
+                if !self.sortable(&index, key).await? {
+                    return Ok(None);
+                }
+                // Search sees only what a refresh has published.
+                self.refresh(&index).await;
+                self.first_cursor(&index, key).await?
             }
-            // Search sees only what a refresh has published.
-            self.refresh(&index).await;
-        }
+        };
         let sort: Vec<serde_json::Value> = key
             .iter()
             .map(|k| json!({ &k.field: {"order": "asc", "missing": "_last"} }))
             .collect();
         let mut body = json!({"size": SORTED_PAGE, "sort": sort, "track_total_hits": false});
-        if let Some(after) = after {
-            body["search_after"] = after;
+        // A search sorted by key alone costs the whole index per page: pages are taken from a
+        // window of the first key column's values instead, so each costs what it holds.
+        let field = &key[0].field;
+        body["query"] = match (&cursor.window, key[0].by) {
+            (Some((lo, width)), SortBy::Integer) => {
+                json!({"range": {field: {"gte": lo, "lt": lo.saturating_add(*width)}}})
+            }
+            // Last, what lacks the key column (none but rows written by hand).
+            _ if cursor.done => json!({"bool": {"must_not": {"exists": {"field": field}}}}),
+            _ => json!({"match_all": {}}),
+        };
+        if let Some(after) = &cursor.after {
+            body["search_after"] = after.clone();
         }
         let response = self
             .client
@@ -256,12 +326,35 @@ impl ReadBack for ElasticsearchSink {
             page.rows
                 .push((id.to_string(), StoredRow::Document(source.clone()), sorted));
         }
-        if page.rows.len() >= SORTED_PAGE {
-            page.next = body["hits"]["hits"]
+        let full = page.rows.len() >= SORTED_PAGE;
+        cursor.after = if full {
+            body["hits"]["hits"]
                 .as_array()
                 .and_then(|h| h.last())
-                .map(|h| h["sort"].clone());
+                .map(|h| h["sort"].clone())
+        } else {
+            None
+        };
+        page.next = match (&mut cursor.window, full) {
+            (_, true) => Some(cursor),
+            (Some((lo, width)), false) => {
+                *lo = lo.saturating_add(*width);
+                if page.rows.len() < SORTED_PAGE / 4 {
+                    *width = width.saturating_mul(2);
+                }
+                if *lo > cursor.max {
+                    cursor.window = None;
+                    cursor.done = true;
+                }
+                Some(cursor)
+            }
+            (None, false) if !cursor.done && key[0].by == SortBy::Integer => {
+                cursor.done = true;
+                Some(cursor)
+            }
+            (None, false) => None,
         }
+        .map(|c| serde_json::to_value(c).expect("a cursor is JSON"));
         Ok(Some(page))
     }
 
