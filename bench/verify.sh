@@ -21,7 +21,8 @@
 # `ripple backfill` (timed too: the rate of a backfill) and `ripple verify` compares each with the
 # source BENCH_RUNS times. BENCH_STORE_ROWS (default BENCH_ROWS) limits the rows for the stores.
 # BENCH_PG=0 skips the PostgreSQL pair (and keeps the tables as they are), BENCH_LOAD=0 the
-# backfills (the stores keep what an earlier run wrote), BENCH_SINKS="cache search" picks stores.
+# backfills (the stores keep what an earlier run wrote), BENCH_SINKS="cache search" picks stores;
+# BENCH_KEEP=1 leaves the tables, keys and index in place at the end (they are removed otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -160,5 +161,14 @@ if [ "${BENCH_STORES:-1}" = 1 ]; then
     for _ in $(seq 1 "$runs"); do measure ripple "$sink" >> "$dir/$sink.runs"; done
     summary "ripple verify, $sink" "$dir/$sink.runs"
   done
+fi
+# Millions of keys left in the stack's Redis would make every test that lists keys crawl, and a
+# restart reload them for minutes: the stores are emptied unless BENCH_KEEP=1.
+if [ "${BENCH_KEEP:-0}" != 1 ]; then
+  redis-cli -p 16379 --scan --pattern "bv:$table:*" --count 10000 | xargs -r -n 10000 redis-cli -p 16379 UNLINK >/dev/null
+  redis-cli -p 16379 UNLINK "ripple:keys:cache:public.$table" "ripple:keys:cache:public.$table:versions" >/dev/null
+  curl -s -X DELETE "http://127.0.0.1:9251/bench-verify-$table" >/dev/null
+  psql -XAtq "$source_url" -c "DROP TABLE IF EXISTS public.$table"
+  psql -XAtq "$replica_url" -c "DROP TABLE IF EXISTS public.$table"
 fi
 echo "cores: $(nproc)"

@@ -99,11 +99,6 @@ fn table_report<'a>(report: &'a serde_json::Value, sink: &str) -> &'a serde_json
         .unwrap_or_else(|| panic!("no comparison for sink {sink}: {report}"))
 }
 
-fn counts(t: &serde_json::Value) -> (i64, i64, i64) {
-    let n = |k: &str| t[k].as_i64().unwrap();
-    (n("missing"), n("extra"), n("different"))
-}
-
 #[test]
 fn verify_names_every_corruption_in_bounded_memory_and_repair_fixes_them() {
     require_stack();
@@ -220,7 +215,7 @@ fn verify_names_every_corruption_in_bounded_memory_and_repair_fixes_them() {
     assert_eq!(code, 1, "{report}");
     for sink in ["replica", "cache", "search"] {
         let t = table_report(&report, sink);
-        assert_eq!(counts(t), (EACH, EACH, EACH), "{sink}: {t}");
+        assert_eq!(verify_counts(t), (EACH, EACH, EACH), "{sink}: {t}");
         assert_eq!(t["source_rows"], n, "{sink}: {t}");
     }
     let replica = table_report(&report, "replica");
@@ -269,7 +264,7 @@ fn verify_names_every_corruption_in_bounded_memory_and_repair_fixes_them() {
             (Some(3 * EACH), Some(2 * EACH), Some(EACH), Some(0)),
             "{sink}: {t}"
         );
-        assert_eq!(counts(t), (0, 0, 0), "{sink} after the repair: {t}");
+        assert_eq!(verify_counts(t), (0, 0, 0), "{sink} after the repair: {t}");
     }
     assert_eq!(code, 0, "{report}");
 

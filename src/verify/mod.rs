@@ -418,14 +418,7 @@ impl Comparison<'_> {
     async fn recheck(&self, fixes: &[report::Fix]) -> Result<Vec<live::State>, VerifyError> {
         match (self.sink, self.replica) {
             (VerifySink::Postgres { sink, .. }, Some(replica)) => {
-                let into = sink
-                    .postgres_replica()
-                    .expect("selected as a replica")
-                    .table_for(self.target);
-                let target = TableName {
-                    schema: into.namespace,
-                    name: into.name,
-                };
+                let target = replica_table(sink.as_ref(), self.target);
                 let columns = column_map(self.table, self.options)?;
                 live::recheck_replica(self.source, replica, self.table, &target, &columns, fixes)
                     .await
@@ -462,14 +455,7 @@ impl Comparison<'_> {
         let table = self.table;
         match (self.sink, self.replica) {
             (VerifySink::Postgres { sink, .. }, Some(replica)) => {
-                let into = sink
-                    .postgres_replica()
-                    .expect("selected as a replica")
-                    .table_for(self.target);
-                let target_name = TableName {
-                    schema: into.namespace,
-                    name: into.name,
-                };
+                let target_name = replica_table(sink.as_ref(), self.target);
                 let target_columns = replica.columns(&target_name).await?;
                 if target_columns.is_none() && !anyway {
                     return Ok(Compared::Absent(target_name.to_string()));
@@ -517,6 +503,18 @@ impl Comparison<'_> {
             }
             (VerifySink::Postgres { .. }, None) => unreachable!("connected before"),
         }
+    }
+}
+
+/// Where a replica sink keeps the table `target` names.
+fn replica_table(sink: &dyn Sink, target: Target<'_>) -> TableName {
+    let into = sink
+        .postgres_replica()
+        .expect("selected as a replica")
+        .table_for(target);
+    TableName {
+        schema: into.namespace,
+        name: into.name,
     }
 }
 

@@ -477,3 +477,9 @@ pub fn topic_contains(topic: &str, needle: &str) -> bool {
         .expect("run kcat");
     String::from_utf8_lossy(&out.stdout).contains(needle)
 }
+
+/// A verify report's comparison as (missing, extra, different).
+pub fn verify_counts(t: &serde_json::Value) -> (i64, i64, i64) {
+    let n = |k: &str| t[k].as_i64().unwrap_or(-1);
+    (n("missing"), n("extra"), n("different"))
+}
