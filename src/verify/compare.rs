@@ -413,27 +413,7 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
     // extra rows apart.
     let schema_differs = !report.missing_columns.is_empty();
     let (source_utc, replica_utc) = utc_columns(table, columns);
-    let left = source.rows(Scan {
-        table: &table.name,
-        key: &table.key,
-        order: &order,
-        values: (!schema_differs).then_some(source_columns.as_slice()),
-        utc_times: &source_utc,
-        by_row: false,
-        range: None,
-    });
-    let right = replica.rows(Scan {
-        table: target,
-        key: &replica_key,
-        order: &order,
-        values: (!schema_differs).then_some(replica_columns.as_slice()),
-        utc_times: &replica_utc,
-        by_row: false,
-        range: None,
-    });
-    let labels = (source.label(), replica.label());
     if order == [KeyOrder::Integer] && !schema_differs {
-        drop((left, right));
         let scan = |table, key, values, utc_times, range| Scan {
             table,
             key,
@@ -454,6 +434,25 @@ pub(crate) async fn compare_table<S: RowStore, R: RowStore>(
         .await?;
         return Ok(report);
     }
+    let left = source.rows(Scan {
+        table: &table.name,
+        key: &table.key,
+        order: &order,
+        values: (!schema_differs).then_some(source_columns.as_slice()),
+        utc_times: &source_utc,
+        by_row: false,
+        range: None,
+    });
+    let right = replica.rows(Scan {
+        table: target,
+        key: &replica_key,
+        order: &order,
+        values: (!schema_differs).then_some(replica_columns.as_slice()),
+        utc_times: &replica_utc,
+        by_row: false,
+        range: None,
+    });
+    let labels = (source.label(), replica.label());
     merge(
         left,
         right,
