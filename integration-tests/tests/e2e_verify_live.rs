@@ -43,7 +43,7 @@ fn live_verify_reports_no_false_difference_under_load_and_finds_a_corruption() {
         + &format!(
             "\n[verify]\ninterval_s = 2\nsettle_s = 30\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
         );
-    let config = write_config(&dir, &[topic.clone()], &table, &extra);
+    let config = write_config(&dir, std::slice::from_ref(&topic), &table, &extra);
     let _run = RippleProcess::start(&config, &[]);
     let qualified = format!("public.{table}");
     wait_verified(&config, &qualified, 3, Duration::from_secs(180));

@@ -118,7 +118,12 @@ fn verify_names_every_corruption_in_bounded_memory_and_repair_fixes_them() {
     );
     let connector = Connector::start(&table.replace('_', "-"), &table, &format!("public.{table}"));
     let topic = connector.topic(&table);
-    let config = write_config(&dir, &[topic.clone()], &table, &cache_and_search(&topic));
+    let config = write_config(
+        &dir,
+        std::slice::from_ref(&topic),
+        &table,
+        &cache_and_search(&topic),
+    );
     let started = Instant::now();
     let run = RippleProcess::start(&config, &[]);
     let index = table.clone();
@@ -364,7 +369,7 @@ fn backfill_fills_a_sink_added_later() {
         ),
     );
     let topic = format!("{table}.public.{table}");
-    let config = write_config(&dir, &[topic.clone()], &table, "");
+    let config = write_config(&dir, std::slice::from_ref(&topic), &table, "");
     let later = dir.join("later.toml");
     std::fs::write(
         &later,

@@ -1,16 +1,22 @@
 //! The write path: each change as a guarded script call (versions compared and the row written
 //! in one step) in pipelines of up to `PIPELINE_EVENTS`, a few in flight at once, split at
-//! truncates, which empty a table through its key set and leave a watermark.
+//! truncates, which empty a table through its key set and leave a watermark (on a cluster, the
+//! key set and watermark of every slot).
 
+use crate::connection::{Connection, parse};
 use crate::encode::json_document;
 use crate::errors::classify;
+use crate::layout::TableKeys;
 use crate::{
-    Format, PIPELINE_EVENTS, PIPELINES_IN_FLIGHT, RedisSink, TableKeys, template::KeyTemplate,
+    APPLY, Format, PIPELINE_EVENTS, PIPELINES_IN_FLIGHT, RedisSink, TRUNCATE, template::KeyTemplate,
 };
-use redis::aio::ConnectionManager;
+use futures::{StreamExt, TryStreamExt};
 use ripple_sink::in_flight::InFlight;
 use ripple_sink::segment::{self, Step};
 use ripple_sink::{ChangeEvent, Op, Rejection, SinkError, Target, Value};
+
+/// Slots a cluster truncate empties at once.
+const TRUNCATE_SLOTS_IN_FLIGHT: usize = 64;
 
 impl RedisSink {
     /// `Sink::apply`.
@@ -22,19 +28,21 @@ impl RedisSink {
         let table = target.table;
         let template = self.key_template(target)?;
         let mut conn = self.connection().await?;
-        // Pipelines call the script by hash; loading it first covers a server that restarted.
-        self.apply_script
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await
-            .map_err(|e| classify(e, "load script"))?;
-        let keys = self.table_keys(table);
+        // Pipelines call the script by hash; on a single Redis, loading it first saves a restarted
+        // server from being sent each call of the batch again in full (`Connection::run_script`).
+        if !self.layout.is_cluster() {
+            self.apply_script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| classify(e, "load script"))?;
+        }
         let mut rejected = Vec::new();
         // Segments between truncates go in order, each as pipelines of up to PIPELINE_EVENTS.
         for step in segment::split_at_truncates(events) {
             let (run, offset) = match step {
                 Step::Split { event, .. } => {
-                    self.truncate(&mut conn, &keys, event).await?;
+                    self.truncate(&conn, table, event).await?;
                     continue;
                 }
                 Step::Run { events, offset } => (events, offset),
@@ -46,12 +54,14 @@ impl RedisSink {
             let mut in_flight = InFlight::new(PIPELINES_IN_FLIGHT);
             for (n, chunk) in run.chunks(PIPELINE_EVENTS).enumerate() {
                 let from = offset + n * PIPELINE_EVENTS;
-                let mut pipe = redis::pipe();
-                pipe.ignore_errors();
+                let mut cmds = Vec::with_capacity(chunk.len());
                 let mut sent = Vec::with_capacity(chunk.len());
                 for (i, e) in chunk.iter().enumerate() {
-                    match self.add(&mut pipe, &template, &keys, e, from + i) {
-                        Ok(()) => sent.push(from + i),
+                    match self.command(&template, table, e, from + i) {
+                        Ok(cmd) => {
+                            cmds.push(cmd);
+                            sent.push(from + i);
+                        }
                         // An event whose key cannot be named is refused before Redis sees it.
                         Err(e) if !e.is_retriable() => {
                             rejected.push(Rejection::new(from + i, e.message));
@@ -59,7 +69,7 @@ impl RedisSink {
                         Err(e) => return Err(e),
                     }
                 }
-                in_flight.send(send(conn.clone(), pipe, sent)).await?;
+                in_flight.send(send(conn.clone(), cmds, sent)).await?;
             }
             rejected.extend(in_flight.finish().await?);
         }
@@ -72,26 +82,44 @@ impl RedisSink {
         }
     }
 
+    /// Empties a table: on a single Redis through its one key set; on a cluster through every
+    /// slot's, a few slots at once, each moving its watermark before it removes anything.
     pub(crate) async fn truncate(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &Connection,
+        table: &ripple_sink::TableRef,
+        event: &ChangeEvent,
+    ) -> Result<(), SinkError> {
+        futures::stream::iter(self.layout.all(table))
+            .map(|keys| async move { self.truncate_keys(conn, &keys, event).await })
+            .buffer_unordered(TRUNCATE_SLOTS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn truncate_keys(
+        &self,
+        conn: &Connection,
         keys: &TableKeys,
         event: &ChangeEvent,
     ) -> Result<(), SinkError> {
         let mut first = true;
         loop {
-            let removed: i64 = self
-                .truncate_script
-                .key(&keys.set)
-                .key(&keys.versions)
-                .key(&keys.watermark)
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(self.truncate_script.get_hash())
+                .arg(3)
+                .arg(&keys.set)
+                .arg(&keys.versions)
+                .arg(&keys.watermark)
                 .arg(event.version.commit)
                 .arg(event.version.change)
                 .arg(1000)
-                .arg(if first { "first" } else { "more" })
-                .invoke_async(conn)
+                .arg(if first { "first" } else { "more" });
+            let answer = conn
+                .run_script(vec![call], TRUNCATE)
                 .await
-                .map_err(|e| classify(e, "truncate"))?;
+                .and_then(|mut a| parse::<i64>(a.pop().unwrap_or(Ok(redis::Value::Nil))));
+            let removed = answer.map_err(|e| classify(e, "truncate"))?;
             first = false;
             if removed <= 0 {
                 return Ok(());
@@ -99,22 +127,21 @@ impl RedisSink {
         }
     }
 
-    /// Adds the guarded write of one change to the batch's pipeline.
-    pub(crate) fn add(
+    /// The guarded write of one change.
+    pub(crate) fn command(
         &self,
-        pipe: &mut redis::Pipeline,
         template: &KeyTemplate,
-        keys: &TableKeys,
+        table: &ripple_sink::TableRef,
         event: &ChangeEvent,
         index: usize,
-    ) -> Result<(), SinkError> {
+    ) -> Result<redis::Cmd, SinkError> {
         if event.before.is_some() {
             return Err(SinkError::permanent(ripple_sink::keyless_refused("Redis")).at_event(index));
         }
         let key = template.render(event).map_err(|e| e.at_event(index))?;
-        let cmd = pipe
-            .cmd("EVALSHA")
-            .arg(self.apply_script.get_hash())
+        let keys = self.layout.for_key(table, &key);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.apply_script.get_hash())
             .arg(4)
             .arg(&key)
             .arg(&keys.versions)
@@ -169,30 +196,29 @@ impl RedisSink {
                         .arg(ripple_sink::to_text(v).unwrap_or_default()),
                 };
             }
-            (Op::Truncate, _) => unreachable!("truncates split the batch before it reaches `add`"),
+            (Op::Truncate, _) => {
+                unreachable!("truncates split the batch before it reaches `command`")
+            }
         }
-        Ok(())
+        Ok(cmd)
     }
 }
 
-/// Sends one pipeline and returns the changes Redis refused for their own data (each command
-/// answers for itself: a key of another type refuses one change, and the others apply).
+/// Sends one pipeline's commands and returns the changes Redis refused for their own data (each
+/// command answers for itself: a key of another type refuses one change, and the others apply).
 async fn send(
-    mut conn: ConnectionManager,
-    pipe: redis::Pipeline,
+    conn: Connection,
+    cmds: Vec<redis::Cmd>,
     sent: Vec<usize>,
 ) -> Result<Vec<Rejection>, SinkError> {
     let mut refused = Vec::new();
-    if sent.is_empty() {
-        return Ok(refused);
-    }
-    let answers: Vec<redis::Value> = pipe
-        .query_async(&mut conn)
+    let answers = conn
+        .run_script(cmds, APPLY)
         .await
         .map_err(|e| classify(e, "write"))?;
     for (&index, answer) in sent.iter().zip(answers) {
-        if let redis::Value::ServerError(e) = answer {
-            let e = classify(redis::RedisError::from(e), "write");
+        if let Err(e) = answer {
+            let e = classify(e, "write");
             if e.is_retriable() {
                 return Err(e);
             }

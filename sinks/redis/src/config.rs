@@ -13,6 +13,14 @@ pub struct RedisSinkConfig {
     /// `redis://host:port[/db]`, or `rediss://host:port[/db]` for TLS. Give the password through
     /// `password_env` or `password_file`.
     pub url: String,
+    /// The URL names a node of a Redis Cluster: Ripple learns the others from it, sends each
+    /// command to its slot's primary, follows redirections and failovers, and keeps its bookkeeping
+    /// per hash slot (`{<tag>}` keys beside each row's).
+    #[serde(default)]
+    pub cluster: bool,
+    /// More nodes of the cluster to start from, should the `url`'s be down (`redis://host:port`).
+    #[serde(default)]
+    pub cluster_seeds: Vec<String>,
     /// ACL user (Redis 6+); without it the password is the `default` user's (`requirepass`).
     #[serde(default)]
     pub username: Option<String>,
@@ -66,6 +74,68 @@ impl RedisSinkConfig {
     /// A client for the URL, logging in as `username` with the password from `password_env` or
     /// `password_file`; over TLS with the `tls` files for `rediss://`. The password is set on
     /// the connection settings, never pasted into a URL, so no character in it needs escaping.
+    /// What the sink connects with: [`client`](Self::client) for one Redis, or a cluster client
+    /// seeded with `url` and `cluster_seeds`.
+    pub(crate) fn connector(
+        &self,
+        key_prefix: &str,
+    ) -> Result<crate::connection::Client, ConfigError> {
+        if !self.cluster {
+            return self
+                .client(key_prefix)
+                .map(crate::connection::Client::Single);
+        }
+        if !self.tls.is_unset() {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.tls"),
+                "is not supported with cluster = true yet: use rediss:// with a CA the system trusts",
+            ));
+        }
+        let mut nodes = Vec::new();
+        for (key, url) in std::iter::once(("url".to_string(), &self.url)).chain(
+            self.cluster_seeds
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("cluster_seeds[{i}]"), u)),
+        ) {
+            let info = url.as_str().into_connection_info().map_err(|e| {
+                ConfigError::new(
+                    format!("{key_prefix}.{key}"),
+                    format!("is not a redis:// or rediss:// URL: {e}"),
+                )
+            })?;
+            if info.redis_settings().db() != 0 {
+                return Err(ConfigError::new(
+                    format!("{key_prefix}.{key}"),
+                    "names a database, but a Redis Cluster has only database 0: drop the /N",
+                ));
+            }
+            nodes.push(info);
+        }
+        let mut builder = crate::connection::cluster_builder(nodes);
+        if let Some(user) = &self.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = self.password(key_prefix)? {
+            builder = builder.password(password.expose());
+        }
+        builder
+            .build()
+            .map(crate::connection::Client::Cluster)
+            .map_err(|e| {
+                ConfigError::new(format!("{key_prefix}.url"), format!("cannot be used: {e}"))
+            })
+    }
+
+    fn password(&self, key_prefix: &str) -> Result<Option<ripple_sink::Secret>, ConfigError> {
+        read_secret(
+            key_prefix,
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )
+    }
+
     pub fn client(&self, key_prefix: &str) -> Result<redis::Client, ConfigError> {
         let url_error = |e: redis::RedisError| {
             ConfigError::new(
@@ -82,12 +152,7 @@ impl RedisSinkConfig {
         if let Some(user) = &self.username {
             settings = settings.set_username(user);
         }
-        if let Some(password) = read_secret(
-            key_prefix,
-            "password",
-            self.password_env.as_deref(),
-            self.password_file.as_deref(),
-        )? {
+        if let Some(password) = self.password(key_prefix)? {
             settings = settings.set_password(password.expose());
         }
         info = info.set_redis_settings(settings);
@@ -134,6 +199,18 @@ impl RedisSinkConfig {
     }
 
     pub fn check(&self, key_prefix: &str) -> Result<(), ConfigError> {
+        if self.cluster && self.key_set_prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.key_set_prefix"),
+                "may not hold { or } with cluster = true: Ripple puts its own hash tag after it",
+            ));
+        }
+        if !self.cluster && !self.cluster_seeds.is_empty() {
+            return Err(ConfigError::new(
+                format!("{key_prefix}.cluster_seeds"),
+                "only applies with cluster = true",
+            ));
+        }
         if self.format == Format::String && self.field.is_none() {
             return Err(ConfigError::new(
                 format!("{key_prefix}.field"),
@@ -190,6 +267,52 @@ mod tests {
         };
         assert_eq!(
             with_tls.client("sinks.cache").unwrap_err().key,
+            "sinks.cache.tls"
+        );
+    }
+
+    /// Cluster settings that cannot work name their key.
+    #[test]
+    fn cluster_settings_are_checked() {
+        let cluster = |url: &str| RedisSinkConfig {
+            cluster: true,
+            ..config(url, None)
+        };
+        let err = |c: RedisSinkConfig| {
+            c.check("sinks.cache")
+                .and_then(|()| c.connector("sinks.cache").map(|_| ()))
+                .unwrap_err()
+                .key
+        };
+        assert!(cluster("redis://127.0.0.1:7000").connector("s").is_ok());
+        assert_eq!(err(cluster("redis://127.0.0.1:7000/3")), "sinks.cache.url");
+        let seeds = RedisSinkConfig {
+            cluster_seeds: vec!["redis://127.0.0.1:7001".into(), "not a url".into()],
+            ..cluster("redis://127.0.0.1:7000")
+        };
+        assert_eq!(err(seeds.clone()), "sinks.cache.cluster_seeds[1]");
+        assert_eq!(
+            err(RedisSinkConfig {
+                cluster: false,
+                ..seeds
+            }),
+            "sinks.cache.cluster_seeds"
+        );
+        assert_eq!(
+            err(RedisSinkConfig {
+                key_set_prefix: "ripple:{keys}:".into(),
+                ..cluster("redis://127.0.0.1:7000")
+            }),
+            "sinks.cache.key_set_prefix"
+        );
+        assert_eq!(
+            err(RedisSinkConfig {
+                tls: TlsFiles {
+                    ca_file: Some("ca.pem".into()),
+                    ..Default::default()
+                },
+                ..cluster("rediss://localhost:7000")
+            }),
             "sinks.cache.tls"
         );
     }

@@ -53,6 +53,12 @@ const OUTAGE_CODES: &[&str] = &[
     "NOREPLICAS",
     "CLUSTERDOWN",
     "TRYAGAIN",
+    // A node that lost its script cache (a replica promoted, a restart): the batch is sent again
+    // after the script is loaded.
+    "NOSCRIPT",
+    // Slots moving between nodes, or a cluster written to as one Redis (see `classify`).
+    "MOVED",
+    "ASK",
 ];
 
 pub(crate) fn classify(err: redis::RedisError, doing: &str) -> SinkError {
@@ -67,6 +73,9 @@ pub(crate) fn classify(err: redis::RedisError, doing: &str) -> SinkError {
         let more = message.len() - cut;
         message.truncate(cut);
         message.push_str(&format!("… ({more} more bytes)"));
+    }
+    if err.code() == Some("MOVED") {
+        message.push_str(" (the url is a node of a Redis Cluster: set cluster = true)");
     }
     let retriable = is_outage(&err);
     let e = if retriable {

@@ -1,24 +1,28 @@
 //! The Redis sink: one key per source row (named by a template such as `inventory:{product_id}`),
 //! holding the row as a hash, a JSON document, or one column as a plain string. Each batch goes to
 //! Redis as pipelines of server-side scripts that compare versions and write in one step, so a
-//! row never moves back in time whatever order the pipelines run in. Truncates find a table's keys through a per-table key set,
-//! never through KEYS or SCAN over the whole keyspace.
+//! row never moves back in time whatever order the pipelines run in. Truncates find a table's keys
+//! through a per-table key set, never through KEYS or SCAN over the whole keyspace. The same sink
+//! writes to a Redis Cluster (`cluster = true`), its bookkeeping kept per hash slot (`layout.rs`).
 
 mod apply;
 mod config;
+mod connection;
 mod encode;
 mod errors;
+mod layout;
 mod read_back;
 mod template;
 
 pub use config::{Format, RedisSinkConfig};
+pub use connection::Connection;
 
 use async_trait::async_trait;
+use connection::Client;
 use errors::classify;
-use redis::aio::ConnectionManager;
+use layout::Layout;
 use ripple_sink::{
-    ChangeEvent, ConfigError, ReadBack, Sink, SinkError, SinkFactory, TableRef, Target,
-    TemplateError,
+    ChangeEvent, ConfigError, ReadBack, Sink, SinkError, SinkFactory, Target, TemplateError,
 };
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -52,11 +56,13 @@ impl SinkFactory for RedisFactory {
 
 pub struct RedisSink {
     name: String,
-    client: redis::Client,
-    /// Connected on first use, then shared; it reconnects by itself after a drop.
-    connection: tokio::sync::OnceCell<ConnectionManager>,
+    client: Client,
+    /// Connected on first use, then shared; it reconnects by itself after a drop. A cluster
+    /// connection is dropped after an outage (see `forget_connection`).
+    connection: tokio::sync::Mutex<Option<Connection>>,
     config: RedisSinkConfig,
     key: KeyTemplate,
+    layout: Layout,
     apply_script: redis::Script,
     truncate_script: redis::Script,
 }
@@ -70,26 +76,17 @@ const APPLY: &str = concat!(
 /// Guarded truncate of one table; see the script's header.
 const TRUNCATE: &str = concat!(include_str!("versions.lua"), include_str!("truncate.lua"));
 
-/// The per-table keys Ripple keeps next to the data.
-struct TableKeys {
-    /// Every data key written and not deleted: what a truncate removes.
-    set: String,
-    /// Version per data key, deleted ones included.
-    versions: String,
-    /// Version of the last truncate.
-    watermark: String,
-}
-
 impl RedisSink {
     pub fn new(name: &str, key_prefix: &str, config: RedisSinkConfig) -> Result<Self, ConfigError> {
-        let client = config.client(key_prefix)?;
+        config.check(key_prefix)?;
+        let client = config.connector(key_prefix)?;
         let key = KeyTemplate::parse(&config.key)
             .map_err(|e| ConfigError::new(format!("{key_prefix}.key"), e.to_string()))?;
-        config.check(key_prefix)?;
         Ok(Self {
             name: name.to_string(),
             client,
-            connection: tokio::sync::OnceCell::new(),
+            connection: tokio::sync::Mutex::new(None),
+            layout: Layout::new(&config.key_set_prefix, name, config.cluster),
             config,
             key,
             apply_script: redis::Script::new(APPLY),
@@ -97,12 +94,28 @@ impl RedisSink {
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, SinkError> {
-        self.connection
-            .get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await })
+    async fn connection(&self) -> Result<Connection, SinkError> {
+        let mut held = self.connection.lock().await;
+        if let Some(conn) = &*held {
+            return Ok(conn.clone());
+        }
+        let conn = self
+            .client
+            .connect()
             .await
-            .cloned()
-            .map_err(|e| classify(e, "connect"))
+            .map_err(|e| classify(e, "connect"))?;
+        *held = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// After an outage, a cluster is connected to afresh. The cluster client re-reads the slot
+    /// map on MOVED, but after a lost connection it only reconnects to the same node: a killed
+    /// primary would be retried for ever after its replica took over. A new connection asks
+    /// the seeds who serves each slot now.
+    async fn forget_connection(&self, result: &Result<(), SinkError>) {
+        if self.layout.is_cluster() && result.as_ref().is_err_and(|e| e.is_retriable()) {
+            *self.connection.lock().await = None;
+        }
     }
 
     /// The route's key template, or the sink's.
@@ -114,18 +127,6 @@ impl RedisSink {
                 .map_err(|e| SinkError::permanent(e.to_string())),
         }
     }
-
-    fn table_keys(&self, table: &TableRef) -> TableKeys {
-        // Per sink as well as per table: two sinks sharing one Redis each keep their own key set
-        // and truncate watermark, so one's truncate cannot hide the other's keys from it.
-        let prefix = &self.config.key_set_prefix;
-        let t = format!("{}:{}.{}", self.name, table.namespace, table.name);
-        TableKeys {
-            set: format!("{prefix}{t}"),
-            versions: format!("{prefix}{t}:versions"),
-            watermark: format!("{prefix}{t}:truncated"),
-        }
-    }
 }
 
 #[async_trait]
@@ -135,18 +136,11 @@ impl Sink for RedisSink {
     }
 
     async fn ready(&self) -> Result<(), SinkError> {
-        // A direct connection says why it failed; the manager would only retry.
         let address = self.config.address();
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection()
+        self.client
+            .ping()
             .await
-            .map_err(|e| classify(e, &format!("connect to {address}")))?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| classify(e, &format!("ping {address}")))?;
-        Ok(())
+            .map_err(|e| classify(e, &format!("reach {address}")))
     }
 
     fn check_target(&self, template: &str) -> Result<(), TemplateError> {
@@ -158,7 +152,9 @@ impl Sink for RedisSink {
     }
 
     async fn apply(&self, target: Target<'_>, events: &[ChangeEvent]) -> Result<(), SinkError> {
-        self.write(target, events).await
+        let result = self.write(target, events).await;
+        self.forget_connection(&result).await;
+        result
     }
 
     async fn held_versions(

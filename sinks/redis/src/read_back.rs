@@ -1,6 +1,7 @@
 //! Reading Redis back for `ripple verify`: what each key holds, as it is stored (verify decodes it
-//! on its own), and every key of a table (its key set).
+//! on its own), and every key of a table (its key set; on a cluster, every slot's).
 
+use crate::connection::parse;
 use crate::errors::classify;
 use crate::{Format, RedisSink};
 use async_trait::async_trait;
@@ -16,20 +17,22 @@ impl RedisSink {
         events: &[ChangeEvent],
     ) -> Result<Vec<Option<Version>>, SinkError> {
         let template = self.key_template(target)?;
-        let keys = self.table_keys(target.table);
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&keys.watermark);
+        // Each key's version and the watermark of its slot (on a single Redis, the table's).
+        let mut cmds = Vec::with_capacity(2 * events.len());
         for e in events {
-            pipe.cmd("HGET")
-                .arg(&keys.versions)
-                .arg(template.render(e)?);
+            let key = template.render(e)?;
+            let keys = self.layout.for_key(target.table, &key);
+            cmds.push(redis::cmd("GET").arg(&keys.watermark).clone());
+            cmds.push(redis::cmd("HGET").arg(&keys.versions).arg(key).clone());
         }
-        let mut conn = self.connection().await?;
-        let found: Vec<Option<String>> = pipe
-            .query_async(&mut conn)
+        let conn = self.connection().await?;
+        let found = conn
+            .run(cmds)
             .await
             .map_err(|e| classify(e, "read versions"))?;
-        let parse = |text: &Option<String>| -> Result<Option<Version>, SinkError> {
+        let version = |answer: Result<redis::Value, redis::RedisError>| -> Result<Option<Version>, SinkError> {
+            let text: Option<String> = parse(answer)
+                .map_err(|e| classify(e, "read versions"))?;
             let Some(text) = text else { return Ok(None) };
             let parsed = text
                 .split_once(':')
@@ -37,25 +40,24 @@ impl RedisSink {
             match parsed {
                 Some((commit, change)) => Ok(Some(Version { commit, change })),
                 None => Err(SinkError::permanent(format!(
-                    "the versions hash {} holds {text:?}, not commit:change",
-                    keys.versions
+                    "a versions hash holds {text:?}, not commit:change"
                 ))),
             }
         };
-        let watermark = parse(&found[0])?;
-        found[1..]
-            .iter()
-            .map(|v| Ok(parse(v)?.max(watermark)))
-            .collect()
+        let mut found = found.into_iter();
+        let mut held = Vec::with_capacity(events.len());
+        while let (Some(watermark), Some(v)) = (found.next(), found.next()) {
+            held.push(version(v)?.max(version(watermark)?));
+        }
+        Ok(held)
     }
 
-    /// One answer of `fetch`'s pipeline as the row it holds.
+    /// One answer of `fetch`'s commands as the row it holds.
     fn stored_row(&self, got: redis::Value) -> Option<StoredRow> {
         let unreadable =
             |e: &dyn std::fmt::Display| StoredRow::Unreadable(format!("the key holds {e}"));
         match got {
             redis::Value::Nil => None,
-            redis::Value::ServerError(e) => Some(unreadable(&e)),
             got => Some(match self.config.format {
                 Format::Hash => match redis::from_redis_value::<HashMap<String, String>>(got) {
                     // HGETALL of a missing key is an empty map.
@@ -93,15 +95,26 @@ impl ReadBack for RedisSink {
     }
 
     async fn has_table(&self, target: Target<'_>) -> Result<bool, SinkError> {
-        let keys = self.table_keys(target.table);
-        let mut conn = self.connection().await?;
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(&keys.set)
-            .arg(&keys.versions)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| classify(e, "read"))?;
-        Ok(n > 0)
+        let conn = self.connection().await?;
+        // On a cluster, slot by slot until one holds something.
+        for chunk in self.layout.all(target.table).chunks(SLOTS_PER_LOOK) {
+            let cmds = chunk
+                .iter()
+                .map(|keys| {
+                    redis::cmd("EXISTS")
+                        .arg(&keys.set)
+                        .arg(&keys.versions)
+                        .clone()
+                })
+                .collect();
+            for answer in conn.run(cmds).await.map_err(|e| classify(e, "read"))? {
+                let n: i64 = parse(answer).map_err(|e| classify(e, "read"))?;
+                if n > 0 {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn row_id(&self, target: Target<'_>, event: &ChangeEvent) -> Result<String, SinkError> {
@@ -116,21 +129,27 @@ impl ReadBack for RedisSink {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        // A key of another type answers WRONGTYPE for itself alone, not for the whole read.
-        pipe.ignore_errors();
-        for id in ids {
-            match self.config.format {
-                Format::Hash => pipe.cmd("HGETALL").arg(id),
-                Format::Json | Format::String => pipe.cmd("GET").arg(id),
-            };
-        }
-        let mut conn = self.connection().await?;
-        let found: Vec<redis::Value> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| classify(e, "read"))?;
-        Ok(found.into_iter().map(|got| self.stored_row(got)).collect())
+        let command = match self.config.format {
+            Format::Hash => "HGETALL",
+            Format::Json | Format::String => "GET",
+        };
+        let cmds = ids
+            .iter()
+            .map(|id| redis::cmd(command).arg(id).clone())
+            .collect();
+        let conn = self.connection().await?;
+        let found = conn.run(cmds).await.map_err(|e| classify(e, "read"))?;
+        found
+            .into_iter()
+            .map(|got| match got {
+                Ok(got) => Ok(self.stored_row(got)),
+                // A key of another type answers WRONGTYPE for itself alone, not for the whole read.
+                Err(e) if !crate::errors::is_outage(&e) => {
+                    Ok(Some(StoredRow::Unreadable(format!("the key holds {e}"))))
+                }
+                Err(e) => Err(classify(e, "read")),
+            })
+            .collect()
     }
 
     fn stored_column(&self) -> Option<String> {
@@ -140,21 +159,68 @@ impl ReadBack for RedisSink {
         }
     }
 
+    /// The cursor is `<slot>:<SSCAN cursor>`: which of the table's key sets (one on a single
+    /// Redis) and where in it.
     async fn stored_ids(
         &self,
         target: Target<'_>,
         cursor: Option<String>,
     ) -> Result<(Vec<String>, Option<String>), SinkError> {
-        let keys = self.table_keys(target.table);
-        let mut conn = self.connection().await?;
-        let (next, ids): (String, Vec<String>) = redis::cmd("SSCAN")
-            .arg(&keys.set)
-            .arg(cursor.as_deref().unwrap_or("0"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| classify(e, "list keys"))?;
-        Ok((ids, (next != "0").then_some(next)))
+        let sets = self.layout.all(target.table);
+        let (mut slot, mut scan) = match cursor.as_deref().and_then(|c| c.split_once(':')) {
+            Some((slot, scan)) => (slot.parse().unwrap_or(sets.len()), scan.to_string()),
+            None => (0, "0".to_string()),
+        };
+        let conn = self.connection().await?;
+        while slot < sets.len() {
+            if scan == "0" && self.layout.is_cluster() {
+                // Most slots hold none of a small table: skip the empty ones many at a time.
+                let ahead = &sets[slot..(slot + SLOTS_PER_LOOK).min(sets.len())];
+                let cmds = ahead
+                    .iter()
+                    .map(|k| redis::cmd("SCARD").arg(&k.set).clone())
+                    .collect();
+                let mut skip = ahead.len();
+                for (i, answer) in conn
+                    .run(cmds)
+                    .await
+                    .map_err(|e| classify(e, "list keys"))?
+                    .into_iter()
+                    .enumerate()
+                {
+                    let n: i64 = parse(answer).map_err(|e| classify(e, "list keys"))?;
+                    if n > 0 {
+                        skip = i;
+                        break;
+                    }
+                }
+                slot += skip;
+                if skip == ahead.len() {
+                    continue;
+                }
+            }
+            let (next, ids): (String, Vec<String>) = redis::cmd("SSCAN")
+                .arg(&sets[slot].set)
+                .arg(&scan)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn.clone())
+                .await
+                .map_err(|e| classify(e, "list keys"))?;
+            if next == "0" {
+                slot += 1;
+                scan = "0".into();
+            } else {
+                scan = next;
+            }
+            if !ids.is_empty() {
+                let more = (slot < sets.len()).then(|| format!("{slot}:{scan}"));
+                return Ok((ids, more));
+            }
+        }
+        Ok((Vec::new(), None))
     }
 }
+
+/// Slots a cluster read looks at in one go.
+const SLOTS_PER_LOOK: usize = 1024;

@@ -1,21 +1,26 @@
-//! The sink contract (`ripple_sink::testkit::conformance`) against the stack's Redis, rows kept as
-//! hashes and read back with a connection of the test's own.
+//! The sink contract (`ripple_sink::testkit::conformance`) against the stack's Redis and its Redis
+//! Cluster, rows kept as hashes and read back with a connection of the test's own.
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use ripple_sink::testkit::conformance::{Store, Stored, assert_sink_contract};
 use ripple_sink::{Sink, TableRef, Value};
-use ripple_sink_redis::{Format, RedisSink, RedisSinkConfig};
+use ripple_sink_redis::{Connection, Format, RedisSink, RedisSinkConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 const PREFIX: &str = "conformance";
 
-fn url() -> String {
-    std::env::var("RIPPLE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+fn url(cluster: bool) -> String {
+    match cluster {
+        false => std::env::var("RIPPLE_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:16379".into()),
+        true => std::env::var("RIPPLE_TEST_REDIS_CLUSTER_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:17000".into()),
+    }
 }
 
-fn config(url: String) -> RedisSinkConfig {
+fn config(url: String, cluster: bool) -> RedisSinkConfig {
     RedisSinkConfig {
         kind: "redis".into(),
         url,
@@ -23,6 +28,8 @@ fn config(url: String) -> RedisSinkConfig {
         username: None,
         password_file: None,
         tls: Default::default(),
+        cluster,
+        cluster_seeds: Vec::new(),
         key: format!("{PREFIX}:{{table}}:{{pk}}"),
         format: Format::Hash,
         field: None,
@@ -34,7 +41,7 @@ fn config(url: String) -> RedisSinkConfig {
 struct Cache {
     sink: RedisSink,
     /// The test's own connection.
-    reader: redis::aio::MultiplexedConnection,
+    reader: Connection,
 }
 
 fn key(table: &TableRef, id: i64) -> String {
@@ -49,7 +56,12 @@ impl Store for Cache {
 
     fn unreachable(&self) -> Arc<dyn Sink> {
         Arc::new(
-            RedisSink::new("down", "sinks.down", config("redis://127.0.0.1:1".into())).unwrap(),
+            RedisSink::new(
+                "down",
+                "sinks.down",
+                config("redis://127.0.0.1:1".into(), false),
+            )
+            .unwrap(),
         )
     }
 
@@ -72,21 +84,28 @@ impl Store for Cache {
 
 #[tokio::test]
 async fn the_redis_sink_keeps_the_sink_contract() {
-    let mut reader = redis::Client::open(url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    keeps_the_contract(false).await
+}
+
+#[tokio::test]
+async fn the_redis_sink_keeps_the_sink_contract_on_a_cluster() {
+    keeps_the_contract(true).await
+}
+
+async fn keeps_the_contract(cluster: bool) {
+    let mut reader = Connection::open(&url(cluster), cluster)
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "Redis at {} is not reachable ({e}): run scripts/stack up",
-                url()
+                url(cluster)
             )
         });
     let old: Vec<String> = reader.keys(format!("{PREFIX}:*")).await.unwrap();
     if !old.is_empty() {
         let _: () = reader.del(old).await.unwrap();
     }
-    let sink = RedisSink::new("cache", "sinks.cache", config(url())).unwrap();
+    let sink = RedisSink::new("cache", "sinks.cache", config(url(cluster), cluster)).unwrap();
     sink.ready().await.unwrap();
     assert_sink_contract(&Cache { sink, reader }).await;
 }

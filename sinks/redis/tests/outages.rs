@@ -63,6 +63,8 @@ async fn out_of_memory_is_an_outage_and_applies_once_memory_is_raised() {
         password_env: None,
         password_file: None,
         tls: Default::default(),
+        cluster: false,
+        cluster_seeds: Vec::new(),
         key: format!("{prefix}:{{pk}}"),
         format: Format::Hash,
         field: None,

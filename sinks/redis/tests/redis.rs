@@ -1,52 +1,107 @@
-//! The redis sink against a real Redis (the stack's, or `RIPPLE_TEST_REDIS_URL`): the three value
-//! formats, key templates, deletes, truncates through the key set, re-delivery, and values that did
-//! not come with a change (unchanged TOAST) staying as they are.
+//! The redis sink against a real Redis (the stack's, or `RIPPLE_TEST_REDIS_URL`) and, each test
+//! again, against the stack's Redis Cluster (`RIPPLE_TEST_REDIS_CLUSTER_URL`): the three value
+//! formats, key templates, TTLs, deletes, truncates through the key sets, re-delivery, versions that
+//! never move back, and values that did not come with a change (unchanged TOAST) staying as they
+//! are. Keys are read back with a plain connection of the test's own.
 
 use redis::AsyncCommands;
 use ripple_sink::{
     ChangeEvent, Column, ColumnType, Op, Origin, Sink, TableRef, TableSchema, Target, Value,
     Version,
 };
-use ripple_sink_redis::{Format, RedisSink, RedisSinkConfig};
+use ripple_sink_redis::{Connection, Format, RedisSink, RedisSinkConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-fn url() -> String {
-    std::env::var("RIPPLE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Single,
+    Cluster,
 }
 
+fn url(mode: Mode) -> String {
+    match mode {
+        Mode::Single => std::env::var("RIPPLE_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:16379".into()),
+        Mode::Cluster => std::env::var("RIPPLE_TEST_REDIS_CLUSTER_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:17000".into()),
+    }
+}
+
+/// Each test runs once against the single Redis and once against the cluster.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn single() {
+                super::$name(super::Mode::Single).await
+            }
+            #[tokio::test]
+            async fn cluster() {
+                super::$name(super::Mode::Cluster).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    hash_rows_follow_upserts_deletes_and_truncates,
+    json_documents_keep_unavailable_values,
+    string_format_stores_one_column_under_a_template,
+    templates_may_only_use_key_columns,
+    keys_never_move_back_in_time,
+    read_back_fetches_keys_as_stored_and_lists_them,
+    keys_of_another_type_are_reported_each_and_the_rest_is_written,
+    versions_beyond_2_pow_53_compare_exactly,
+    json_values_round_trip_byte_exactly_through_a_merge,
+    keys_expire_ttl_seconds_after_their_last_write,
+);
+
 async fn sink(
+    mode: Mode,
     format: Format,
     key: &str,
     field: Option<&str>,
     prefix: &str,
-) -> (RedisSink, redis::aio::MultiplexedConnection) {
+) -> (RedisSink, Connection) {
+    sink_with(mode, format, key, field, prefix, 0).await
+}
+
+async fn sink_with(
+    mode: Mode,
+    format: Format,
+    key: &str,
+    field: Option<&str>,
+    prefix: &str,
+    ttl_seconds: u64,
+) -> (RedisSink, Connection) {
     let config = RedisSinkConfig {
         kind: "redis".into(),
-        url: url(),
+        url: url(mode),
         password_env: None,
         username: None,
         password_file: None,
         tls: Default::default(),
+        cluster: mode == Mode::Cluster,
+        cluster_seeds: Vec::new(),
         key: key.into(),
         format,
         field: field.map(String::from),
-        ttl_seconds: 0,
+        ttl_seconds,
         key_set_prefix: format!("{prefix}:keys:"),
     };
     let sink = RedisSink::new("cache", "sinks.cache", config).unwrap();
     sink.ready().await.unwrap_or_else(|e| {
         panic!(
             "Redis at {} is not reachable ({e}): run scripts/stack up",
-            url()
+            url(mode)
         )
     });
-    let mut conn = redis::Client::open(url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let mut conn = Connection::open(&url(mode), mode == Mode::Cluster)
         .await
         .unwrap();
+    // KEYS goes to every primary of a cluster, and DEL to each key's own.
     let old: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
     if !old.is_empty() {
         let _: () = conn.del(old).await.unwrap();
@@ -119,9 +174,15 @@ fn op(s: &Arc<TableSchema>, op: Op, id: i64) -> ChangeEvent {
     }
 }
 
-#[tokio::test]
-async fn hash_rows_follow_upserts_deletes_and_truncates() {
-    let (sink, mut conn) = sink(Format::Hash, "rtest_hash:{table}:{pk}", None, "rtest_hash").await;
+async fn hash_rows_follow_upserts_deletes_and_truncates(mode: Mode) {
+    let (sink, mut conn) = sink(
+        mode,
+        Format::Hash,
+        "rtest_hash:{table}:{pk}",
+        None,
+        "rtest_hash",
+    )
+    .await;
     let s = schema("items");
     let batch = vec![
         upsert(&s, 1, 5, Value::Text("first".into())),
@@ -160,9 +221,8 @@ async fn hash_rows_follow_upserts_deletes_and_truncates() {
     );
 }
 
-#[tokio::test]
-async fn json_documents_keep_unavailable_values() {
-    let (sink, mut conn) = sink(Format::Json, "rtest_json:{pk}", None, "rtest_json").await;
+async fn json_documents_keep_unavailable_values(mode: Mode) {
+    let (sink, mut conn) = sink(mode, Format::Json, "rtest_json:{pk}", None, "rtest_json").await;
     let s = schema("docs");
     let big = "y".repeat(10_000);
     sink.apply(
@@ -188,9 +248,9 @@ async fn json_documents_keep_unavailable_values() {
     );
 }
 
-#[tokio::test]
-async fn string_format_stores_one_column_under_a_template() {
+async fn string_format_stores_one_column_under_a_template(mode: Mode) {
     let (sink, mut conn) = sink(
+        mode,
         Format::String,
         "rtest_inv:{product_id}",
         Some("stock"),
@@ -215,9 +275,8 @@ async fn string_format_stores_one_column_under_a_template() {
     assert!(!conn.exists::<_, bool>("rtest_inv:43").await.unwrap());
 }
 
-#[tokio::test]
-async fn templates_may_only_use_key_columns() {
-    let (sink, _conn) = sink(Format::Hash, "rtest_bad:{stock}", None, "rtest_bad").await;
+async fn templates_may_only_use_key_columns(mode: Mode) {
+    let (sink, _conn) = sink(mode, Format::Hash, "rtest_bad:{stock}", None, "rtest_bad").await;
     let s = schema("items");
     let err = sink
         .apply(Target::of(&s.table), &[upsert(&s, 1, 5, Value::Null)])
@@ -234,11 +293,13 @@ async fn templates_may_only_use_key_columns() {
 fn string_format_needs_a_field() {
     let config = RedisSinkConfig {
         kind: "redis".into(),
-        url: url(),
+        url: url(Mode::Single),
         password_env: None,
         username: None,
         password_file: None,
         tls: Default::default(),
+        cluster: false,
+        cluster_seeds: Vec::new(),
         key: "{pk}".into(),
         format: Format::String,
         field: None,
@@ -251,9 +312,8 @@ fn string_format_needs_a_field() {
     assert_eq!(err.key, "sinks.cache.field");
 }
 
-#[tokio::test]
-async fn keys_never_move_back_in_time() {
-    let (sink, mut conn) = sink(Format::Hash, "rtest_ver:row:{pk}", None, "rtest_ver").await;
+async fn keys_never_move_back_in_time(mode: Mode) {
+    let (sink, mut conn) = sink(mode, Format::Hash, "rtest_ver:row:{pk}", None, "rtest_ver").await;
     let s = schema("versions");
     let t = s.table.clone();
     sink.apply(Target::of(&t), &[at(upsert(&s, 1, 10, Value::Null), 50, 1)])
@@ -311,14 +371,19 @@ fn at(mut e: ChangeEvent, commit: u64, change: u64) -> ChangeEvent {
     e
 }
 
-#[tokio::test]
-async fn read_back_fetches_keys_as_stored_and_lists_them() {
+async fn read_back_fetches_keys_as_stored_and_lists_them(mode: Mode) {
     use ripple_sink::StoredRow;
     for format in [Format::Hash, Format::Json, Format::String] {
         let field = (format == Format::String).then_some("stock");
         let prefix = format!("rtest_rb_{format:?}").to_lowercase();
-        let (sink, mut conn) =
-            sink(format.clone(), &format!("{prefix}:{{pk}}"), field, &prefix).await;
+        let (sink, mut conn) = sink(
+            mode,
+            format.clone(),
+            &format!("{prefix}:{{pk}}"),
+            field,
+            &prefix,
+        )
+        .await;
         let s = schema("read_back");
         let t = TableRef::new("public", "read_back");
         let read = sink.read_back().expect("redis reads back");
@@ -401,9 +466,9 @@ async fn read_back_fetches_keys_as_stored_and_lists_them() {
 /// applies once the key is freed (as replaying its dead letter would). The call spans more
 /// pipelines than the sink keeps in flight, so each refusal must be matched to its own event
 /// across pipelines answered in turn.
-#[tokio::test]
-async fn keys_of_another_type_are_reported_each_and_the_rest_is_written() {
+async fn keys_of_another_type_are_reported_each_and_the_rest_is_written(mode: Mode) {
     let (sink, mut conn) = sink(
+        mode,
         Format::Hash,
         "rtest_clash:{table}:{pk}",
         None,
@@ -426,17 +491,20 @@ async fn keys_of_another_type_are_reported_each_and_the_rest_is_written() {
     let at: Vec<usize> = err.rejections.iter().map(|r| r.index).collect();
     assert_eq!(at, clashing.map(|id| id as usize - 1), "{err}");
     assert!(err.rejections[0].reason.contains("WRONGTYPE"), "{err:?}");
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    for id in 1..=5500 {
-        pipe.hget(format!("rtest_clash:items:{id}"), "stock");
-    }
-    let stocks: Vec<redis::Value> = pipe.query_async(&mut conn).await.unwrap();
+    let reads = (1..=5500)
+        .map(|id| {
+            redis::cmd("HGET")
+                .arg(format!("rtest_clash:items:{id}"))
+                .arg("stock")
+                .clone()
+        })
+        .collect();
+    let stocks = conn.run(reads).await.unwrap();
     for (id, stock) in (1..=5500).zip(stocks) {
         if clashing.contains(&id) {
             continue;
         }
-        let stock: Option<String> = redis::from_redis_value(stock).unwrap();
+        let stock: Option<String> = redis::from_redis_value(stock.unwrap()).unwrap();
         assert_eq!(stock, Some(id.to_string()), "row {id}");
     }
     let _: () = conn.del("rtest_clash:items:2").await.unwrap();
@@ -452,9 +520,8 @@ async fn keys_of_another_type_are_reported_each_and_the_rest_is_written() {
 }
 
 /// Versions are compared exactly whatever their size: 2^60 and 2^60 + 1 are one double in Lua.
-#[tokio::test]
-async fn versions_beyond_2_pow_53_compare_exactly() {
-    let (sink, mut conn) = sink(Format::Hash, "rtest_big:row:{pk}", None, "rtest_big").await;
+async fn versions_beyond_2_pow_53_compare_exactly(mode: Mode) {
+    let (sink, mut conn) = sink(mode, Format::Hash, "rtest_big:row:{pk}", None, "rtest_big").await;
     let s = schema("big_versions");
     let t = s.table.clone();
     let big = 1u64 << 60;
@@ -487,9 +554,8 @@ async fn versions_beyond_2_pow_53_compare_exactly() {
     );
 }
 
-#[tokio::test]
-async fn json_values_round_trip_byte_exactly_through_a_merge() {
-    let (sink, mut conn) = sink(Format::Json, "rtest_exact:{pk}", None, "rtest_exact").await;
+async fn json_values_round_trip_byte_exactly_through_a_merge(mode: Mode) {
+    let (sink, mut conn) = sink(mode, Format::Json, "rtest_exact:{pk}", None, "rtest_exact").await;
     let col = Column::new;
     let s = Arc::new(TableSchema {
         table: TableRef::new("public", "exact"),
@@ -555,4 +621,99 @@ async fn json_values_round_trip_byte_exactly_through_a_merge() {
     }
     let doc: serde_json::Value = serde_json::from_str(&after).expect("still JSON");
     assert_eq!(doc.as_object().unwrap().len(), 6, "{after}");
+}
+
+/// `ttl_seconds` sets an expiry on every write, renewed by the next one; deletes and the
+/// bookkeeping never expire (a forgotten version would let an older change back in).
+async fn keys_expire_ttl_seconds_after_their_last_write(mode: Mode) {
+    let (sink, mut conn) =
+        sink_with(mode, Format::Hash, "rtest_ttl:{pk}", None, "rtest_ttl", 300).await;
+    let s = schema("ttl");
+    sink.apply(
+        Target::of(&s.table),
+        &[upsert(&s, 1, 5, Value::Null), upsert(&s, 2, 5, Value::Null)],
+    )
+    .await
+    .unwrap();
+    let _: () = conn.expire("rtest_ttl:1", 10).await.unwrap();
+    sink.apply(Target::of(&s.table), &[upsert(&s, 1, 6, Value::Null)])
+        .await
+        .unwrap();
+    for id in [1, 2] {
+        let ttl: i64 = conn.ttl(format!("rtest_ttl:{id}")).await.unwrap();
+        assert!((290..=300).contains(&ttl), "row {id}: ttl {ttl}");
+    }
+    let bookkeeping: Vec<String> = conn.keys("rtest_ttl:keys:*").await.unwrap();
+    assert!(!bookkeeping.is_empty());
+    for key in bookkeeping {
+        let ttl: i64 = conn.ttl(&key).await.unwrap();
+        assert_eq!(ttl, -1, "{key} never expires");
+    }
+}
+
+/// On a cluster a table's keys spread over every primary, and each key's version sits in a
+/// versions hash of the key's own slot, as the servers themselves compute slots (CLUSTER KEYSLOT).
+#[tokio::test]
+async fn on_a_cluster_each_rows_version_lives_in_its_own_slot() {
+    let (sink, mut conn) = sink(
+        Mode::Cluster,
+        Format::Json,
+        "rtest_slots:{table}:{pk}",
+        None,
+        "rtest_slots",
+    )
+    .await;
+    let s = schema("spread");
+    let batch: Vec<ChangeEvent> = (1..=300)
+        .map(|id| upsert(&s, id, id, Value::Null))
+        .collect();
+    sink.apply(Target::of(&s.table), &batch).await.unwrap();
+    let hashes: Vec<String> = conn.keys("rtest_slots:keys:*:versions").await.unwrap();
+    assert!(
+        hashes.len() > 100,
+        "300 rows over {} versions hashes",
+        hashes.len()
+    );
+    let mut versioned = 0;
+    for hash in &hashes {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(hash)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let rows: Vec<String> = conn.hkeys(hash).await.unwrap();
+        for row in rows {
+            let row_slot: i64 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&row)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(row_slot, slot, "{row} is versioned in {hash}");
+            versioned += 1;
+        }
+    }
+    assert_eq!(versioned, 300);
+    // Each primary holds some of the rows: DBSIZE on every node, replicas counted out.
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let primaries: Vec<&str> = nodes
+        .lines()
+        .filter(|l| l.contains("master") && !l.contains("fail"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.split('@').next())
+        .collect();
+    assert_eq!(primaries.len(), 3, "{nodes}");
+    for node in primaries {
+        let mut one = redis::Client::open(format!("redis://{node}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mine: Vec<String> = one.keys("rtest_slots:spread:*").await.unwrap();
+        assert!(mine.len() > 50, "{node} holds {} of 300 rows", mine.len());
+    }
 }
