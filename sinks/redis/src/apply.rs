@@ -37,6 +37,7 @@ impl RedisSink {
                 .await
                 .map_err(|e| classify(e, "load script"))?;
         }
+        let table_keys = self.layout.table_wide(table);
         let mut rejected = Vec::new();
         // Segments between truncates go in order, each as pipelines of up to PIPELINE_EVENTS.
         for step in segment::split_at_truncates(events) {
@@ -57,7 +58,7 @@ impl RedisSink {
                 let mut cmds = Vec::with_capacity(chunk.len());
                 let mut sent = Vec::with_capacity(chunk.len());
                 for (i, e) in chunk.iter().enumerate() {
-                    match self.command(&template, table, e, from + i) {
+                    match self.command(&template, table, table_keys.as_ref(), e, from + i) {
                         Ok(cmd) => {
                             cmds.push(cmd);
                             sent.push(from + i);
@@ -132,6 +133,7 @@ impl RedisSink {
         &self,
         template: &KeyTemplate,
         table: &ripple_sink::TableRef,
+        table_keys: Option<&TableKeys>,
         event: &ChangeEvent,
         index: usize,
     ) -> Result<redis::Cmd, SinkError> {
@@ -139,7 +141,14 @@ impl RedisSink {
             return Err(SinkError::permanent(ripple_sink::keyless_refused("Redis")).at_event(index));
         }
         let key = template.render(event).map_err(|e| e.at_event(index))?;
-        let keys = self.layout.for_key(table, &key);
+        let slot_keys;
+        let keys = match table_keys {
+            Some(keys) => keys,
+            None => {
+                slot_keys = self.layout.for_key(table, &key);
+                &slot_keys
+            }
+        };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.apply_script.get_hash())
             .arg(4)

@@ -51,6 +51,12 @@ impl Layout {
         }
     }
 
+    /// The one bookkeeping of a whole table on a single Redis (none on a cluster, where each
+    /// key has its slot's): worked out once per batch, not per event.
+    pub fn table_wide(&self, table: &TableRef) -> Option<TableKeys> {
+        (!self.cluster).then(|| self.single(table))
+    }
+
     /// Every place a table's bookkeeping may be: one on a single Redis, each slot on a cluster.
     pub fn all(&self, table: &TableRef) -> Vec<TableKeys> {
         if self.cluster {
